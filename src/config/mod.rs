@@ -1,0 +1,449 @@
+//! What the user writes: `gateway.toml` as typed serde structs (SPEC §3), with no
+//! behaviour of its own. [`load`] reads, parses and validates a file and returns
+//! either a [`Config`] or every error found, each naming its place.
+//!
+//! The runtime never reads these types on the request path: `runtime::compile`
+//! turns a validated `Config` into the immutable snapshot requests use.
+
+mod load;
+mod locate;
+pub mod units;
+mod validate;
+/// Parsing helpers shared with the runtime compiler.
+pub mod validate_helpers {
+    pub use super::validate::{datetime_to_unix, parse_cidr, parse_listen};
+}
+pub use validate::normalize_version;
+
+pub use load::{load_file, load_str};
+pub use locate::{ConfigError, ConfigErrors};
+pub use units::{Dur, Rate, Size};
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// A whole, validated `gateway.toml`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub api_versions: Option<ApiVersionsConfig>,
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub plugins: BTreeMap<String, PluginConfig>,
+    /// Directory of the config file: relative paths resolve against it.
+    pub base_dir: PathBuf,
+    /// The config file itself (for messages and watching).
+    pub file: PathBuf,
+    /// Hex SHA-256 of the file's bytes.
+    pub hash: String,
+}
+
+impl Config {
+    /// Resolve a path written in the config against the config's directory.
+    pub fn resolve(&self, p: &str) -> PathBuf {
+        let p = PathBuf::from(p);
+        if p.is_absolute() {
+            p
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+fn default_listen() -> OneOrMany {
+    OneOrMany::One("0.0.0.0:8080".into())
+}
+fn default_admin() -> String {
+    "127.0.0.1:9901".into()
+}
+fn default_threads() -> usize {
+    2
+}
+fn default_body() -> Size {
+    Size(10 << 20)
+}
+fn default_request_timeout() -> Dur {
+    Dur::secs(30)
+}
+fn default_header_timeout() -> Dur {
+    Dur::secs(10)
+}
+fn default_header_size() -> Size {
+    Size(64 << 10)
+}
+fn default_max_headers() -> usize {
+    100
+}
+fn default_idle() -> Dur {
+    Dur::secs(60)
+}
+fn default_grace() -> Dur {
+    Dur::secs(10)
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    #[serde(default = "default_listen")]
+    pub listen: OneOrMany,
+    #[serde(default = "default_admin")]
+    pub admin_listen: String,
+    /// Name of the environment variable holding the admin bearer token.
+    #[serde(default)]
+    pub admin_token_env: Option<String>,
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    #[serde(default = "default_body")]
+    pub max_request_body: Size,
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: Dur,
+    #[serde(default)]
+    pub plugins: Vec<String>,
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout: Dur,
+    #[serde(default = "default_header_size")]
+    pub max_header_size: Size,
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
+    #[serde(default = "default_idle")]
+    pub idle_timeout: Dur,
+    /// How long a graceful shutdown waits for requests in flight.
+    #[serde(default = "default_grace")]
+    pub grace_period: Dur,
+    #[serde(default)]
+    pub tls: Vec<TlsListenerConfig>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: default_listen(),
+            admin_listen: default_admin(),
+            admin_token_env: None,
+            threads: default_threads(),
+            trusted_proxies: vec![],
+            max_request_body: default_body(),
+            request_timeout: default_request_timeout(),
+            plugins: vec![],
+            header_timeout: default_header_timeout(),
+            max_header_size: default_header_size(),
+            max_headers: default_max_headers(),
+            idle_timeout: default_idle(),
+            grace_period: default_grace(),
+            tls: vec![],
+        }
+    }
+}
+
+/// `[[server.tls]]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListenerConfig {
+    pub listen: String,
+    pub cert: String,
+    pub key: String,
+    #[serde(default)]
+    pub client_ca: Option<String>,
+}
+
+/// `[api_versions]` (its `[api_versions.X]` sub-tables are in `versions`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ApiVersionsConfig {
+    pub sources: Vec<String>,
+    pub default: Option<String>,
+    pub versions: BTreeMap<String, VersionConfig>,
+}
+
+/// The keys of `[api_versions]` other than the version tables.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ApiVersionsHead {
+    #[serde(default = "default_sources")]
+    pub sources: Vec<String>,
+    #[serde(default)]
+    pub default: Option<String>,
+}
+
+fn default_sources() -> Vec<String> {
+    vec!["path".into()]
+}
+
+/// `[api_versions.v1]`
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct VersionConfig {
+    /// RFC 3339 date (`2026-01-01`) or date-time.
+    #[serde(default)]
+    pub deprecated: Option<Date>,
+    #[serde(default)]
+    pub sunset: Option<Date>,
+    #[serde(default)]
+    pub link: Option<String>,
+}
+
+/// A date written as a string (`"2026-01-01"`, as the SPEC shows) or as a bare
+/// TOML date / date-time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Date(pub toml::value::Datetime);
+
+impl<'de> Deserialize<'de> for Date {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            S(String),
+            D(toml::value::Datetime),
+        }
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom(
+                "expected a date such as \"2026-01-01\" or \"2026-01-01T00:00:00Z\"",
+            )
+        })? {
+            Raw::D(dt) => Ok(Date(dt)),
+            Raw::S(s) => s
+                .trim()
+                .parse::<toml::value::Datetime>()
+                .map(Date)
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                    "invalid date {s:?}: expected e.g. \"2026-01-01\" or \"2026-01-01T00:00:00Z\""
+                ))
+                }),
+        }
+    }
+}
+
+/// An entry of `targets`: `"host:port"` or `{ addr = "host:port", weight = 3 }`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum TargetConfig {
+    Addr(String),
+    Weighted(WeightedTarget),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedTarget {
+    pub addr: String,
+    #[serde(default = "one")]
+    pub weight: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl TargetConfig {
+    pub fn addr(&self) -> &str {
+        match self {
+            TargetConfig::Addr(a) => a,
+            TargetConfig::Weighted(w) => &w.addr,
+        }
+    }
+    pub fn weight(&self) -> usize {
+        match self {
+            TargetConfig::Addr(_) => 1,
+            TargetConfig::Weighted(w) => w.weight,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    Random,
+    ConsistentHash,
+}
+
+fn default_connect_timeout() -> Dur {
+    Dur::secs(1)
+}
+fn default_read_timeout() -> Dur {
+    Dur::secs(10)
+}
+fn yes() -> bool {
+    true
+}
+
+/// `[upstreams.NAME]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub targets: Vec<TargetConfig>,
+    #[serde(default)]
+    pub balance: Balance,
+    /// `header:NAME`, `ip`, `path` or `param:NAME`; required by `consistent_hash`.
+    #[serde(default)]
+    pub hash_key: Option<String>,
+    #[serde(default)]
+    pub tls: bool,
+    #[serde(default)]
+    pub sni: Option<String>,
+    #[serde(default = "yes")]
+    pub verify: bool,
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    #[serde(default)]
+    pub client_cert: Option<String>,
+    #[serde(default)]
+    pub client_key: Option<String>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Dur,
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout: Dur,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+    #[serde(default)]
+    pub retry: Option<RetryConfig>,
+}
+
+fn default_hc_path() -> String {
+    "/healthz".into()
+}
+fn default_hc_interval() -> Dur {
+    Dur::secs(2)
+}
+fn default_hc_timeout() -> Dur {
+    Dur::secs(1)
+}
+fn two() -> usize {
+    2
+}
+fn three() -> usize {
+    3
+}
+
+/// `[upstreams.NAME.health_check]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    #[serde(default = "default_hc_path")]
+    pub path: String,
+    #[serde(default = "default_hc_interval")]
+    pub interval: Dur,
+    #[serde(default = "default_hc_timeout")]
+    pub timeout: Dur,
+    #[serde(default = "two")]
+    pub healthy: usize,
+    #[serde(default = "three")]
+    pub unhealthy: usize,
+}
+
+fn default_retry_on() -> Vec<String> {
+    vec!["connect_error".into(), "timeout".into()]
+}
+
+/// `[upstreams.NAME.retry]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    #[serde(default = "one")]
+    pub attempts: usize,
+    #[serde(default = "default_retry_on")]
+    pub on: Vec<String>,
+}
+
+/// `[[routes]]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub name: String,
+    pub upstream: String,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default = "root")]
+    pub path: String,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub strip_prefix: Option<String>,
+    #[serde(default)]
+    pub plugins: Vec<String>,
+}
+
+fn root() -> String {
+    "/".into()
+}
+
+/// `[plugins.NAME]`: `type` picks the variant, the other keys are the type's own.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum PluginConfig {
+    RequestId(RequestIdConfig),
+    Headers(HeadersConfig),
+}
+
+impl PluginConfig {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            PluginConfig::RequestId(_) => "request_id",
+            PluginConfig::Headers(_) => "headers",
+        }
+    }
+}
+
+/// Plugin types the SPEC names that this build does not implement yet.
+pub(crate) const NOT_YET_SUPPORTED: &[&str] = &[
+    "ip_filter",
+    "cors",
+    "api_key",
+    "jwt",
+    "webhook_signature",
+    "forward_auth",
+    "rate_limit",
+    "idempotency",
+    "cache",
+    "circuit_breaker",
+];
+
+fn default_request_id_header() -> String {
+    "x-request-id".into()
+}
+
+/// `type = "request_id"`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RequestIdConfig {
+    #[serde(default = "default_request_id_header")]
+    pub header: String,
+}
+
+/// `type = "headers"`
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HeadersConfig {
+    #[serde(default)]
+    pub request_set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub request_remove: Vec<String>,
+    #[serde(default)]
+    pub response_set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub response_remove: Vec<String>,
+}

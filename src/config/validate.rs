@@ -1,0 +1,548 @@
+//! Semantic checks over a parsed config: cross references, formats the type
+//! system cannot express, impossible combinations. Collects every error.
+
+use super::locate::{KeyPath, Locator};
+use super::*;
+use std::collections::{HashMap, HashSet};
+
+struct V<'a, 'b> {
+    loc: &'b Locator<'a>,
+    errs: &'b mut Vec<ConfigError>,
+    base_dir: &'b Path,
+}
+
+use std::path::Path;
+
+impl V<'_, '_> {
+    fn err(&mut self, path: &KeyPath, msg: impl Into<String>) {
+        self.errs.push(self.loc.error(path, msg));
+    }
+    fn file(&mut self, path: &KeyPath, f: &str) {
+        let p = Path::new(f);
+        let full = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        };
+        if let Err(e) = std::fs::metadata(&full) {
+            self.err(path, format!("cannot read {}: {e}", full.display()));
+        }
+    }
+    fn positive(&mut self, path: &KeyPath, d: Dur) {
+        if d.0.is_zero() {
+            self.err(path, "must be greater than zero");
+        }
+    }
+}
+
+fn p(root: &str) -> KeyPath {
+    KeyPath::default().key(root)
+}
+
+pub(super) fn validate(cfg: &Config, loc: &Locator<'_>, errs: &mut Vec<ConfigError>) {
+    let mut v = V {
+        loc,
+        errs,
+        base_dir: &cfg.base_dir,
+    };
+    server(&mut v, cfg);
+    if let Some(av) = &cfg.api_versions {
+        api_versions(&mut v, av);
+    }
+    for (name, u) in &cfg.upstreams {
+        upstream(&mut v, &p("upstreams").key(name.as_str()), u);
+    }
+    routes(&mut v, cfg);
+    for (name, pc) in &cfg.plugins {
+        plugin(&mut v, &p("plugins").key(name.as_str()), pc);
+    }
+    // Report in file order: errors with a position first, by position.
+    errs.sort_by_key(|e| e.line_col.unwrap_or((usize::MAX, usize::MAX)));
+}
+
+pub fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse().map_err(|_| {
+        format!("invalid listen address {s:?}: expected IP:PORT, e.g. \"0.0.0.0:8080\"")
+    })
+}
+
+pub fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("invalid CIDR {s:?}: expected e.g. \"10.0.0.0/8\" or \"192.0.2.1\""))
+}
+
+fn server(v: &mut V<'_, '_>, cfg: &Config) {
+    let s = &cfg.server;
+    let sp = p("server");
+    let listens = s.listen.to_vec();
+    if listens.is_empty() {
+        v.err(
+            &sp.clone().key("listen"),
+            "at least one listen address is needed",
+        );
+    }
+    let mut seen = HashSet::new();
+    for (i, l) in listens.iter().enumerate() {
+        let path = match s.listen {
+            OneOrMany::One(_) => sp.clone().key("listen"),
+            OneOrMany::Many(_) => sp.clone().key("listen").index(i),
+        };
+        match parse_listen(l) {
+            Ok(a) => {
+                if !seen.insert(a) {
+                    v.err(&path, format!("{l:?} is listed twice"));
+                }
+            }
+            Err(e) => v.err(&path, e),
+        }
+    }
+    match parse_listen(&s.admin_listen) {
+        Ok(a) => {
+            if !seen.insert(a) {
+                v.err(
+                    &sp.clone().key("admin_listen"),
+                    "the admin listener cannot share a port with a proxy listener",
+                );
+            }
+        }
+        Err(e) => v.err(&sp.clone().key("admin_listen"), e),
+    }
+    if let Some(var) = &s.admin_token_env {
+        match std::env::var(var) {
+            Ok(t) if !t.is_empty() => {}
+            _ => v.err(
+                &sp.clone().key("admin_token_env"),
+                format!("environment variable {var:?} is not set or empty (the admin API would be unprotected)"),
+            ),
+        }
+    }
+    if s.threads == 0 {
+        v.err(&sp.clone().key("threads"), "must be at least 1");
+    }
+    for (i, c) in s.trusted_proxies.iter().enumerate() {
+        if let Err(e) = parse_cidr(c) {
+            v.err(&sp.clone().key("trusted_proxies").index(i), e);
+        }
+    }
+    if s.max_request_body.0 == 0 {
+        v.err(
+            &sp.clone().key("max_request_body"),
+            "must be greater than zero",
+        );
+    }
+    v.positive(&sp.clone().key("request_timeout"), s.request_timeout);
+    v.positive(&sp.clone().key("header_timeout"), s.header_timeout);
+    v.positive(&sp.clone().key("idle_timeout"), s.idle_timeout);
+    if s.max_header_size.0 < 1024 {
+        v.err(&sp.clone().key("max_header_size"), "must be at least 1KiB");
+    }
+    if s.max_headers == 0 {
+        v.err(&sp.clone().key("max_headers"), "must be at least 1");
+    }
+    plugin_refs(v, cfg, &sp.clone().key("plugins"), &s.plugins, &[]);
+    for (i, t) in s.tls.iter().enumerate() {
+        let tp = sp.clone().key("tls").index(i);
+        match parse_listen(&t.listen) {
+            Ok(a) => {
+                if !seen.insert(a) {
+                    v.err(
+                        &tp.clone().key("listen"),
+                        format!("{:?} is already used by another listener", t.listen),
+                    );
+                }
+            }
+            Err(e) => v.err(&tp.clone().key("listen"), e),
+        }
+        v.file(&tp.clone().key("cert"), &t.cert);
+        v.file(&tp.clone().key("key"), &t.key);
+        if let Some(ca) = &t.client_ca {
+            v.file(&tp.clone().key("client_ca"), ca);
+        }
+    }
+}
+
+/// A version as requests carry it: a bare number `2` means `v2`.
+pub fn normalize_version(s: &str) -> String {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        format!("v{s}")
+    } else {
+        s.to_string()
+    }
+}
+
+fn api_versions(v: &mut V<'_, '_>, av: &ApiVersionsConfig) {
+    let ap = p("api_versions");
+    if av.sources.is_empty() {
+        v.err(&ap.clone().key("sources"), "at least one source is needed");
+    }
+    for (i, s) in av.sources.iter().enumerate() {
+        let ok = s == "path"
+            || s.strip_prefix("header:")
+                .is_some_and(|h| http::HeaderName::try_from(h).is_ok())
+            || s.strip_prefix("query:").is_some_and(|q| !q.is_empty());
+        if !ok {
+            v.err(
+                &ap.clone().key("sources").index(i),
+                format!("invalid version source {s:?}: expected \"path\", \"header:NAME\" or \"query:NAME\""),
+            );
+        }
+    }
+    for (name, vc) in &av.versions {
+        let vp = ap.clone().key(name.as_str());
+        if normalize_version(name) != *name {
+            v.err(
+                &vp,
+                format!("write the version as {:?}", normalize_version(name)),
+            );
+        }
+        for (key, d) in [("deprecated", &vc.deprecated), ("sunset", &vc.sunset)] {
+            if let Some(d) = d {
+                if let Err(e) = datetime_to_unix(&d.0) {
+                    v.err(&vp.clone().key(key), e);
+                }
+            }
+        }
+        if let (Some(d), Some(s)) = (&vc.deprecated, &vc.sunset) {
+            if let (Ok(d), Ok(s)) = (datetime_to_unix(&d.0), datetime_to_unix(&s.0)) {
+                if s < d {
+                    v.err(
+                        &vp.clone().key("sunset"),
+                        "the sunset date is before the deprecation date",
+                    );
+                }
+            }
+        }
+        if let Some(l) = &vc.link {
+            if !(l.starts_with("https://") || l.starts_with("http://"))
+                || l.chars().any(|c| c.is_control() || c == '>' || c == ' ')
+            {
+                v.err(
+                    &vp.clone().key("link"),
+                    "must be an http(s) URL without spaces or '>'",
+                );
+            }
+        }
+    }
+}
+
+/// A TOML date or date-time as a Unix timestamp (a bare date is midnight UTC).
+pub fn datetime_to_unix(d: &toml::value::Datetime) -> Result<i64, String> {
+    let date = d.date.ok_or("expected a date, e.g. 2026-01-01")?;
+    let month = time::Month::try_from(date.month).map_err(|e| e.to_string())?;
+    let day = time::Date::from_calendar_date(date.year as i32, month, date.day)
+        .map_err(|e| e.to_string())?;
+    let t = d
+        .time
+        .map(|t| time::Time::from_hms(t.hour, t.minute, t.second))
+        .transpose()
+        .map_err(|e| e.to_string())?
+        .unwrap_or(time::Time::MIDNIGHT);
+    let offset_secs = match d.offset {
+        Some(toml::value::Offset::Custom { minutes }) => minutes as i64 * 60,
+        _ => 0,
+    };
+    Ok(time::PrimitiveDateTime::new(day, t)
+        .assume_utc()
+        .unix_timestamp()
+        - offset_secs)
+}
+
+fn host_port_ok(s: &str) -> bool {
+    if s.parse::<std::net::SocketAddr>().is_ok() {
+        return true;
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && port.parse::<u16>().is_ok_and(|p| p > 0)
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        }
+        None => false,
+    }
+}
+
+fn upstream(v: &mut V<'_, '_>, up: &KeyPath, u: &UpstreamConfig) {
+    if u.targets.is_empty() {
+        v.err(
+            &up.clone().key("targets"),
+            "an upstream needs at least one target",
+        );
+    }
+    let mut seen = HashSet::new();
+    for (i, t) in u.targets.iter().enumerate() {
+        let tp = up.clone().key("targets").index(i);
+        if !host_port_ok(t.addr()) {
+            v.err(
+                &tp,
+                format!("invalid target {:?}: expected HOST:PORT", t.addr()),
+            );
+        } else if !seen.insert(t.addr().to_string()) {
+            v.err(&tp, format!("target {:?} is listed twice", t.addr()));
+        }
+        if t.weight() == 0 || t.weight() > 1000 {
+            v.err(
+                &tp.clone().key("weight"),
+                "weight must be between 1 and 1000",
+            );
+        }
+    }
+    match (u.balance, &u.hash_key) {
+        (Balance::ConsistentHash, None) => v.err(
+            &up.clone().key("balance"),
+            "consistent_hash needs hash_key (\"header:NAME\", \"ip\", \"path\" or \"param:NAME\")",
+        ),
+        (Balance::ConsistentHash, Some(k)) => {
+            let ok = k == "ip"
+                || k == "path"
+                || k.strip_prefix("header:")
+                    .is_some_and(|h| http::HeaderName::try_from(h).is_ok())
+                || k.strip_prefix("param:").is_some_and(|p| !p.is_empty());
+            if !ok {
+                v.err(
+                    &up.clone().key("hash_key"),
+                    format!("invalid hash_key {k:?}: expected \"header:NAME\", \"ip\", \"path\" or \"param:NAME\""),
+                );
+            }
+        }
+        (_, Some(_)) => v.err(
+            &up.clone().key("hash_key"),
+            "hash_key is only used with balance = \"consistent_hash\"",
+        ),
+        (_, None) => {}
+    }
+    if !u.tls {
+        for (key, set) in [
+            ("sni", u.sni.is_some()),
+            ("ca_file", u.ca_file.is_some()),
+            ("client_cert", u.client_cert.is_some()),
+            ("client_key", u.client_key.is_some()),
+            ("verify", !u.verify),
+        ] {
+            if set {
+                v.err(&up.clone().key(key), "only applies with tls = true");
+            }
+        }
+    }
+    match (&u.client_cert, &u.client_key) {
+        (Some(_), None) => v.err(
+            &up.clone().key("client_cert"),
+            "client_cert needs client_key",
+        ),
+        (None, Some(_)) => v.err(
+            &up.clone().key("client_key"),
+            "client_key needs client_cert",
+        ),
+        _ => {}
+    }
+    for (key, f) in [
+        ("ca_file", &u.ca_file),
+        ("client_cert", &u.client_cert),
+        ("client_key", &u.client_key),
+    ] {
+        if let Some(f) = f {
+            v.file(&up.clone().key(key), f);
+        }
+    }
+    v.positive(&up.clone().key("connect_timeout"), u.connect_timeout);
+    v.positive(&up.clone().key("read_timeout"), u.read_timeout);
+    if let Some(hc) = &u.health_check {
+        let hp = up.clone().key("health_check");
+        if !hc.path.starts_with('/') || hc.path.chars().any(|c| c.is_control() || c == ' ') {
+            v.err(&hp.clone().key("path"), "must be a path starting with '/'");
+        }
+        v.positive(&hp.clone().key("interval"), hc.interval);
+        v.positive(&hp.clone().key("timeout"), hc.timeout);
+        if hc.healthy == 0 {
+            v.err(&hp.clone().key("healthy"), "must be at least 1");
+        }
+        if hc.unhealthy == 0 {
+            v.err(&hp.clone().key("unhealthy"), "must be at least 1");
+        }
+    }
+    if let Some(r) = &u.retry {
+        let rp = up.clone().key("retry");
+        if r.attempts == 0 || r.attempts > 10 {
+            v.err(&rp.clone().key("attempts"), "must be between 1 and 10");
+        }
+        for (i, on) in r.on.iter().enumerate() {
+            let ok = on == "connect_error"
+                || on == "timeout"
+                || on.parse::<u16>().is_ok_and(|s| (500..600).contains(&s));
+            if !ok {
+                v.err(
+                    &rp.clone().key("on").index(i),
+                    format!("invalid retry condition {on:?}: expected \"connect_error\", \"timeout\" or a 5xx status like \"502\""),
+                );
+            }
+        }
+    }
+}
+
+fn routes(v: &mut V<'_, '_>, cfg: &Config) {
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    for (i, r) in cfg.routes.iter().enumerate() {
+        let rp = p("routes").index(i);
+        if r.name.is_empty() {
+            v.err(&rp.clone().key("name"), "must not be empty");
+        } else if let Some(first) = names.insert(&r.name, i) {
+            v.err(
+                &rp.clone().key("name"),
+                format!("duplicate route name {:?} (also routes[{first}])", r.name),
+            );
+        }
+        if !cfg.upstreams.contains_key(&r.upstream) {
+            v.err(
+                &rp.clone().key("upstream"),
+                format!("no upstream named {:?}", r.upstream),
+            );
+        }
+        for (j, h) in r.hosts.iter().enumerate() {
+            let body = h.strip_prefix("*.").unwrap_or(h);
+            let ok = !body.is_empty()
+                && !body.contains('*')
+                && body.split('.').all(|l| {
+                    !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                });
+            if !ok {
+                v.err(
+                    &rp.clone().key("hosts").index(j),
+                    format!(
+                        "invalid host {h:?}: expected a DNS name, optionally starting with \"*.\""
+                    ),
+                );
+            }
+        }
+        if let Err(e) = crate::runtime::router::validate_pattern(&r.path) {
+            v.err(&rp.clone().key("path"), e);
+        }
+        for (j, m) in r.methods.iter().enumerate() {
+            if http::Method::from_bytes(m.as_bytes()).is_err()
+                || m.chars().any(|c| c.is_ascii_lowercase())
+            {
+                v.err(
+                    &rp.clone().key("methods").index(j),
+                    format!("invalid method {m:?} (write it in upper case)"),
+                );
+            }
+        }
+        for (h, val) in &r.headers {
+            let hp = rp.clone().key("headers").key(h.as_str());
+            if http::HeaderName::try_from(h.as_str()).is_err() {
+                v.err(&hp, format!("invalid header name {h:?}"));
+            } else if http::HeaderValue::try_from(val.as_str()).is_err() {
+                v.err(&hp, "invalid header value");
+            }
+        }
+        if let Some(ver) = &r.version {
+            match &cfg.api_versions {
+                None => v.err(
+                    &rp.clone().key("version"),
+                    "a route with version needs an [api_versions] table",
+                ),
+                Some(_) if normalize_version(ver) != *ver => v.err(
+                    &rp.clone().key("version"),
+                    format!("write the version as {:?}", normalize_version(ver)),
+                ),
+                Some(_) => {}
+            }
+        }
+        if let Some(sp) = &r.strip_prefix {
+            let literal = r.path.trim_start_matches('=');
+            let sp_trim = sp.trim_end_matches('/');
+            let ok = sp.starts_with('/')
+                && !sp.contains('{')
+                && (literal == sp_trim
+                    || literal.starts_with(&format!("{sp_trim}/"))
+                    || sp_trim.is_empty());
+            if !ok {
+                v.err(
+                    &rp.clone().key("strip_prefix"),
+                    format!(
+                        "{sp:?} is not a prefix of the route's path {:?} on a segment boundary",
+                        r.path
+                    ),
+                );
+            }
+        }
+        plugin_refs(
+            v,
+            cfg,
+            &rp.clone().key("plugins"),
+            &r.plugins,
+            &cfg.server.plugins,
+        );
+    }
+}
+
+fn plugin_refs(
+    v: &mut V<'_, '_>,
+    cfg: &Config,
+    path: &KeyPath,
+    names: &[String],
+    global: &[String],
+) {
+    let mut seen = HashSet::new();
+    for (i, n) in names.iter().enumerate() {
+        let pp = path.clone().index(i);
+        if !cfg.plugins.contains_key(n) {
+            v.err(
+                &pp,
+                format!("no plugin named {n:?} (declare it as [plugins.{n}])"),
+            );
+        } else if !seen.insert(n) {
+            v.err(&pp, format!("plugin {n:?} is listed twice"));
+        } else if global.contains(n) {
+            v.err(
+                &pp,
+                format!("plugin {n:?} already runs on every route through [server] plugins"),
+            );
+        }
+    }
+}
+
+fn plugin(v: &mut V<'_, '_>, pp: &KeyPath, pc: &PluginConfig) {
+    match pc {
+        PluginConfig::RequestId(c) => {
+            if http::HeaderName::try_from(c.header.as_str()).is_err() {
+                v.err(
+                    &pp.clone().key("header"),
+                    format!("invalid header name {:?}", c.header),
+                );
+            }
+        }
+        PluginConfig::Headers(c) => {
+            for (key, map) in [
+                ("request_set", &c.request_set),
+                ("response_set", &c.response_set),
+            ] {
+                for (h, val) in map {
+                    let hp = pp.clone().key(key).key(h.as_str());
+                    if http::HeaderName::try_from(h.as_str()).is_err() {
+                        v.err(&hp, format!("invalid header name {h:?}"));
+                    } else if http::HeaderValue::try_from(val.as_str()).is_err() {
+                        v.err(
+                            &hp,
+                            "invalid header value (control characters are not allowed)",
+                        );
+                    }
+                }
+            }
+            for (key, list) in [
+                ("request_remove", &c.request_remove),
+                ("response_remove", &c.response_remove),
+            ] {
+                for (i, h) in list.iter().enumerate() {
+                    if http::HeaderName::try_from(h.as_str()).is_err() {
+                        v.err(
+                            &pp.clone().key(key).index(i),
+                            format!("invalid header name {h:?}"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

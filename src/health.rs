@@ -1,0 +1,62 @@
+//! Active health checks as one Pingora background service: each tick it runs
+//! the checks that are due for the upstreams of the *current* snapshot, so a
+//! reload that adds or removes upstreams needs no restart of the service.
+
+use crate::metrics::METRICS;
+use crate::runtime::{Runtime, Upstream};
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub struct HealthChecker {
+    pub runtime: Arc<ArcSwap<Runtime>>,
+}
+
+/// Publish each target's health as `tollgate_upstream_healthy`.
+pub fn publish(up: &Upstream) {
+    for (b, label) in &up.targets {
+        METRICS
+            .upstream_healthy
+            .with_label_values(&[&up.name, label])
+            .set(up.is_healthy(b) as i64);
+    }
+}
+
+#[async_trait]
+impl BackgroundService for HealthChecker {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let rt = self.runtime.load_full();
+            for up in rt.upstreams.values() {
+                let Some(every) = up.health_interval else {
+                    publish(up);
+                    continue;
+                };
+                let due = {
+                    let mut last = up.last_check.lock().unwrap_or_else(|p| p.into_inner());
+                    let due = last.is_none_or(|t| t.elapsed() >= every);
+                    if due {
+                        *last = Some(Instant::now());
+                    }
+                    due
+                };
+                if due {
+                    let up = up.clone();
+                    tokio::spawn(async move {
+                        up.run_health_check().await;
+                        publish(&up);
+                    });
+                }
+            }
+        }
+    }
+}

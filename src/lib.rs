@@ -1,0 +1,19 @@
+//! tollgate: an API gateway on Cloudflare's Pingora.
+//!
+//! The pipeline, top to bottom: `config` (what the user writes) → `runtime`
+//! (the compiled snapshot) → `proxy` (Pingora's `ProxyHttp` phases running the
+//! route's `plugins`), beside the `admin` listener and `reload`.
+
+pub mod admin;
+pub mod config;
+pub mod demo;
+pub mod health;
+pub mod logging;
+pub mod metrics;
+pub mod plugins;
+pub mod proxy;
+pub mod reload;
+pub mod runtime;
+pub mod server;
+pub mod signals;
+pub mod tls;

@@ -1,0 +1,110 @@
+//! Prometheus metrics (SPEC §7: the names are part of the contract). One
+//! process-wide registry, so counters survive reloads; label sets that depend
+//! only on config are resolved when a snapshot is compiled.
+
+use once_cell::sync::Lazy;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests_total: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub upstream_duration: HistogramVec,
+    pub upstream_failures: IntCounterVec,
+    pub upstream_healthy: IntGaugeVec,
+    pub config_reloads: IntCounterVec,
+}
+
+const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition");
+    r.register(Box::new(c.clone()))
+        .expect("metric registered once");
+    c
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()),
+        labels,
+    )
+    .expect("valid metric definition");
+    r.register(Box::new(h.clone()))
+        .expect("metric registered once");
+    h
+}
+
+pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
+    let r = Registry::new();
+    let upstream_healthy = IntGaugeVec::new(
+        Opts::new(
+            "tollgate_upstream_healthy",
+            "1 when the target passes its health checks",
+        ),
+        &["upstream", "target"],
+    )
+    .expect("valid metric definition");
+    r.register(Box::new(upstream_healthy.clone()))
+        .expect("metric registered once");
+    Metrics {
+        requests_total: counter(
+            &r,
+            "tollgate_requests_total",
+            "Requests answered",
+            &["route", "method", "status"],
+        ),
+        request_duration: histogram(
+            &r,
+            "tollgate_request_duration_seconds",
+            "Time from request start to the end of the response",
+            &["route"],
+        ),
+        upstream_duration: histogram(
+            &r,
+            "tollgate_upstream_duration_seconds",
+            "Time from sending to the upstream to its response header",
+            &["upstream"],
+        ),
+        upstream_failures: counter(
+            &r,
+            "tollgate_upstream_failures_total",
+            "Failed upstream attempts",
+            &["upstream", "kind"],
+        ),
+        upstream_healthy,
+        config_reloads: counter(
+            &r,
+            "tollgate_config_reloads_total",
+            "Config reloads",
+            &["result"],
+        ),
+        registry: r,
+    }
+});
+
+/// Label sets of one route, resolved once per snapshot.
+pub struct RouteMetrics {
+    pub duration: Histogram,
+}
+
+impl RouteMetrics {
+    pub fn new(route: &str) -> Self {
+        RouteMetrics {
+            duration: METRICS.request_duration.with_label_values(&[route]),
+        }
+    }
+}
+
+/// The Prometheus text exposition of every metric.
+pub fn render() -> Vec<u8> {
+    let mut out = Vec::with_capacity(8192);
+    let enc = TextEncoder::new();
+    let _ = enc.encode(&METRICS.registry.gather(), &mut out);
+    out
+}

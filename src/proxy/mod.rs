@@ -1,0 +1,792 @@
+//! The `ProxyHttp` implementation: one snapshot per request, routing, the
+//! plugin chain, upstream selection with retries, and the responses the
+//! gateway writes itself.
+
+pub mod app;
+pub mod forwarded;
+pub mod problem;
+
+use crate::metrics::METRICS;
+use crate::plugins::{Flow, Reply};
+use crate::runtime::path::normalize_path;
+use crate::runtime::router::{Params, RequestInfo, RouteMatch};
+use crate::runtime::upstream::HashKey;
+use crate::runtime::versions::Resolved;
+use crate::runtime::{Route, Runtime};
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::lb::Backend;
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorSource, ErrorType};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Per-request state shared by the phases and the plugins.
+pub struct RequestCtx {
+    /// The snapshot this request runs on, from start to end.
+    pub rt: Arc<Runtime>,
+    pub start: Instant,
+    pub request_id: Option<String>,
+    /// Index into `rt.routes`.
+    pub route: Option<usize>,
+    pub params: Params,
+    pub client_ip: Option<IpAddr>,
+    /// Set by authentication plugins.
+    pub consumer: Option<String>,
+    pub version: Option<String>,
+    /// Normalised path (after `strip_prefix`) plus query, sent upstream.
+    pub upstream_uri: Option<String>,
+    /// Normalised path, for logs.
+    pub path: Option<String>,
+    pub tried: Vec<Backend>,
+    pub target: Option<Arc<str>>,
+    pub upstream_start: Option<Instant>,
+    pub body_bytes: u64,
+    /// Set when the response was written by the gateway.
+    pub status: u16,
+    pub failure_counted: bool,
+}
+
+impl RequestCtx {
+    pub fn route(&self) -> Option<&Route> {
+        self.route.map(|i| &self.rt.routes[i])
+    }
+    pub fn request_id(&mut self) -> &str {
+        self.request_id
+            .get_or_insert_with(crate::plugins::request_id::new_id)
+    }
+}
+
+pub struct Gateway {
+    pub state: Arc<ArcSwap<Runtime>>,
+}
+
+impl Gateway {
+    pub fn new(state: Arc<ArcSwap<Runtime>>) -> Self {
+        Gateway { state }
+    }
+
+    /// Headers every response gets: the chain's response hooks and the API
+    /// version lifecycle headers.
+    fn decorate(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) {
+        match ctx.route() {
+            Some(route) => {
+                for i in route.chain.iter() {
+                    i.plugin.response(resp, ctx);
+                }
+            }
+            None => {
+                if let Some(rid) = &ctx.rt.request_id {
+                    rid.plugin.response(resp, ctx);
+                }
+            }
+        }
+        if let (Some(v), Some(versions)) = (&ctx.version, &ctx.rt.versions) {
+            if let Some(info) = versions.known.get(v) {
+                for (name, val) in [
+                    ("deprecation", &info.deprecation),
+                    ("sunset", &info.sunset),
+                    ("link", &info.link),
+                ] {
+                    if let Some(val) = val {
+                        let _ = resp.insert_header(name, val.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Write a problem+json response. Never fails the request further: a client
+    /// that went away is simply gone.
+    pub async fn respond_problem(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        status: u16,
+        detail: &str,
+        extra: Vec<(http::HeaderName, http::HeaderValue)>,
+    ) {
+        let body = problem::body(status, detail, ctx.request_id());
+        let mut resp = match ResponseHeader::build(status, Some(4 + extra.len())) {
+            Ok(r) => r,
+            Err(_) => return,
+        };
+        let _ = resp.insert_header(header::CONTENT_TYPE, problem::CONTENT_TYPE);
+        let _ = resp.insert_header(header::CONTENT_LENGTH, body.len().to_string());
+        let _ = resp.insert_header(header::CACHE_CONTROL, "no-store");
+        for (n, v) in extra {
+            let _ = resp.append_header(n, v);
+        }
+        self.decorate(&mut resp, ctx);
+        ctx.status = status;
+        let head_only = session.req_header().method == http::Method::HEAD;
+        if session
+            .write_response_header(Box::new(resp), head_only)
+            .await
+            .is_ok()
+            && !head_only
+        {
+            let _ = session.write_response_body(Some(body), true).await;
+        }
+    }
+
+    async fn respond(&self, session: &mut Session, ctx: &mut RequestCtx, reply: Reply) {
+        match reply {
+            Reply::Problem {
+                status,
+                detail,
+                headers,
+            } => {
+                self.respond_problem(session, ctx, status, &detail, headers)
+                    .await
+            }
+            Reply::Raw { mut header, body } => {
+                self.decorate(&mut header, ctx);
+                ctx.status = header.status.as_u16();
+                let empty = body.is_empty();
+                if session.write_response_header(header, empty).await.is_ok() && !empty {
+                    let _ = session.write_response_body(Some(body), true).await;
+                }
+            }
+        }
+    }
+
+    fn hash_key<'a>(
+        &self,
+        session: &'a Session,
+        ctx: &'a RequestCtx,
+        key: &'a HashKey,
+    ) -> &'a [u8] {
+        match key {
+            HashKey::Header(h) => session
+                .req_header()
+                .headers
+                .get(h)
+                .map(|v| v.as_bytes())
+                .unwrap_or(b""),
+            HashKey::Ip => b"",
+            HashKey::Path => ctx.path.as_deref().unwrap_or("").as_bytes(),
+            HashKey::Param(p) => ctx
+                .params
+                .iter()
+                .find(|(n, _)| &**n == p.as_str())
+                .map(|(_, v)| v.as_bytes())
+                .unwrap_or(b""),
+        }
+    }
+
+    /// Whether this request may be sent again to another target.
+    fn retryable(&self, session: &Session, ctx: &RequestCtx) -> bool {
+        let Some(route) = ctx.route() else {
+            return false;
+        };
+        let req = session.req_header();
+        let idempotent = matches!(
+            req.method,
+            http::Method::GET
+                | http::Method::HEAD
+                | http::Method::OPTIONS
+                | http::Method::PUT
+                | http::Method::DELETE
+        ) || req.headers.contains_key("idempotency-key");
+        idempotent
+            && ctx.tried.len() <= route.upstream.retry.attempts
+            && !session.as_ref().retry_buffer_truncated()
+            && ctx.rt.limits.request_timeout > ctx.start.elapsed()
+    }
+
+    fn count_failure(&self, ctx: &mut RequestCtx, kind: &str) {
+        if let Some(route) = ctx.route() {
+            METRICS
+                .upstream_failures
+                .with_label_values(&[&route.upstream.name, kind])
+                .inc();
+        }
+        ctx.failure_counted = true;
+    }
+}
+
+fn is_timeout(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+    )
+}
+
+/// `host` of the request, lowercased, without port.
+fn request_host(req: &RequestHeader) -> String {
+    let raw = req
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| req.uri.host())
+        .unwrap_or("");
+    let host = if raw.starts_with('[') {
+        raw.split(']').next().map(|h| &h[1..]).unwrap_or(raw)
+    } else {
+        raw.rsplit_once(':').map_or(raw, |(h, p)| {
+            if p.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                raw
+            }
+        })
+    };
+    host.to_ascii_lowercase()
+}
+
+fn header_bytes(req: &RequestHeader) -> usize {
+    req.headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + req.uri.to_string().len()
+}
+
+fn hv(s: &str) -> http::HeaderValue {
+    http::HeaderValue::from_str(s).unwrap_or_else(|_| http::HeaderValue::from_static(""))
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            rt: self.state.load_full(),
+            start: Instant::now(),
+            request_id: None,
+            route: None,
+            params: Params::default(),
+            client_ip: None,
+            consumer: None,
+            version: None,
+            upstream_uri: None,
+            path: None,
+            tried: Vec::new(),
+            target: None,
+            upstream_start: None,
+            body_bytes: 0,
+            status: 0,
+            failure_counted: false,
+        }
+    }
+
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
+        let rt = ctx.rt.clone();
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        ctx.client_ip =
+            forwarded::client_ip(peer, &session.req_header().headers, &rt.trusted_proxies);
+        if let Some(rid) = &rt.request_id {
+            if let Some(r) = rid.plugin.as_request_id() {
+                r.assign(session.req_header(), ctx);
+            }
+        }
+
+        let req = session.req_header();
+        if req.headers.len() > rt.limits.max_headers
+            || header_bytes(req) > rt.limits.max_header_size
+        {
+            self.respond_problem(
+                session,
+                ctx,
+                431,
+                "the request's header section is too large",
+                vec![],
+            )
+            .await;
+            return Ok(true);
+        }
+
+        let path = match normalize_path(req.uri.path()) {
+            Ok(p) => p.into_owned(),
+            Err(e) => {
+                let detail = format!("invalid request path: {e}");
+                self.respond_problem(session, ctx, 400, &detail, vec![])
+                    .await;
+                return Ok(true);
+            }
+        };
+        let query = req.uri.query().map(str::to_string);
+
+        if let Some(versions) = &rt.versions {
+            match versions.resolve(&path, query.as_deref(), &req.headers) {
+                Resolved::None => {}
+                Resolved::Known(v, info) => {
+                    let sunset = info.and_then(|i| i.sunset_at);
+                    ctx.version = Some(v);
+                    if let Some(at) = sunset {
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_secs() as i64)
+                            .unwrap_or(0);
+                        if now >= at {
+                            let detail = format!(
+                                "API version {} was retired; see the Link header for its successor",
+                                ctx.version.as_deref().unwrap_or("")
+                            );
+                            self.respond_problem(session, ctx, 410, &detail, vec![])
+                                .await;
+                            return Ok(true);
+                        }
+                    }
+                }
+                Resolved::Unknown(v) => {
+                    let detail = format!(
+                        "unknown API version {:?}; known versions: {}",
+                        v,
+                        versions.known_list.join(", ")
+                    );
+                    self.respond_problem(session, ctx, 404, &detail, vec![])
+                        .await;
+                    return Ok(true);
+                }
+            }
+        }
+
+        let req = session.req_header();
+        let host = request_host(req);
+        let found = rt.router.find(&RequestInfo {
+            host: &host,
+            path: &path,
+            method: &req.method,
+            headers: &req.headers,
+            version: ctx.version.as_deref(),
+        });
+        let method = req.method.clone();
+        match found {
+            RouteMatch::Found { route, params } => {
+                ctx.route = Some(route);
+                ctx.params = params;
+            }
+            RouteMatch::MethodNotAllowed { allow } => {
+                let detail = format!("{method} is not allowed here; allowed: {allow}");
+                self.respond_problem(
+                    session,
+                    ctx,
+                    405,
+                    &detail,
+                    vec![(header::ALLOW, hv(&allow))],
+                )
+                .await;
+                return Ok(true);
+            }
+            RouteMatch::NotFound => {
+                self.respond_problem(session, ctx, 404, "no route matches this request", vec![])
+                    .await;
+                return Ok(true);
+            }
+        }
+        let route = &rt.routes[ctx.route.unwrap_or_default()];
+
+        let declared = session
+            .req_header()
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > rt.limits.max_request_body) {
+            let detail = format!(
+                "the request body is larger than {} bytes",
+                rt.limits.max_request_body
+            );
+            self.respond_problem(session, ctx, 413, &detail, vec![])
+                .await;
+            return Ok(true);
+        }
+
+        let fwd_path = match &route.strip_prefix {
+            Some(sp) if !sp.is_empty() => {
+                let rest = &path[sp.len().min(path.len())..];
+                if rest.is_empty() {
+                    "/".to_string()
+                } else {
+                    rest.to_string()
+                }
+            }
+            _ => path.clone(),
+        };
+        ctx.upstream_uri = Some(match &query {
+            Some(q) => format!("{fwd_path}?{q}"),
+            None => fwd_path,
+        });
+        ctx.path = Some(path);
+
+        let chain = route.chain.clone();
+        for inst in chain.iter() {
+            match inst.plugin.request(session, ctx).await? {
+                Flow::Continue => {}
+                Flow::Respond(reply) => {
+                    self.respond(session, ctx, reply).await;
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        if let Some(b) = body {
+            ctx.body_bytes += b.len() as u64;
+            if ctx.body_bytes > ctx.rt.limits.max_request_body {
+                return Error::e_explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body over max_request_body",
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        let rt = ctx.rt.clone();
+        let Some(route) = ctx.route.map(|i| &rt.routes[i]) else {
+            return Error::e_explain(ErrorType::HTTPStatus(404), "no route");
+        };
+        let up = &route.upstream;
+        let ip_key;
+        let key: &[u8] = match &up.hash_key {
+            Some(HashKey::Ip) => {
+                ip_key = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
+                ip_key.as_bytes()
+            }
+            Some(k) => self.hash_key(session, ctx, k),
+            None => b"",
+        };
+        let tried = &ctx.tried;
+        let backend = up
+            .pool
+            .select_with(key, |b, healthy| healthy && !tried.contains(b))
+            .or_else(|| {
+                if tried.is_empty() {
+                    None
+                } else {
+                    up.pool.select_with(key, |_, healthy| healthy)
+                }
+            });
+        let Some(backend) = backend else {
+            return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy target");
+        };
+        let remaining = rt
+            .limits
+            .request_timeout
+            .saturating_sub(ctx.start.elapsed());
+        if remaining.is_zero() {
+            return Error::e_explain(ErrorType::HTTPStatus(504), "request_timeout reached");
+        }
+        let mut peer = up.peer(&backend);
+        peer.options.read_timeout = peer.options.read_timeout.map(|t| t.min(remaining));
+        peer.options.total_connection_timeout = Some(remaining.min(up.connect_timeout));
+        ctx.target = Some(up.label(&backend));
+        ctx.tried.push(backend);
+        ctx.upstream_start = Some(Instant::now());
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        up_req: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        if let Some(uri) = &ctx.upstream_uri {
+            if let Ok(u) = uri.parse::<http::Uri>() {
+                up_req.set_uri(u);
+            }
+        }
+        let upgrade = forwarded::is_upgrade(&up_req.headers);
+        for n in forwarded::connection_listed(&up_req.headers) {
+            up_req.remove_header(&n);
+        }
+        for n in forwarded::HOP_BY_HOP {
+            if upgrade && (n == "connection" || n == "upgrade") {
+                continue;
+            }
+            up_req.remove_header(n);
+        }
+        if upgrade {
+            up_req.insert_header(header::CONNECTION, "upgrade")?;
+        }
+
+        let rt = &ctx.rt;
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let peer_trusted = peer.is_some_and(|p| rt.trusted_proxies.iter().any(|n| n.contains(&p)));
+        let proto = if session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .is_some()
+        {
+            "https"
+        } else {
+            "http"
+        };
+        let host = session
+            .req_header()
+            .headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        if let Some(p) = peer {
+            let xff = match up_req
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(prev) if peer_trusted => format!("{prev}, {p}"),
+                _ => p.to_string(),
+            };
+            up_req.insert_header("x-forwarded-for", xff)?;
+            let mut fwd = format!("for={};proto={proto}", forwarded::forwarded_node(p));
+            if let Some(h) = &host {
+                fwd.push_str(";host=");
+                fwd.push_str(&forwarded::quote(h));
+            }
+            let fwd = match up_req
+                .headers
+                .get("forwarded")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(prev) if peer_trusted => format!("{prev}, {fwd}"),
+                _ => fwd,
+            };
+            up_req.insert_header("forwarded", fwd)?;
+        }
+        up_req.insert_header("x-forwarded-proto", proto)?;
+        match &host {
+            Some(h) => up_req.insert_header("x-forwarded-host", h.as_str())?,
+            None => {
+                up_req.remove_header("x-forwarded-host");
+            }
+        }
+        if let Some(route) = ctx.route() {
+            for i in route.chain.iter() {
+                i.plugin.upstream_request(up_req, ctx)?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        if resp.status.is_informational() && resp.status != http::StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(());
+        }
+        let status = resp.status.as_u16();
+        if let (Some(route), Some(t0)) = (ctx.route(), ctx.upstream_start) {
+            METRICS
+                .upstream_duration
+                .with_label_values(&[&route.upstream.name])
+                .observe(t0.elapsed().as_secs_f64());
+        }
+        if status >= 500 {
+            self.count_failure(ctx, "status");
+            let retry_on = ctx
+                .route()
+                .is_some_and(|r| r.upstream.retry.on_status.contains(&status));
+            if retry_on && self.retryable(session, ctx) {
+                let mut e =
+                    Error::explain(ErrorType::HTTPStatus(status), "retrying on upstream status");
+                e.set_retry(true);
+                return Err(e);
+            }
+        }
+        if resp.status != http::StatusCode::SWITCHING_PROTOCOLS {
+            for n in forwarded::connection_listed(&resp.headers) {
+                resp.remove_header(&n);
+            }
+            for n in forwarded::HOP_BY_HOP {
+                resp.remove_header(n);
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        self.decorate(resp, ctx);
+        Ok(())
+    }
+
+    fn fail_to_connect(
+        &self,
+        session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        let timeout = is_timeout(&e);
+        self.count_failure(ctx, if timeout { "timeout" } else { "connect" });
+        let allowed = ctx.route().is_some_and(|r| {
+            let p = &r.upstream.retry;
+            (timeout && p.on_timeout) || (!timeout && p.on_connect_error)
+        });
+        e.set_retry(allowed && self.retryable(session, ctx));
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let _ = peer;
+        let mut e = e;
+        if e.esource() == &ErrorSource::Upstream && !matches!(e.etype(), ErrorType::HTTPStatus(_)) {
+            let timeout = is_timeout(&e);
+            if !ctx.failure_counted || timeout {
+                self.count_failure(ctx, if timeout { "timeout" } else { "connect" });
+            }
+            let policy_ok = ctx
+                .route()
+                .is_some_and(|r| timeout && r.upstream.retry.on_timeout);
+            // A pooled connection the upstream had already closed is always worth one more try.
+            let stale = client_reused && e.retry();
+            e.set_retry((policy_ok || stale) && self.retryable(session, ctx));
+        } else if !matches!(e.etype(), ErrorType::HTTPStatus(_)) {
+            e.set_retry(false);
+        }
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            _ => match e.esource() {
+                ErrorSource::Upstream => {
+                    if is_timeout(e) {
+                        504
+                    } else {
+                        502
+                    }
+                }
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    ErrorType::ReadTimedout => 408,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        // A retried status that ran out of attempts is the upstream's failure.
+        let code =
+            if ctx.tried.len() > 1 && (500..600).contains(&code) && code != 504 && code != 503 {
+                502
+            } else {
+                code
+            };
+        if code > 0 && session.response_written().is_none() {
+            let (detail, extra) = match code {
+                502 => (
+                    "the upstream service failed or sent an invalid response",
+                    vec![],
+                ),
+                503 => (
+                    "no healthy upstream target is available",
+                    vec![(header::RETRY_AFTER, http::HeaderValue::from_static("5"))],
+                ),
+                504 => ("the upstream service did not answer in time", vec![]),
+                413 => ("the request body is larger than the limit", vec![]),
+                408 => ("the request body was not received in time", vec![]),
+                400 => ("malformed request", vec![]),
+                _ => ("the gateway could not complete the request", vec![]),
+            };
+            self.respond_problem(session, ctx, code, detail, extra)
+                .await;
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(ctx.status);
+        let route = ctx.route().map(|r| &*r.name).unwrap_or("");
+        let method = session.req_header().method.as_str();
+        let elapsed = ctx.start.elapsed();
+        let mut buf = itoa_status(status);
+        METRICS
+            .requests_total
+            .with_label_values(&[route, method, buf.as_str()])
+            .inc();
+        if let Some(r) = ctx.route() {
+            r.metrics.duration.observe(elapsed.as_secs_f64());
+        }
+        buf.clear();
+        crate::logging::access(&crate::logging::Access {
+            request_id: ctx.request_id.as_deref().unwrap_or(""),
+            route,
+            method,
+            path: ctx
+                .path
+                .as_deref()
+                .unwrap_or_else(|| session.req_header().uri.path()),
+            status,
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+            upstream: ctx.target.as_deref().unwrap_or(""),
+            bytes: session.body_bytes_sent() as u64,
+            consumer: ctx.consumer.as_deref().unwrap_or(""),
+            client_ip: ctx.client_ip,
+            error: e.map(|e| e.etype().as_str()),
+        });
+    }
+
+    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
+        // Pingora's error log line: method and normalised path only — never the
+        // query string, which may carry secrets.
+        format!(
+            "{} {} request_id={}",
+            session.req_header().method,
+            ctx.path.as_deref().unwrap_or("-"),
+            ctx.request_id.as_deref().unwrap_or("-")
+        )
+    }
+}
+
+fn itoa_status(s: u16) -> String {
+    s.to_string()
+}

@@ -1,0 +1,235 @@
+//! The compiled snapshot: everything a request reads, built once from a
+//! validated [`Config`] and swapped in whole. Never exposed as config.
+
+pub mod path;
+pub mod router;
+pub mod upstream;
+pub mod versions;
+
+use crate::config::{self, Config, ConfigError, ConfigErrors};
+use crate::metrics::RouteMetrics;
+use crate::plugins::{self, Instance};
+use ipnet::IpNet;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+pub use upstream::Upstream;
+
+pub struct Route {
+    pub name: Arc<str>,
+    pub upstream: Arc<Upstream>,
+    pub strip_prefix: Option<String>,
+    /// Global plugins then the route's own, sorted by phase.
+    pub chain: Arc<[Instance]>,
+    pub metrics: RouteMetrics,
+}
+
+/// Limits and timeouts of `[server]` the request path needs.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_request_body: u64,
+    pub request_timeout: Duration,
+    pub header_timeout: Duration,
+    pub max_header_size: usize,
+    pub max_headers: usize,
+    pub idle_timeout: Duration,
+}
+
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub router: router::Router,
+    pub routes: Vec<Route>,
+    pub upstreams: HashMap<String, Arc<Upstream>>,
+    pub versions: Option<versions::Versions>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub limits: Limits,
+    /// The global chain's request_id plugin: runs before routing.
+    pub request_id: Option<Instance>,
+    pub loaded_at: std::time::SystemTime,
+}
+
+impl Runtime {
+    pub fn hash(&self) -> &str {
+        &self.config.hash
+    }
+}
+
+/// What a reload may reuse from the running snapshot.
+#[derive(Default)]
+pub struct Reuse<'a> {
+    pub previous: Option<&'a Runtime>,
+}
+
+/// Compile a validated config into a runtime snapshot, reusing upstream pools
+/// and plugin instances whose definitions did not change.
+pub fn compile(cfg: Config, reuse: Reuse<'_>) -> Result<Runtime, ConfigErrors> {
+    let cfg = Arc::new(cfg);
+    let mut errs: Vec<ConfigError> = Vec::new();
+    let err = |path: String, message: String| ConfigError {
+        file: Some(cfg.file.clone()),
+        line_col: None,
+        path,
+        message,
+    };
+
+    let mut upstreams = HashMap::new();
+    for (name, u) in &cfg.upstreams {
+        let fp = format!("{u:?}");
+        if let Some(prev) = reuse.previous.and_then(|p| p.upstreams.get(name)) {
+            if prev.fingerprint == fp {
+                upstreams.insert(name.clone(), prev.clone());
+                continue;
+            }
+        }
+        match upstream::build(name, u, &|p| cfg.resolve(p)) {
+            Ok(up) => {
+                upstreams.insert(name.clone(), Arc::new(up));
+            }
+            Err(es) => {
+                for (k, m) in es {
+                    errs.push(err(format!("upstreams.{name}.{k}"), m));
+                }
+            }
+        }
+    }
+
+    let mut instances: HashMap<&str, Instance> = HashMap::new();
+    let prev_instances: HashMap<&str, &Instance> = reuse
+        .previous
+        .map(|p| {
+            p.routes
+                .iter()
+                .flat_map(|r| r.chain.iter())
+                .chain(p.request_id.iter())
+                .map(|i| (&*i.name, i))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (name, pc) in &cfg.plugins {
+        let fp = format!("{pc:?}");
+        if let Some(prev) = prev_instances.get(name.as_str()) {
+            if prev.fingerprint == fp {
+                instances.insert(name, (*prev).clone());
+                continue;
+            }
+        }
+        match plugins::build(name, pc) {
+            Ok(i) => {
+                instances.insert(name, i);
+            }
+            Err(e) => errs.push(err(format!("plugins.{name}"), e)),
+        }
+    }
+
+    let global: Vec<Instance> = cfg
+        .server
+        .plugins
+        .iter()
+        .filter_map(|n| instances.get(n.as_str()).cloned())
+        .collect();
+    let request_id = global
+        .iter()
+        .find(|i| i.plugin.as_request_id().is_some())
+        .cloned();
+
+    let mut defs = Vec::with_capacity(cfg.routes.len());
+    let mut routes = Vec::with_capacity(cfg.routes.len());
+    for r in &cfg.routes {
+        let Some(up) = upstreams.get(&r.upstream) else {
+            continue;
+        };
+        let mut chain: Vec<Instance> = global.clone();
+        chain.extend(
+            r.plugins
+                .iter()
+                .filter_map(|n| instances.get(n.as_str()).cloned()),
+        );
+        plugins::order(&mut chain);
+        let name: Arc<str> = Arc::from(r.name.as_str());
+        routes.push(Route {
+            metrics: RouteMetrics::new(&name),
+            name,
+            upstream: up.clone(),
+            strip_prefix: r
+                .strip_prefix
+                .as_ref()
+                .map(|s| s.trim_end_matches('/').to_string()),
+            chain: chain.into(),
+        });
+        defs.push(router::RouteDef {
+            hosts: r.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            path: r.path.clone(),
+            methods: r
+                .methods
+                .iter()
+                .filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok())
+                .collect(),
+            headers: r
+                .headers
+                .iter()
+                .filter_map(|(k, v)| {
+                    http::HeaderName::try_from(k.as_str())
+                        .ok()
+                        .map(|h| (h, v.clone()))
+                })
+                .collect(),
+            version: r.version.clone(),
+        });
+    }
+    let router = match router::Router::new(&defs) {
+        Ok(r) => Some(r),
+        Err(es) => {
+            for (i, m) in es {
+                errs.push(err(format!("routes[{i}].path"), m));
+            }
+            None
+        }
+    };
+
+    let versions = cfg.api_versions.as_ref().map(|av| {
+        let rv: Vec<String> = cfg
+            .routes
+            .iter()
+            .filter_map(|r| r.version.clone())
+            .collect();
+        versions::Versions::compile(av, &rv)
+    });
+
+    if !errs.is_empty() {
+        return Err(ConfigErrors(errs));
+    }
+    let Some(router) = router else {
+        return Err(ConfigErrors::single(
+            Some(&cfg.file),
+            "router could not be built",
+        ));
+    };
+    let s = &cfg.server;
+    Ok(Runtime {
+        router,
+        routes,
+        upstreams,
+        versions,
+        trusted_proxies: s
+            .trusted_proxies
+            .iter()
+            .filter_map(|c| config::validate_helpers::parse_cidr(c).ok())
+            .collect(),
+        limits: Limits {
+            max_request_body: s.max_request_body.0,
+            request_timeout: s.request_timeout.0,
+            header_timeout: s.header_timeout.0,
+            max_header_size: s.max_header_size.0 as usize,
+            max_headers: s.max_headers,
+            idle_timeout: s.idle_timeout.0,
+        },
+        request_id,
+        loaded_at: std::time::SystemTime::now(),
+        config: cfg,
+    })
+}
+
+/// Load, validate and compile a config file: what `tollgate check` runs.
+pub fn load(path: &std::path::Path, reuse: Reuse<'_>) -> Result<Runtime, ConfigErrors> {
+    compile(config::load_file(path)?, reuse)
+}

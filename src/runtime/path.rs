@@ -1,0 +1,464 @@
+//! Request path normalisation.
+//!
+//! Every request path is normalised once, before routing and before any
+//! plugin runs, so that the path routing and auth saw is the path the upstream
+//! receives (SPEC §3). The rules:
+//!
+//! - the path must start with `/`;
+//! - `%XX` escapes must be valid hex; an escape of an unreserved character
+//!   (`ALPHA / DIGIT / - . _ ~`) is decoded, any other escape is kept with its
+//!   hex digits uppercased (`%3a` -> `%3A`); escapes are never decoded twice;
+//! - `%2F` (encoded `/`), `\` or `%5C`, and control characters or spaces, raw
+//!   or encoded (`%00`..`%1F`, `%7F`), are rejected;
+//! - after decoding, `.` segments are removed and `..` removes the segment
+//!   before it; climbing above `/` is rejected;
+//! - runs of `/` collapse to one; a trailing `/` is kept, and a path ending in
+//!   a dot segment keeps its directory form (`/a/.` -> `/a/`, `/a/..` -> `/`).
+//!
+//! The whole path is checked for bad bytes and escapes before dot segments are
+//! resolved, so `/../%2F` reports [`PathError::EncodedSlash`], not
+//! [`PathError::AboveRoot`]. Both are a 400 either way.
+//!
+//! A path that is already normal (the common case) is returned borrowed,
+//! without allocating.
+
+use std::borrow::Cow;
+use std::fmt;
+
+/// Why a request path was refused (each is a 400).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathError {
+    /// The path does not start with `/`.
+    NotAbsolute,
+    /// A `%` not followed by two hex digits.
+    BadPercentEncoding,
+    /// `%2F`: an encoded `/`.
+    EncodedSlash,
+    /// A `\`, raw or encoded as `%5C`.
+    Backslash,
+    /// `..` segments climb above `/`.
+    AboveRoot,
+    /// A control character or space, raw or encoded (`%00`..`%1F`, `%7F`).
+    ControlChar,
+}
+
+impl fmt::Display for PathError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PathError::NotAbsolute => "path does not start with '/'",
+            PathError::BadPercentEncoding => "bad percent-encoding in path",
+            PathError::EncodedSlash => "encoded '/' in path",
+            PathError::Backslash => "'\\' in path",
+            PathError::AboveRoot => "path climbs above '/'",
+            PathError::ControlChar => "control character or space in path",
+        })
+    }
+}
+
+impl std::error::Error for PathError {}
+
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Checks the escape whose `%` is at `bytes[i]`. Returns the escaped byte and
+/// whether normalisation rewrites the escape (decodes it or uppercases it).
+fn check_escape(bytes: &[u8], i: usize) -> Result<(u8, bool), PathError> {
+    let (Some(&h), Some(&l)) = (bytes.get(i + 1), bytes.get(i + 2)) else {
+        return Err(PathError::BadPercentEncoding);
+    };
+    let (Some(hv), Some(lv)) = (hex_val(h), hex_val(l)) else {
+        return Err(PathError::BadPercentEncoding);
+    };
+    let v = (hv << 4) | lv;
+    match v {
+        b'/' => Err(PathError::EncodedSlash),
+        b'\\' => Err(PathError::Backslash),
+        0x00..=0x1f | 0x7f => Err(PathError::ControlChar),
+        _ => Ok((
+            v,
+            is_unreserved(v) || h.is_ascii_lowercase() || l.is_ascii_lowercase(),
+        )),
+    }
+}
+
+/// Does the segment starting right after a `/` need rewriting? True for an
+/// empty segment (`//`) and for `.` / `..` segments.
+fn dirty_segment_start(rest: &[u8]) -> bool {
+    matches!(
+        rest,
+        [b'/', ..] | [b'.'] | [b'.', b'/', ..] | [b'.', b'.'] | [b'.', b'.', b'/', ..]
+    )
+}
+
+/// Normalises a request path (without its query string); see the module docs
+/// for the rules. Returns `Cow::Borrowed` when `raw` is already normal.
+pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
+    let bytes = raw.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(PathError::NotAbsolute);
+    }
+    // One pass validates everything and notes whether anything must change.
+    let mut dirty = false;
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'%' => {
+                let (_, rewrite) = check_escape(bytes, i)?;
+                dirty |= rewrite;
+                i += 3;
+                continue;
+            }
+            b'\\' => return Err(PathError::Backslash),
+            0x00..=0x20 | 0x7f => return Err(PathError::ControlChar),
+            b'/' if !dirty => dirty = dirty_segment_start(bytes.get(i + 1..).unwrap_or_default()),
+            _ => {}
+        }
+        i += 1;
+    }
+    if !dirty {
+        return Ok(Cow::Borrowed(raw));
+    }
+    let out = rewrite(raw)?;
+    if out == raw {
+        Ok(Cow::Borrowed(raw))
+    } else {
+        Ok(Cow::Owned(out))
+    }
+}
+
+/// The slow path: decode, resolve dot segments, collapse slashes. `raw` has
+/// already been validated (starts with `/`, every escape is good).
+fn rewrite(raw: &str) -> Result<String, PathError> {
+    let mut out = String::with_capacity(raw.len());
+    out.push('/');
+    // `out` is always "/" followed by zero or more "segment/".
+    let mut ends_as_dir = true;
+    for seg in raw.get(1..).unwrap_or_default().split('/') {
+        let start = out.len();
+        decode_segment(seg, &mut out);
+        match out.get(start..).unwrap_or_default() {
+            "" => ends_as_dir = true,
+            "." => {
+                out.truncate(start);
+                ends_as_dir = true;
+            }
+            ".." => {
+                out.truncate(start);
+                pop_segment(&mut out)?;
+                ends_as_dir = true;
+            }
+            _ => {
+                out.push('/');
+                ends_as_dir = false;
+            }
+        }
+    }
+    if !ends_as_dir {
+        out.pop();
+    }
+    Ok(out)
+}
+
+/// Removes the last "segment/" of `out`; fails when only "/" is left.
+fn pop_segment(out: &mut String) -> Result<(), PathError> {
+    if out.len() <= 1 {
+        return Err(PathError::AboveRoot);
+    }
+    out.pop();
+    match out.rfind('/') {
+        Some(i) => out.truncate(i + 1),
+        None => {
+            out.clear();
+            out.push('/');
+        }
+    }
+    Ok(())
+}
+
+/// Appends `seg` to `out`, decoding escaped unreserved characters and
+/// uppercasing the hex of the other escapes.
+fn decode_segment(seg: &str, out: &mut String) {
+    let bytes = seg.as_bytes();
+    let mut copied = 0;
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            if let Ok((v, _)) = check_escape(bytes, i) {
+                out.push_str(seg.get(copied..i).unwrap_or_default());
+                if is_unreserved(v) {
+                    out.push(char::from(v));
+                } else {
+                    out.push('%');
+                    out.push(char::from(HEX_UPPER[usize::from(v >> 4)]));
+                    out.push(char::from(HEX_UPPER[usize::from(v & 0xf)]));
+                }
+                i += 3;
+                copied = i;
+                continue;
+            }
+        }
+        i += 1;
+    }
+    out.push_str(seg.get(copied..).unwrap_or_default());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(p: &str) -> Result<String, PathError> {
+        normalize_path(p).map(Cow::into_owned)
+    }
+
+    fn assert_borrowed(p: &str) {
+        match normalize_path(p) {
+            Ok(Cow::Borrowed(s)) => assert_eq!(s, p),
+            other => panic!("{p:?}: expected borrowed, got {other:?}"),
+        }
+    }
+
+    fn assert_norm(p: &str, want: &str) {
+        match normalize_path(p) {
+            Ok(Cow::Owned(s)) => assert_eq!(s, want, "input {p:?}"),
+            other => panic!("{p:?}: expected owned {want:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn clean_paths_are_borrowed() {
+        for p in [
+            "/",
+            "/a",
+            "/a/b/c",
+            "/a/",
+            "/v1/payments/123",
+            "/a%20b",
+            "/%C3%A9t%C3%A9",
+            "/a.b",
+            "/.well-known/openid-configuration",
+            "/a..b",
+            "/...",
+            "/a/.../b",
+            "/.a/..b/b.",
+            "/a%25b",
+            "/%252F",
+            "/a:b@c!$&'()*+,;=",
+            "/é",
+        ] {
+            assert_borrowed(p);
+        }
+    }
+
+    #[test]
+    fn not_absolute() {
+        for p in ["", "a", "a/b", "*", "%2F", "./a", "http://x/a"] {
+            assert_eq!(norm(p), Err(PathError::NotAbsolute), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn bad_percent_encoding() {
+        for p in [
+            "/%", "/%2", "/a%", "/a%4", "/%zz", "/%2g", "/%g2", "/%%41", "/a/%-1",
+        ] {
+            assert_eq!(norm(p), Err(PathError::BadPercentEncoding), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn encoded_slash() {
+        for p in ["/a%2Fb", "/a%2fb", "/%2F", "/a/%2f/../b"] {
+            assert_eq!(norm(p), Err(PathError::EncodedSlash), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn backslash() {
+        for p in ["/a\\b", "/\\", "/a%5Cb", "/a%5cb", "/..\\.."] {
+            assert_eq!(norm(p), Err(PathError::Backslash), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn control_chars_and_space() {
+        for p in [
+            "/a b", "/a\tb", "/a\nb", "/a\rb", "/\0", "/a\x7f", "/a%00", "/a%0a", "/a%0D", "/a%1F",
+            "/a%1f", "/a%7f", "/a%7F", " /a",
+        ] {
+            let want = if p.starts_with('/') {
+                PathError::ControlChar
+            } else {
+                PathError::NotAbsolute
+            };
+            assert_eq!(norm(p), Err(want), "{p:?}");
+        }
+        // An encoded space is a legitimate character and is kept.
+        assert_borrowed("/a%20b");
+    }
+
+    #[test]
+    fn decodes_unreserved() {
+        assert_norm("/%41%5A%61%7a%30%39", "/AZaz09");
+        assert_norm("/%2D%5F%7E", "/-_~");
+        assert_norm("/%7euser", "/~user");
+        assert_norm("/a%2Eb", "/a.b");
+        assert_norm("/v1/pay%6Dents", "/v1/payments");
+    }
+
+    #[test]
+    fn keeps_other_escapes_uppercased() {
+        assert_norm("/%3a", "/%3A");
+        assert_norm("/%c3%a9", "/%C3%A9");
+        assert_norm("/a%2cb%3Bc", "/a%2Cb%3Bc");
+        assert_norm("/%ff%Fe%fF", "/%FF%FE%FF");
+        // Decoding happens once: %25 stays %25, so %252F is not a slash.
+        assert_borrowed("/%252F");
+        assert_borrowed("/%252f");
+        assert_norm("/%25%2e", "/%25.");
+    }
+
+    #[test]
+    fn dot_segments() {
+        assert_norm("/a/./b", "/a/b");
+        assert_norm("/./a", "/a");
+        assert_norm("/a/../b", "/b");
+        assert_norm("/a/b/../../c", "/c");
+        assert_norm("/a/b/..", "/a/");
+        assert_norm("/a/b/../", "/a/");
+        assert_norm("/a/.", "/a/");
+        assert_norm("/a/./", "/a/");
+        assert_norm("/a/..", "/");
+        assert_norm("/a/../", "/");
+        assert_norm("/.", "/");
+        assert_norm("/./", "/");
+        assert_norm("/./.", "/");
+        assert_norm("/a/b/./../c/.", "/a/c/");
+    }
+
+    #[test]
+    fn encoded_dot_segments() {
+        assert_norm("/a/%2e/b", "/a/b");
+        assert_norm("/a/%2e%2E/b", "/b");
+        assert_norm("/a/.%2e/b", "/b");
+        assert_norm("/a/%2E./b", "/b");
+        assert_norm("/a/%2e%2e", "/");
+        assert_eq!(norm("/%2e%2e/"), Err(PathError::AboveRoot));
+        assert_eq!(norm("/%2e%2e"), Err(PathError::AboveRoot));
+        assert_eq!(
+            norm("/a/%2E%2E/%2e%2e/etc/passwd"),
+            Err(PathError::AboveRoot)
+        );
+        // Three dots are an ordinary segment.
+        assert_norm("/a/%2e%2e%2e", "/a/...");
+    }
+
+    #[test]
+    fn above_root() {
+        for p in [
+            "/..",
+            "/../",
+            "/../a",
+            "/a/../..",
+            "/a/../../b",
+            "/a/b/../../../c",
+            "/./..",
+            "//..",
+            "/a//../..",
+        ] {
+            assert_eq!(norm(p), Err(PathError::AboveRoot), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn slashes_collapse_and_trailing_slash_is_kept() {
+        assert_norm("//", "/");
+        assert_norm("///", "/");
+        assert_norm("//a", "/a");
+        assert_norm("/a//b", "/a/b");
+        assert_norm("///a///b//", "/a/b/");
+        assert_norm("/a//", "/a/");
+        assert_borrowed("/a/");
+        assert_borrowed("/a/b/");
+        // Slashes collapse before `..` pops: `/a//..` is `/a/..`.
+        assert_norm("/a//../b", "/b");
+        assert_norm("/a/.//b", "/a/b");
+    }
+
+    #[test]
+    fn validation_runs_over_the_whole_path_first() {
+        assert_eq!(norm("/../%2F"), Err(PathError::EncodedSlash));
+        assert_eq!(norm("/a/./b c"), Err(PathError::ControlChar));
+        assert_eq!(norm("//a%"), Err(PathError::BadPercentEncoding));
+        assert_eq!(norm("/%41/\\"), Err(PathError::Backslash));
+    }
+
+    #[test]
+    fn non_ascii_is_passed_through() {
+        assert_borrowed("/café");
+        assert_norm("/café/./x", "/café/x");
+        assert_norm("/ü/%41", "/ü/A");
+    }
+
+    #[test]
+    fn display_is_short_text() {
+        assert_eq!(PathError::EncodedSlash.to_string(), "encoded '/' in path");
+        assert_eq!(PathError::AboveRoot.to_string(), "path climbs above '/'");
+        assert_eq!(PathError::Backslash.to_string(), "'\\' in path");
+    }
+
+    /// Generated paths: the output is idempotent (normalising it again
+    /// borrows), has no empty or dot segments, and has no escapes that should
+    /// have been decoded or uppercased.
+    #[test]
+    fn generated_paths_are_idempotent() {
+        const PIECES: &[&str] = &[
+            "/", "/", "/", "a", "b", ".", "..", "%2e", "%2E", "%41", "%3a", "%7E", "%25", "x.y",
+            "%C3%A9", "~",
+        ];
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut ok = 0;
+        for _ in 0..20_000 {
+            let len = (next() % 12) as usize;
+            let mut p = String::from("/");
+            for _ in 0..len {
+                p.push_str(PIECES[(next() % PIECES.len() as u64) as usize]);
+            }
+            let Ok(n) = normalize_path(&p) else {
+                continue;
+            };
+            ok += 1;
+            let n = n.into_owned();
+            assert!(n.starts_with('/'), "{p:?} -> {n:?}");
+            assert!(!n.contains("//"), "{p:?} -> {n:?}");
+            for seg in n.split('/') {
+                assert!(seg != "." && seg != "..", "{p:?} -> {n:?}");
+            }
+            for bad in ["%2e", "%2E", "%41", "%3a", "%7E"] {
+                assert!(!n.contains(bad), "{p:?} -> {n:?}");
+            }
+            match normalize_path(&n) {
+                Ok(Cow::Borrowed(again)) => assert_eq!(again, n),
+                other => panic!("{p:?} -> {n:?} -> {other:?}"),
+            }
+        }
+        assert!(ok > 5_000, "too few valid generated paths: {ok}");
+    }
+}

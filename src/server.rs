@@ -1,0 +1,125 @@
+//! Assemble the Pingora server: the proxy listeners (plain and TLS), the admin
+//! listener, the health checker, and — for `tollgate demo` — the demo upstreams.
+
+use crate::admin::Admin;
+use crate::health::HealthChecker;
+use crate::proxy::app::GatewayApp;
+use crate::proxy::Gateway;
+use crate::reload::Live;
+use crate::runtime::{self, Reuse};
+use pingora::apps::http_app::HttpServer;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+use pingora::services::background::GenBackgroundService;
+use pingora::services::listening::Service;
+use std::path::Path;
+use std::sync::Arc;
+
+pub struct RunOptions {
+    pub upgrade: bool,
+    pub demo: bool,
+}
+
+/// Load the config and serve until told to stop. Config errors are printed and
+/// the process exits with status 1.
+pub fn run(config_path: &Path, opts: RunOptions) -> ! {
+    let rt = match runtime::load(config_path, Reuse::default()) {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(1);
+        }
+    };
+    let cfg = rt.config.clone();
+    let live = Live::new(rt, config_path.to_path_buf());
+
+    let mut conf = ServerConf {
+        threads: cfg.server.threads,
+        grace_period_seconds: Some(cfg.server.grace_period.0.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(cfg.server.grace_period.0.as_secs().max(1)),
+        upgrade_sock: upgrade_sock(config_path),
+        pid_file: format!(
+            "{}.pid",
+            upgrade_sock(config_path).trim_end_matches(".sock")
+        ),
+        ..ServerConf::default()
+    };
+    conf.work_stealing = true;
+    let opt = Opt {
+        upgrade: opts.upgrade,
+        daemon: false,
+        nocapture: false,
+        test: false,
+        conf: None,
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let proxy =
+        pingora::proxy::http_proxy(&server.configuration, Gateway::new(live.runtime.clone()));
+    let app = GatewayApp {
+        proxy: Arc::new(proxy),
+        state: live.runtime.clone(),
+    };
+    let mut svc = Service::new("tollgate proxy".to_string(), app);
+    let mut listen_addrs = Vec::new();
+    for l in cfg.server.listen.to_vec() {
+        svc.add_tcp(&l);
+        if let Ok(a) = l.parse() {
+            listen_addrs.push(a);
+        }
+    }
+    match crate::tls::listeners(&cfg) {
+        Ok(ls) => {
+            for (addr, settings) in ls {
+                svc.add_tls_with_settings(&addr, None, settings);
+                if let Ok(a) = addr.parse() {
+                    listen_addrs.push(a);
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("{}: server.tls: {e}", config_path.display());
+            std::process::exit(1);
+        }
+    }
+    server.add_service(svc);
+
+    let mut admin = Service::new(
+        "tollgate admin".to_string(),
+        HttpServer::new_app(Admin::new(live.clone(), listen_addrs)),
+    );
+    admin.add_tcp(&cfg.server.admin_listen);
+    server.add_service(admin);
+
+    server.add_service(GenBackgroundService::new(
+        "tollgate health checks".to_string(),
+        Arc::new(HealthChecker {
+            runtime: live.runtime.clone(),
+        }),
+    ));
+    crate::signals::spawn_sighup(live.clone());
+
+    if opts.demo {
+        for svc in crate::demo::services(&cfg) {
+            server.add_service(svc);
+        }
+    }
+    tracing::info!(
+        config = %config_path.display(),
+        hash = %cfg.hash,
+        listen = ?cfg.server.listen.to_vec(),
+        admin = %cfg.server.admin_listen,
+        "tollgate starting"
+    );
+    server.run_forever()
+}
+
+/// One upgrade socket per config file, so that several gateways on one host do
+/// not hand their sockets to each other.
+fn upgrade_sock(config_path: &Path) -> String {
+    use sha2::{Digest, Sha256};
+    let abs = std::fs::canonicalize(config_path).unwrap_or_else(|_| config_path.to_path_buf());
+    let h = hex::encode(&Sha256::digest(abs.to_string_lossy().as_bytes())[..6]);
+    format!("/tmp/tollgate-{h}.sock")
+}

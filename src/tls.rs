@@ -1,0 +1,145 @@
+//! TLS listeners on rustls: certificates picked by SNI from the names they are
+//! valid for, ALPN h2 + http/1.1, optional client certificates (mTLS).
+
+use crate::config::{Config, TlsListenerConfig};
+use crate::runtime::upstream::{load_certs, load_key};
+use pingora::listeners::tls::TlsSettings;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+#[derive(Debug)]
+struct Entry {
+    names: Vec<String>,
+    key: Arc<CertifiedKey>,
+}
+
+/// Picks the certificate whose names match the client's SNI; the first one when
+/// none matches or no SNI was sent.
+#[derive(Debug)]
+pub struct SniResolver {
+    entries: Vec<Entry>,
+}
+
+fn name_matches(pattern: &str, host: &str) -> bool {
+    if let Some(suffix) = pattern.strip_prefix("*.") {
+        host.split_once('.')
+            .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(suffix))
+    } else {
+        pattern.eq_ignore_ascii_case(host)
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let first = self.entries.first().map(|e| e.key.clone());
+        let Some(sni) = hello.server_name() else {
+            return first;
+        };
+        self.entries
+            .iter()
+            .find(|e| e.names.iter().any(|n| name_matches(n, sni)))
+            .map(|e| e.key.clone())
+            .or(first)
+    }
+}
+
+fn cert_names(der: &[u8]) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return vec![];
+    };
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+                names.push(d.to_string());
+            }
+        }
+    }
+    if names.is_empty() {
+        for cn in cert.subject().iter_common_name() {
+            if let Ok(s) = cn.as_str() {
+                names.push(s.to_string());
+            }
+        }
+    }
+    names
+}
+
+fn certified(cfg: &Config, t: &TlsListenerConfig) -> Result<Entry, String> {
+    let ders = load_certs(&cfg.resolve(&t.cert))?;
+    let key = load_key(&cfg.resolve(&t.key))?;
+    let names = ders.first().map(|d| cert_names(d)).unwrap_or_default();
+    let chain: Vec<CertificateDer<'static>> = ders.into_iter().map(CertificateDer::from).collect();
+    let key: PrivateKeyDer<'static> = match rustls_pemfile::private_key(
+        &mut &std::fs::read(cfg.resolve(&t.key)).unwrap_or_default()[..],
+    ) {
+        Ok(Some(k)) => k,
+        _ => PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
+    };
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| format!("{}: unsupported private key: {e}", t.key))?;
+    Ok(Entry {
+        names,
+        key: Arc::new(CertifiedKey::new(chain, signer)),
+    })
+}
+
+/// The TLS settings of each TLS listen address (blocks sharing an address are
+/// one listener choosing among their certificates by SNI).
+pub fn listeners(cfg: &Config) -> Result<Vec<(String, TlsSettings)>, String> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut groups: BTreeMap<&str, Vec<&TlsListenerConfig>> = BTreeMap::new();
+    for t in &cfg.server.tls {
+        groups.entry(t.listen.as_str()).or_default().push(t);
+    }
+    let mut out = Vec::new();
+    for (addr, blocks) in groups {
+        let entries = blocks
+            .iter()
+            .map(|t| certified(cfg, t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut settings = TlsSettings::intermediate("", "").map_err(|e| e.to_string())?;
+        settings.set_cert_resolver(Arc::new(SniResolver { entries }));
+        settings.enable_h2();
+        let cas: Vec<&str> = blocks
+            .iter()
+            .filter_map(|t| t.client_ca.as_deref())
+            .collect();
+        if let Some(ca) = cas.first() {
+            if cas.len() != blocks.len() || cas.iter().any(|c| c != ca) {
+                return Err(format!("TLS listener {addr}: every [[server.tls]] block on one address must name the same client_ca"));
+            }
+            let mut roots = rustls::RootCertStore::empty();
+            for der in load_certs(&cfg.resolve(ca))? {
+                roots
+                    .add(CertificateDer::from(der))
+                    .map_err(|e| format!("{ca}: {e}"))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                Arc::new(rustls::crypto::ring::default_provider()),
+            )
+            .build()
+            .map_err(|e| format!("{ca}: {e}"))?;
+            settings.set_client_cert_verifier(verifier);
+        }
+        out.push((addr.to_string(), settings));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_matches;
+
+    #[test]
+    fn wildcard_names() {
+        assert!(name_matches("api.example.com", "API.example.com"));
+        assert!(name_matches("*.example.com", "a.example.com"));
+        assert!(!name_matches("*.example.com", "example.com"));
+        assert!(!name_matches("*.example.com", "a.b.example.com"));
+    }
+}
