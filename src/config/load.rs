@@ -128,19 +128,10 @@ fn section<T: DeserializeOwned>(
                 }
             }
             let msg = e.into_inner().to_string();
-            // An unknown field is reported at the table; name the key itself.
-            if let Some(field) = unknown_field(&msg) {
-                path.0.push(Seg::Key(field));
-            }
             errs.push(loc.error(&path, tidy(&msg)));
             None
         }
     }
-}
-
-fn unknown_field(msg: &str) -> Option<String> {
-    let rest = msg.strip_prefix("unknown field `")?;
-    Some(rest[..rest.find('`')?].to_string())
 }
 
 fn tidy(msg: &str) -> String {
@@ -238,4 +229,104 @@ fn api_versions(
         default: head.default,
         versions,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(src: &str) -> Vec<String> {
+        load_str(src, Some(Path::new("gw.toml")), Path::new("."))
+            .err()
+            .map(|e| e.messages())
+            .unwrap_or_default()
+    }
+
+    const BASE: &str = r#"
+[upstreams.payments]
+targets = ["127.0.0.1:9001"]
+
+[[routes]]
+name = "a"
+upstream = "payments"
+path = "/v1/payments"
+"#;
+
+    #[test]
+    fn minimal_config_is_valid() {
+        let cfg = load_str(BASE, None, Path::new(".")).unwrap();
+        assert_eq!(cfg.routes.len(), 1);
+        assert_eq!(cfg.server.max_headers, 100);
+        assert_eq!(cfg.hash.len(), 64);
+    }
+
+    #[test]
+    fn dangling_upstream_is_located() {
+        let src = BASE.replace("upstream = \"payments\"", "upstream = \"paymnts\"");
+        let e = errors(&src);
+        assert_eq!(e, vec![r#"gw.toml:7:12: routes[0].upstream: no upstream named "paymnts""#]);
+    }
+
+    #[test]
+    fn unknown_key_names_the_key() {
+        let src = format!("{BASE}paht = \"/x\"\n");
+        let e = errors(&src);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("gw.toml:9:8: routes[0].paht: unknown field \"paht\""), "{e:?}");
+    }
+
+    #[test]
+    fn all_errors_are_reported() {
+        let src = r#"
+[server]
+trusted_proxies = ["10.0.0.0/33"]
+request_timeout = "30"
+
+[upstreams.p]
+targets = []
+
+[[routes]]
+name = "a"
+upstream = "nope"
+
+[[routes]]
+name = "a"
+upstream = "p"
+plugins = ["ghost"]
+"#;
+        let e = errors(src);
+        let joined = e.join("\n");
+        assert!(joined.contains("server.request_timeout"), "{joined}");
+        assert!(joined.contains("upstreams.p.targets: an upstream needs at least one target"), "{joined}");
+        assert!(joined.contains("routes[0].upstream: no upstream named \"nope\""), "{joined}");
+        assert!(joined.contains("routes[1].name: duplicate route name"), "{joined}");
+        assert!(joined.contains("routes[1].plugins[0]: no plugin named \"ghost\""), "{joined}");
+    }
+
+    #[test]
+    fn syntax_error_has_a_position() {
+        let e = errors("[server\nlisten = 1");
+        assert_eq!(e.len(), 1);
+        assert!(e[0].starts_with("gw.toml:1:"), "{e:?}");
+        assert!(e[0].contains("invalid TOML"), "{e:?}");
+    }
+
+    #[test]
+    fn future_plugin_types_are_refused_clearly() {
+        let src = format!("{BASE}\n[plugins.j]\ntype = \"jwt\"\n");
+        let e = errors(&src);
+        assert!(e[0].contains("plugins.j.type: plugin type \"jwt\" is not supported yet"), "{e:?}");
+    }
+
+    #[test]
+    fn spec_dates_are_strings() {
+        let src = format!(
+            "{BASE}\n[api_versions]\ndefault = \"2\"\n[api_versions.v1]\ndeprecated = \"2026-01-01\"\nsunset = 2027-06-30\n"
+        );
+        let cfg = load_str(&src, None, Path::new(".")).unwrap();
+        let av = cfg.api_versions.unwrap();
+        assert!(av.versions["v1"].deprecated.is_some() && av.versions["v1"].sunset.is_some());
+        let bad = src.replace("\"2026-01-01\"", "\"January\"");
+        assert!(errors(&bad)[0].contains("api_versions.v1.deprecated: invalid date"), "{:?}", errors(&bad));
+    }
 }
