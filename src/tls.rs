@@ -4,7 +4,7 @@
 use crate::config::{Config, TlsListenerConfig};
 use crate::runtime::upstream::{load_certs, load_key};
 use pingora::listeners::tls::TlsSettings;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::CertificateDer;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use std::collections::BTreeMap;
@@ -73,12 +73,6 @@ fn certified(cfg: &Config, t: &TlsListenerConfig) -> Result<Entry, String> {
     let key = load_key(&cfg.resolve(&t.key))?;
     let names = ders.first().map(|d| cert_names(d)).unwrap_or_default();
     let chain: Vec<CertificateDer<'static>> = ders.into_iter().map(CertificateDer::from).collect();
-    let key: PrivateKeyDer<'static> = match rustls_pemfile::private_key(
-        &mut &std::fs::read(cfg.resolve(&t.key)).unwrap_or_default()[..],
-    ) {
-        Ok(Some(k)) => k,
-        _ => PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
-    };
     let signer = rustls::crypto::ring::sign::any_supported_type(&key)
         .map_err(|e| format!("{}: unsupported private key: {e}", t.key))?;
     Ok(Entry {

@@ -142,10 +142,10 @@ pub fn load_certs(path: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
     Ok(out)
 }
 
-pub fn load_key(path: &std::path::Path) -> Result<Vec<u8>, String> {
+pub fn load_key(path: &std::path::Path) -> Result<rustls::pki_types::PrivateKeyDer<'static>, String> {
     let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     match rustls_pemfile::private_key(&mut &data[..]) {
-        Ok(Some(k)) => Ok(k.secret_der().to_vec()),
+        Ok(Some(k)) => Ok(k),
         Ok(None) => Err(format!("{}: no private key found", path.display())),
         Err(e) => Err(format!("{}: invalid PEM: {e}", path.display())),
     }
@@ -203,7 +203,7 @@ pub fn build(
     };
     let client_cert = match (&cfg.client_cert, &cfg.client_key) {
         (Some(c), Some(k)) => match (load_certs(&resolve(c)), load_key(&resolve(k))) {
-            (Ok(certs), Ok(key)) => Some(Arc::new(CertKey::new(certs, key))),
+            (Ok(certs), Ok(key)) => Some(Arc::new(CertKey::new(certs, key.secret_der().to_vec()))),
             (Err(e), _) => {
                 errs.push(("client_cert".into(), e));
                 None
