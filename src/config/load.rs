@@ -264,7 +264,10 @@ path = "/v1/payments"
     fn dangling_upstream_is_located() {
         let src = BASE.replace("upstream = \"payments\"", "upstream = \"paymnts\"");
         let e = errors(&src);
-        assert_eq!(e, vec![r#"gw.toml:7:12: routes[0].upstream: no upstream named "paymnts""#]);
+        assert_eq!(
+            e,
+            vec![r#"gw.toml:7:12: routes[0].upstream: no upstream named "paymnts""#]
+        );
     }
 
     #[test]
@@ -272,7 +275,10 @@ path = "/v1/payments"
         let src = format!("{BASE}paht = \"/x\"\n");
         let e = errors(&src);
         assert_eq!(e.len(), 1, "{e:?}");
-        assert!(e[0].starts_with("gw.toml:9:8: routes[0].paht: unknown field \"paht\""), "{e:?}");
+        assert!(
+            e[0].starts_with("gw.toml:9:8: routes[0].paht: unknown field \"paht\""),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -297,10 +303,22 @@ plugins = ["ghost"]
         let e = errors(src);
         let joined = e.join("\n");
         assert!(joined.contains("server.request_timeout"), "{joined}");
-        assert!(joined.contains("upstreams.p.targets: an upstream needs at least one target"), "{joined}");
-        assert!(joined.contains("routes[0].upstream: no upstream named \"nope\""), "{joined}");
-        assert!(joined.contains("routes[1].name: duplicate route name"), "{joined}");
-        assert!(joined.contains("routes[1].plugins[0]: no plugin named \"ghost\""), "{joined}");
+        assert!(
+            joined.contains("upstreams.p.targets: an upstream needs at least one target"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("routes[0].upstream: no upstream named \"nope\""),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("routes[1].name: duplicate route name"),
+            "{joined}"
+        );
+        assert!(
+            joined.contains("routes[1].plugins[0]: no plugin named \"ghost\""),
+            "{joined}"
+        );
     }
 
     #[test]
@@ -315,7 +333,10 @@ plugins = ["ghost"]
     fn future_plugin_types_are_refused_clearly() {
         let src = format!("{BASE}\n[plugins.j]\ntype = \"jwt\"\n");
         let e = errors(&src);
-        assert!(e[0].contains("plugins.j.type: plugin type \"jwt\" is not supported yet"), "{e:?}");
+        assert!(
+            e[0].contains("plugins.j.type: plugin type \"jwt\" is not supported yet"),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -327,6 +348,10 @@ plugins = ["ghost"]
         let av = cfg.api_versions.unwrap();
         assert!(av.versions["v1"].deprecated.is_some() && av.versions["v1"].sunset.is_some());
         let bad = src.replace("\"2026-01-01\"", "\"January\"");
-        assert!(errors(&bad)[0].contains("api_versions.v1.deprecated: invalid date"), "{:?}", errors(&bad));
+        assert!(
+            errors(&bad)[0].contains("api_versions.v1.deprecated: invalid date"),
+            "{:?}",
+            errors(&bad)
+        );
     }
 }

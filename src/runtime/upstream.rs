@@ -46,6 +46,25 @@ pub enum HashKey {
     Param(String),
 }
 
+impl HashKey {
+    /// `header:NAME`, `ip`, `path` or `param:NAME`.
+    pub fn parse(k: &str) -> Option<HashKey> {
+        match k {
+            "ip" => Some(HashKey::Ip),
+            "path" => Some(HashKey::Path),
+            _ => {
+                if let Some(h) = k.strip_prefix("header:") {
+                    http::HeaderName::try_from(h).ok().map(HashKey::Header)
+                } else {
+                    k.strip_prefix("param:")
+                        .filter(|p| !p.is_empty())
+                        .map(|p| HashKey::Param(p.to_string()))
+                }
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct RetryPolicy {
     /// Extra tries on another target; 0 = no retries.
@@ -142,7 +161,9 @@ pub fn load_certs(path: &std::path::Path) -> Result<Vec<Vec<u8>>, String> {
     Ok(out)
 }
 
-pub fn load_key(path: &std::path::Path) -> Result<rustls::pki_types::PrivateKeyDer<'static>, String> {
+pub fn load_key(
+    path: &std::path::Path,
+) -> Result<rustls::pki_types::PrivateKeyDer<'static>, String> {
     let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     match rustls_pemfile::private_key(&mut &data[..]) {
         Ok(Some(k)) => Ok(k),
@@ -262,18 +283,7 @@ pub fn build(
             Pool::Hash(lb)
         }
     };
-    let hash_key = cfg.hash_key.as_deref().and_then(|k| {
-        if k == "ip" {
-            Some(HashKey::Ip)
-        } else if k == "path" {
-            Some(HashKey::Path)
-        } else if let Some(h) = k.strip_prefix("header:") {
-            http::HeaderName::try_from(h).ok().map(HashKey::Header)
-        } else {
-            k.strip_prefix("param:")
-                .map(|p| HashKey::Param(p.to_string()))
-        }
-    });
+    let hash_key = cfg.hash_key.as_deref().and_then(HashKey::parse);
     let retry = cfg
         .retry
         .as_ref()

@@ -12,6 +12,21 @@ pub enum Source {
     Query(String),
 }
 
+impl Source {
+    /// `path`, `header:NAME` or `query:NAME`.
+    pub fn parse(s: &str) -> Option<Source> {
+        if s == "path" {
+            Some(Source::Path)
+        } else if let Some(h) = s.strip_prefix("header:") {
+            http::HeaderName::try_from(h).ok().map(Source::Header)
+        } else {
+            s.strip_prefix("query:")
+                .filter(|q| !q.is_empty())
+                .map(|q| Source::Query(q.to_string()))
+        }
+    }
+}
+
 /// One known version's lifecycle, with its response headers pre-rendered.
 #[derive(Debug, Clone, Default)]
 pub struct VersionInfo {
@@ -52,16 +67,7 @@ impl Versions {
         let sources = cfg
             .sources
             .iter()
-            .filter_map(|s| {
-                if s == "path" {
-                    Some(Source::Path)
-                } else if let Some(h) = s.strip_prefix("header:") {
-                    http::HeaderName::try_from(h).ok().map(Source::Header)
-                } else {
-                    s.strip_prefix("query:")
-                        .map(|q| Source::Query(q.to_string()))
-                }
-            })
+            .filter_map(|s| Source::parse(s))
             .collect();
         let mut known: HashMap<String, VersionInfo> = HashMap::new();
         for (name, vc) in &cfg.versions {
