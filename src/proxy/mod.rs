@@ -716,6 +716,8 @@ impl ProxyHttp for Gateway {
                 code
             };
         if code > 0 && session.response_written().is_none() {
+            // The connection is not reused after an error (see below): say so.
+            session.set_keepalive(None);
             let (detail, extra) = match code {
                 502 => (
                     "the upstream service failed or sent an invalid response",
