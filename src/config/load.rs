@@ -2,7 +2,7 @@
 //! that one bad route does not hide the errors of the next, then validation.
 
 use super::locate::{KeyPath, Locator, Seg};
-use super::validate::validate;
+use super::validate;
 use super::*;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -40,6 +40,9 @@ pub fn load_str(src: &str, file: Option<&Path>, base_dir: &Path) -> Result<Confi
         }
     };
     let mut errs = Vec::new();
+    // Sections that are declared but failed to parse: already reported, so
+    // references to them must not add "no upstream named …" errors.
+    let mut broken = validate::Broken::default();
     let mut cfg = Config {
         server: ServerConfig::default(),
         api_versions: None,
@@ -63,8 +66,13 @@ pub fn load_str(src: &str, file: Option<&Path>, base_dir: &Path) -> Result<Confi
             "upstreams" => {
                 for (name, v) in entries(&loc, &path, value, &mut errs) {
                     let p = path.clone().key(name.as_str());
-                    if let Some(u) = section::<UpstreamConfig>(&loc, &p, v, &mut errs) {
-                        cfg.upstreams.insert(name, u);
+                    match section::<UpstreamConfig>(&loc, &p, v, &mut errs) {
+                        Some(u) => {
+                            cfg.upstreams.insert(name, u);
+                        }
+                        None => {
+                            broken.upstreams.insert(name);
+                        }
                     }
                 }
             }
@@ -82,8 +90,13 @@ pub fn load_str(src: &str, file: Option<&Path>, base_dir: &Path) -> Result<Confi
             "plugins" => {
                 for (name, v) in entries(&loc, &path, value, &mut errs) {
                     let p = path.clone().key(name.as_str());
-                    if let Some(pc) = plugin(&loc, &p, v, &mut errs) {
-                        cfg.plugins.insert(name, pc);
+                    match plugin(&loc, &p, v, &mut errs) {
+                        Some(pc) => {
+                            cfg.plugins.insert(name, pc);
+                        }
+                        None => {
+                            broken.plugins.insert(name);
+                        }
                     }
                 }
             }
@@ -98,7 +111,7 @@ pub fn load_str(src: &str, file: Option<&Path>, base_dir: &Path) -> Result<Confi
 
     // Validate only what parsed: a route that failed to parse is already reported,
     // and would only add confusing follow-on errors.
-    validate(&cfg, &loc, &mut errs);
+    validate::validate(&cfg, &broken, &loc, &mut errs);
     if errs.is_empty() {
         Ok(cfg)
     } else {
@@ -107,31 +120,80 @@ pub fn load_str(src: &str, file: Option<&Path>, base_dir: &Path) -> Result<Confi
 }
 
 /// Deserialise one section, turning a serde error into a located `ConfigError`.
+/// Deserialise one section, turning serde errors into located `ConfigError`s.
+/// serde stops at the first error, so after each one the offending key is taken
+/// out and the section is read again: every bad key of a table is reported.
 fn section<T: DeserializeOwned>(
     loc: &Locator<'_>,
     base: &KeyPath,
-    value: toml::Value,
+    mut value: toml::Value,
     errs: &mut Vec<super::ConfigError>,
 ) -> Option<T> {
-    match serde_path_to_error::deserialize::<_, T>(value) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            let mut path = base.clone();
-            for seg in e.path().iter() {
-                match seg {
-                    serde_path_to_error::Segment::Seq { index } => path.0.push(Seg::Index(*index)),
-                    serde_path_to_error::Segment::Map { key } => path.0.push(Seg::Key(key.clone())),
-                    serde_path_to_error::Segment::Enum { variant } => {
-                        path.0.push(Seg::Key(variant.clone()))
-                    }
-                    serde_path_to_error::Segment::Unknown => {}
+    const MAX_ERRORS_PER_SECTION: usize = 32;
+    let mut failed = false;
+    for _ in 0..MAX_ERRORS_PER_SECTION {
+        let e = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(t) => return (!failed).then_some(t),
+            Err(e) => e,
+        };
+        failed = true;
+        let mut rel = Vec::new();
+        for seg in e.path().iter() {
+            match seg {
+                serde_path_to_error::Segment::Seq { index } => rel.push(Seg::Index(*index)),
+                serde_path_to_error::Segment::Map { key } => rel.push(Seg::Key(key.clone())),
+                serde_path_to_error::Segment::Enum { variant } => {
+                    rel.push(Seg::Key(variant.clone()))
                 }
+                serde_path_to_error::Segment::Unknown => {}
             }
-            let msg = e.into_inner().to_string();
-            errs.push(loc.error(&path, tidy(&msg)));
-            None
+        }
+        let msg = e.into_inner().to_string();
+        // Internally tagged enums ([plugins.X]) leave the unknown key out of the path.
+        if let Some(field) = unknown_field(&msg) {
+            if rel.last() != Some(&Seg::Key(field.clone())) {
+                rel.push(Seg::Key(field));
+            }
+        }
+        let mut path = base.clone();
+        path.0.extend(rel.iter().cloned());
+        errs.push(loc.error(&path, tidy(&msg)));
+        // A missing required key cannot be taken out; anything else can.
+        if msg.starts_with("missing field") || !remove_key(&mut value, &rel) {
+            break;
         }
     }
+    None
+}
+
+/// Remove the key at `path` (keys only; array elements stay so indices hold).
+fn remove_key(value: &mut toml::Value, path: &[Seg]) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut cur = value;
+    for seg in parents {
+        cur = match (seg, cur) {
+            (Seg::Key(k), toml::Value::Table(t)) => match t.get_mut(k) {
+                Some(v) => v,
+                None => return false,
+            },
+            (Seg::Index(i), toml::Value::Array(a)) => match a.get_mut(*i) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, cur) {
+        (Seg::Key(k), toml::Value::Table(t)) => t.remove(k).is_some(),
+        _ => false,
+    }
+}
+
+fn unknown_field(msg: &str) -> Option<String> {
+    let rest = msg.strip_prefix("unknown field `")?;
+    Some(rest[..rest.find('`')?].to_string())
 }
 
 fn tidy(msg: &str) -> String {
@@ -318,6 +380,24 @@ plugins = ["ghost"]
         assert!(
             joined.contains("routes[1].plugins[0]: no plugin named \"ghost\""),
             "{joined}"
+        );
+    }
+
+    #[test]
+    fn every_bad_key_of_one_table_is_reported() {
+        let src = format!(
+            "[server]\nlisten = 8080\nrequest_timeuot = \"1s\"\nidle_timeout = \"forever\"\n{BASE}"
+        );
+        let e = errors(&src);
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e[0].starts_with("gw.toml:2:10: server.listen"), "{e:?}");
+        assert!(
+            e[1].starts_with("gw.toml:3:19: server.request_timeuot: unknown field"),
+            "{e:?}"
+        );
+        assert!(
+            e[2].starts_with("gw.toml:4:16: server.idle_timeout: invalid duration"),
+            "{e:?}"
         );
     }
 

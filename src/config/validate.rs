@@ -5,7 +5,15 @@ use super::locate::{KeyPath, Locator};
 use super::*;
 use std::collections::{HashMap, HashSet};
 
+/// Names of `[upstreams.X]` / `[plugins.X]` sections that failed to parse.
+#[derive(Default)]
+pub(super) struct Broken {
+    pub upstreams: HashSet<String>,
+    pub plugins: HashSet<String>,
+}
+
 struct V<'a, 'b> {
+    broken: &'b Broken,
     loc: &'b Locator<'a>,
     errs: &'b mut Vec<ConfigError>,
     base_dir: &'b Path,
@@ -39,8 +47,14 @@ fn p(root: &str) -> KeyPath {
     KeyPath::default().key(root)
 }
 
-pub(super) fn validate(cfg: &Config, loc: &Locator<'_>, errs: &mut Vec<ConfigError>) {
+pub(super) fn validate(
+    cfg: &Config,
+    broken: &Broken,
+    loc: &Locator<'_>,
+    errs: &mut Vec<ConfigError>,
+) {
     let mut v = V {
+        broken,
         loc,
         errs,
         base_dir: &cfg.base_dir,
@@ -393,7 +407,7 @@ fn routes(v: &mut V<'_, '_>, cfg: &Config) {
                 format!("duplicate route name {:?} (also routes[{first}])", r.name),
             );
         }
-        if !cfg.upstreams.contains_key(&r.upstream) {
+        if !cfg.upstreams.contains_key(&r.upstream) && !v.broken.upstreams.contains(&r.upstream) {
             v.err(
                 &rp.clone().key("upstream"),
                 format!("no upstream named {:?}", r.upstream),
@@ -488,10 +502,12 @@ fn plugin_refs(
     for (i, n) in names.iter().enumerate() {
         let pp = path.clone().index(i);
         if !cfg.plugins.contains_key(n) {
-            v.err(
-                &pp,
-                format!("no plugin named {n:?} (declare it as [plugins.{n}])"),
-            );
+            if !v.broken.plugins.contains(n) {
+                v.err(
+                    &pp,
+                    format!("no plugin named {n:?} (declare it as [plugins.{n}])"),
+                );
+            }
         } else if !seen.insert(n) {
             v.err(&pp, format!("plugin {n:?} is listed twice"));
         } else if global.contains(n) {
