@@ -16,17 +16,24 @@ impl Drop for Kill {
 
 #[tokio::test]
 async fn demo_serves_the_example_config() {
-    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.toml")).unwrap();
+    let src =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.toml")).unwrap();
     // The example's fixed ports, moved to free ones so tests can run in parallel.
     let mut cfg = src.clone();
     for port in ["8080", "9901", "9101", "9102", "9103"] {
         let needle = format!("127.0.0.1:{port}");
-        assert!(cfg.contains(&needle), "gateway.toml no longer uses {needle}; update this test");
+        assert!(
+            cfg.contains(&needle),
+            "gateway.toml no longer uses {needle}; update this test"
+        );
         cfg = cfg.replace(&needle, &format!("127.0.0.1:{}", free_port()));
     }
     let table: toml::Table = toml::from_str(&cfg).unwrap();
     let listen = table["server"]["listen"][0].as_str().unwrap().to_string();
-    let admin = table["server"]["admin_listen"].as_str().unwrap().to_string();
+    let admin = table["server"]["admin_listen"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gateway.toml");
@@ -48,7 +55,11 @@ async fn demo_serves_the_example_config() {
     })
     .await;
     // Health checks of the demo upstreams pass, so every target serves.
-    let v2 = client.get(format!("http://{listen}/v2/accounts/acc_42")).send().await.unwrap();
+    let v2 = client
+        .get(format!("http://{listen}/v2/accounts/acc_42"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(v2.status(), 200);
     assert!(v2.headers().get("x-request-id").is_some());
     assert!(v2.headers().get("deprecation").is_none());
@@ -56,9 +67,16 @@ async fn demo_serves_the_example_config() {
     assert_eq!(body["id"], "acc_42");
     assert_eq!(body["balance"]["currency"], "EUR");
 
-    let v1 = client.get(format!("http://{listen}/v1/accounts/acc_42")).send().await.unwrap();
+    let v1 = client
+        .get(format!("http://{listen}/v1/accounts/acc_42"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(v1.status(), 200);
-    assert!(v1.headers()["deprecation"].to_str().unwrap().starts_with('@'));
+    assert!(v1.headers()["deprecation"]
+        .to_str()
+        .unwrap()
+        .starts_with('@'));
     assert!(v1.headers().get("sunset").is_some());
 
     let pay = client
@@ -72,9 +90,16 @@ async fn demo_serves_the_example_config() {
     let body: serde_json::Value = pay.json().await.unwrap();
     assert_eq!(body["request"]["amount"], "10.00");
 
-    let unknown = client.get(format!("http://{listen}/v9/accounts/acc_42")).send().await.unwrap();
+    let unknown = client
+        .get(format!("http://{listen}/v9/accounts/acc_42"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(unknown.status(), 404);
-    assert_eq!(unknown.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        unknown.headers()["content-type"],
+        "application/problem+json"
+    );
     let p: serde_json::Value = unknown.json().await.unwrap();
     assert!(p["detail"].as_str().unwrap().contains("v1, v2"), "{p}");
 }

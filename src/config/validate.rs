@@ -155,11 +155,12 @@ fn server(v: &mut V<'_, '_>, cfg: &Config) {
         v.err(&sp.clone().key("max_headers"), "must be at least 1");
     }
     plugin_refs(v, cfg, &sp.clone().key("plugins"), &s.plugins, &[]);
+    let plain = seen.clone();
     for (i, t) in s.tls.iter().enumerate() {
         let tp = sp.clone().key("tls").index(i);
         match parse_listen(&t.listen) {
             Ok(a) => {
-                if !seen.insert(a) {
+                if plain.contains(&a) {
                     v.err(
                         &tp.clone().key("listen"),
                         format!("{:?} is already used by another listener", t.listen),

@@ -248,6 +248,16 @@ fn header_bytes(req: &RequestHeader) -> usize {
         + req.uri.to_string().len()
 }
 
+/// All values of a list-valued header as one comma-separated string.
+fn joined(headers: &http::HeaderMap, name: &str) -> Option<String> {
+    let parts: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
 fn hv(s: &str) -> http::HeaderValue {
     http::HeaderValue::from_str(s).unwrap_or_else(|_| http::HeaderValue::from_static(""))
 }
@@ -516,7 +526,7 @@ impl ProxyHttp for Gateway {
                 up_req.set_uri(u);
             }
         }
-        let upgrade = forwarded::is_upgrade(&up_req.headers);
+        let upgrade = forwarded::is_upgrade(&session.req_header().headers);
         for n in forwarded::connection_listed(&up_req.headers) {
             up_req.remove_header(&n);
         }
@@ -545,18 +555,15 @@ impl ProxyHttp for Gateway {
         } else {
             "http"
         };
-        let host = session
-            .req_header()
+        let req = session.req_header();
+        let host = req
             .headers
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
+            .or_else(|| req.uri.authority().map(|a| a.as_str()))
             .map(str::to_string);
         if let Some(p) = peer {
-            let xff = match up_req
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
+            let xff = match joined(&up_req.headers, "x-forwarded-for") {
                 Some(prev) if peer_trusted => format!("{prev}, {p}"),
                 _ => p.to_string(),
             };
@@ -566,11 +573,7 @@ impl ProxyHttp for Gateway {
                 fwd.push_str(";host=");
                 fwd.push_str(&forwarded::quote(h));
             }
-            let fwd = match up_req
-                .headers
-                .get("forwarded")
-                .and_then(|v| v.to_str().ok())
-            {
+            let fwd = match joined(&up_req.headers, "forwarded") {
                 Some(prev) if peer_trusted => format!("{prev}, {fwd}"),
                 _ => fwd,
             };
