@@ -1,6 +1,6 @@
-//! Active health checks as one Pingora background service: each tick it runs
-//! the checks that are due for the upstreams of the *current* snapshot, so a
-//! reload that adds or removes upstreams needs no restart of the service.
+//! The maintenance background service: active health checks that are due for
+//! the upstreams of the *current* snapshot, and once a second every plugin's
+//! `tick` (JWKS refresh…), so a reload needs no restart of the service.
 
 use crate::metrics::METRICS;
 use crate::runtime::{Runtime, Upstream};
@@ -29,6 +29,7 @@ pub fn publish(up: &Upstream) {
 impl BackgroundService for HealthChecker {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut tick = tokio::time::interval(Duration::from_millis(50));
+        let mut last_plugin_tick = Instant::now();
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tokio::select! {
@@ -36,6 +37,12 @@ impl BackgroundService for HealthChecker {
                 _ = shutdown.changed() => return,
             }
             let rt = self.runtime.load_full();
+            if last_plugin_tick.elapsed() >= Duration::from_secs(1) {
+                last_plugin_tick = Instant::now();
+                for i in rt.instances.iter().cloned() {
+                    tokio::spawn(async move { i.plugin.tick().await });
+                }
+            }
             for up in rt.upstreams.values() {
                 let Some(every) = up.health_interval else {
                     publish(up);

@@ -16,6 +16,8 @@ pub struct Metrics {
     pub upstream_failures: IntCounterVec,
     pub upstream_healthy: IntGaugeVec,
     pub config_reloads: IntCounterVec,
+    pub auth_failures: IntCounterVec,
+    pub webhook_verifications: IntCounterVec,
 }
 
 const BUCKETS: &[f64] = &[
@@ -83,6 +85,18 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
             "tollgate_config_reloads_total",
             "Config reloads",
             &["result"],
+        ),
+        auth_failures: counter(
+            &r,
+            "tollgate_auth_failures_total",
+            "Requests refused by an authentication plugin",
+            &["route", "plugin", "reason"],
+        ),
+        webhook_verifications: counter(
+            &r,
+            "tollgate_webhook_verifications_total",
+            "Webhook signature verifications",
+            &["route", "result"],
         ),
         registry: r,
     }

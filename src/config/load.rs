@@ -52,6 +52,7 @@ pub fn load_str(src: &str, file: Option<&Path>, base_dir: &Path) -> Result<Confi
         base_dir: base_dir.to_path_buf(),
         file: file.map(Path::to_path_buf).unwrap_or_default(),
         hash: hex::encode(Sha256::digest(src.as_bytes())),
+        source: src.to_string(),
     };
 
     for (key, value) in table {

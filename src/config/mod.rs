@@ -16,7 +16,7 @@ pub mod validate_helpers {
 pub use validate::normalize_version;
 
 pub use load::{load_file, load_str};
-pub use locate::{ConfigError, ConfigErrors};
+pub use locate::{ConfigError, ConfigErrors, KeyPath, Locator};
 pub use units::{Dur, Rate, Size};
 
 use serde::Deserialize;
@@ -37,6 +37,8 @@ pub struct Config {
     pub file: PathBuf,
     /// Hex SHA-256 of the file's bytes.
     pub hash: String,
+    /// The file's text, to locate errors found when compiling.
+    pub source: String,
 }
 
 impl Config {
@@ -397,6 +399,12 @@ fn root() -> String {
 pub enum PluginConfig {
     RequestId(RequestIdConfig),
     Headers(HeadersConfig),
+    IpFilter(IpFilterConfig),
+    Cors(CorsConfig),
+    ApiKey(ApiKeyConfig),
+    Jwt(JwtConfig),
+    WebhookSignature(WebhookSignatureConfig),
+    ForwardAuth(ForwardAuthConfig),
 }
 
 impl PluginConfig {
@@ -404,23 +412,182 @@ impl PluginConfig {
         match self {
             PluginConfig::RequestId(_) => "request_id",
             PluginConfig::Headers(_) => "headers",
+            PluginConfig::IpFilter(_) => "ip_filter",
+            PluginConfig::Cors(_) => "cors",
+            PluginConfig::ApiKey(_) => "api_key",
+            PluginConfig::Jwt(_) => "jwt",
+            PluginConfig::WebhookSignature(_) => "webhook_signature",
+            PluginConfig::ForwardAuth(_) => "forward_auth",
         }
     }
 }
 
 /// Plugin types the SPEC names that this build does not implement yet.
-pub(crate) const NOT_YET_SUPPORTED: &[&str] = &[
-    "ip_filter",
-    "cors",
-    "api_key",
-    "jwt",
-    "webhook_signature",
-    "forward_auth",
-    "rate_limit",
-    "idempotency",
-    "cache",
-    "circuit_breaker",
-];
+pub(crate) const NOT_YET_SUPPORTED: &[&str] = &["rate_limit", "idempotency", "cache", "circuit_breaker"];
+
+/// `type = "ip_filter"`: CIDR lists on the client IP (after `trusted_proxies`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct IpFilterConfig {
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+/// `type = "cors"`
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Allowed origins (`https://app.example.com`), or `["*"]`.
+    #[serde(default)]
+    pub origins: Vec<String>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub headers: Vec<String>,
+    #[serde(default)]
+    pub expose: Vec<String>,
+    #[serde(default)]
+    pub credentials: bool,
+    #[serde(default)]
+    pub max_age: Option<Dur>,
+}
+
+/// One entry of `keys = [...]` (config or `keys_file`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyEntry {
+    pub consumer: String,
+    /// Lowercase hex SHA-256 of the key.
+    pub key_sha256: String,
+}
+
+/// The contents of an `api_key` `keys_file`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeysFile {
+    pub keys: Vec<ApiKeyEntry>,
+}
+
+fn default_api_key_header() -> String {
+    "x-api-key".into()
+}
+
+/// `type = "api_key"`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    #[serde(default = "default_api_key_header")]
+    pub header: String,
+    #[serde(default)]
+    pub keys: Vec<ApiKeyEntry>,
+    #[serde(default)]
+    pub keys_file: Option<String>,
+}
+
+fn default_jwks_cooldown() -> Dur {
+    Dur::secs(30)
+}
+fn default_jwks_refresh() -> Dur {
+    Dur::secs(300)
+}
+fn default_leeway() -> Dur {
+    Dur::secs(30)
+}
+
+/// `type = "jwt"`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    pub algorithms: Vec<String>,
+    /// Environment variable holding the HMAC secret (UTF-8).
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    #[serde(default)]
+    pub public_key_file: Option<String>,
+    #[serde(default)]
+    pub jwks_file: Option<String>,
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// Minimum time between two fetches triggered by an unknown `kid`.
+    #[serde(default = "default_jwks_cooldown")]
+    pub jwks_cooldown: Dur,
+    /// How often `jwks_url` is refreshed in the background.
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh: Dur,
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub audience: Option<OneOrMany>,
+    #[serde(default = "default_leeway")]
+    pub leeway: Dur,
+    #[serde(default)]
+    pub required_claims: Vec<String>,
+    /// Claim name → upstream header name.
+    #[serde(default)]
+    pub forward_claims: BTreeMap<String, String>,
+    #[serde(default)]
+    pub consumer_claim: Option<String>,
+}
+
+fn default_tolerance() -> Dur {
+    Dur::secs(300)
+}
+
+/// `type = "webhook_signature"`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSignatureConfig {
+    /// `stripe`, `github`, `standard_webhooks` or `hmac`.
+    pub scheme: String,
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Name(s) of environment variables, each holding one secret.
+    #[serde(default)]
+    pub secrets_env: Option<OneOrMany>,
+    #[serde(default = "default_tolerance")]
+    pub tolerance: Dur,
+    /// `hmac` only: the header carrying the signature.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// `hmac` only: `sha256` (default) or `sha512`.
+    #[serde(default)]
+    pub algorithm: Option<String>,
+    /// `hmac` only: `hex` (default) or `base64`.
+    #[serde(default)]
+    pub encoding: Option<String>,
+    /// `hmac` only: a header with the Unix timestamp that is signed too.
+    #[serde(default)]
+    pub timestamp_header: Option<String>,
+    /// `hmac` only: the signed string, from `{body}`, `{timestamp}` and `{header:NAME}`;
+    /// default `{body}`, or `{timestamp}.{body}` with `timestamp_header`.
+    #[serde(default)]
+    pub signed_string: Option<String>,
+    /// `hmac` only: a prefix before the signature value, e.g. `sha256=`.
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
+
+fn default_forward_auth_timeout() -> Dur {
+    Dur::millis(200)
+}
+
+/// `type = "forward_auth"`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardAuthConfig {
+    pub url: String,
+    #[serde(default = "default_forward_auth_timeout")]
+    pub timeout: Dur,
+    #[serde(default)]
+    pub forward_headers: Vec<String>,
+    #[serde(default)]
+    pub copy_response_headers: Vec<String>,
+    /// `deny` (default: fail closed with 503) or `allow`.
+    #[serde(default)]
+    pub on_error: Option<String>,
+}
 
 fn default_request_id_header() -> String {
     "x-request-id".into()

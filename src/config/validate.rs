@@ -520,6 +520,8 @@ fn plugin_refs(
     }
 }
 
+/// Checks that need no files or environment; the rest is checked when the
+/// plugin is built (`plugins::build`), which `tollgate check` runs too.
 fn plugin(v: &mut V<'_, '_>, pp: &KeyPath, pc: &PluginConfig) {
     match pc {
         PluginConfig::RequestId(c) => {
@@ -561,5 +563,6 @@ fn plugin(v: &mut V<'_, '_>, pp: &KeyPath, pc: &PluginConfig) {
                 }
             }
         }
+        _ => {}
     }
 }

@@ -5,10 +5,17 @@
 //! An expected refusal (401, 429, 503 from an open breaker) is a [`Flow::Respond`]
 //! value; an `Err` means something broke and becomes a 5xx.
 
+pub mod api_key;
+pub mod auth;
+pub mod cors;
+pub mod forward_auth;
 pub mod headers;
+pub mod ip_filter;
+pub mod jwt;
 pub mod request_id;
+pub mod webhook;
 
-use crate::config::PluginConfig;
+use crate::config::{Config, PluginConfig};
 use crate::proxy::RequestCtx;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -51,6 +58,16 @@ pub enum Flow {
     Respond(Reply),
 }
 
+impl Flow {
+    pub fn problem(status: u16, detail: impl Into<String>) -> Flow {
+        Flow::Respond(Reply::Problem {
+            status,
+            detail: detail.into(),
+            headers: Vec::new(),
+        })
+    }
+}
+
 /// One phase hook per method; every default does nothing.
 #[async_trait]
 pub trait Plugin: Send + Sync + 'static {
@@ -58,15 +75,12 @@ pub trait Plugin: Send + Sync + 'static {
 
     /// Runs in `request_filter`, in phase order, after routing. `Respond` stops
     /// the chain and answers the client; the upstream is not contacted.
-    async fn request(
-        &self,
-        _session: &mut Session,
-        _ctx: &mut RequestCtx,
-    ) -> pingora::Result<Flow> {
+    async fn request(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> pingora::Result<Flow> {
         Ok(Flow::Continue)
     }
 
-    /// Runs on the request header about to go upstream.
+    /// Runs on the request header about to go upstream (after the proxy has set
+    /// the forwarding headers and `ctx.upstream_headers`).
     fn upstream_request(&self, _req: &mut RequestHeader, _ctx: &RequestCtx) -> pingora::Result<()> {
         Ok(())
     }
@@ -74,6 +88,10 @@ pub trait Plugin: Send + Sync + 'static {
     /// Runs on every response to the client: proxied, cached, or written by the
     /// gateway itself (errors included).
     fn response(&self, _resp: &mut ResponseHeader, _ctx: &RequestCtx) {}
+
+    /// Called about once a second by the maintenance service, for every plugin
+    /// of the live snapshot (background refreshes such as JWKS).
+    async fn tick(&self) {}
 
     /// The `request_id` plugin, which the proxy also runs before routing.
     fn as_request_id(&self) -> Option<&request_id::RequestId> {
@@ -92,18 +110,81 @@ pub struct Instance {
     pub fingerprint: String,
 }
 
+/// An error found while building a plugin: `key` is relative to its table
+/// (`"keys_file"`, `"secrets[1]"`), empty for the table itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildError {
+    pub key: String,
+    pub message: String,
+}
+
+pub type BuildResult<T> = Result<T, Vec<BuildError>>;
+
+pub fn build_error(key: impl Into<String>, message: impl Into<String>) -> Vec<BuildError> {
+    vec![BuildError {
+        key: key.into(),
+        message: message.into(),
+    }]
+}
+
+/// What a plugin constructor may read besides its own table.
+pub struct BuildCtx<'a> {
+    pub name: &'a str,
+    pub config: &'a Config,
+}
+
+impl BuildCtx<'_> {
+    /// A path from the config, resolved against the config file's directory.
+    pub fn path(&self, p: &str) -> std::path::PathBuf {
+        self.config.resolve(p)
+    }
+}
+
+fn one<T: Plugin>(r: Result<T, String>) -> BuildResult<Arc<dyn Plugin>> {
+    r.map(|p| Arc::new(p) as Arc<dyn Plugin>)
+        .map_err(|m| build_error("", m))
+}
+
+fn many<T: Plugin>(r: BuildResult<T>) -> BuildResult<Arc<dyn Plugin>> {
+    r.map(|p| Arc::new(p) as Arc<dyn Plugin>)
+}
+
 /// Build the runtime plugin for one validated `[plugins.NAME]` table.
-pub fn build(name: &str, cfg: &PluginConfig) -> Result<Instance, String> {
+pub fn build(name: &str, cfg: &PluginConfig, config: &Config) -> BuildResult<Instance> {
+    let bx = BuildCtx { name, config };
     let plugin: Arc<dyn Plugin> = match cfg {
-        PluginConfig::RequestId(c) => Arc::new(request_id::RequestId::new(c)?),
-        PluginConfig::Headers(c) => Arc::new(headers::Headers::new(c)?),
+        PluginConfig::RequestId(c) => one(request_id::RequestId::new(c))?,
+        PluginConfig::Headers(c) => one(headers::Headers::new(c))?,
+        PluginConfig::IpFilter(c) => many(ip_filter::IpFilter::new(c, &bx))?,
+        PluginConfig::Cors(c) => many(cors::Cors::new(c, &bx))?,
+        PluginConfig::ApiKey(c) => many(api_key::ApiKey::new(c, &bx))?,
+        PluginConfig::Jwt(c) => many(jwt::Jwt::new(c, &bx))?,
+        PluginConfig::WebhookSignature(c) => many(webhook::WebhookSignature::new(c, &bx))?,
+        PluginConfig::ForwardAuth(c) => many(forward_auth::ForwardAuth::new(c, &bx))?,
     };
     Ok(Instance {
         name: Arc::from(name),
         phase: plugin.phase(),
         plugin,
-        fingerprint: format!("{cfg:?}"),
+        fingerprint: fingerprint(cfg, config),
     })
+}
+
+/// A plugin's identity across reloads: its definition, plus the contents of the
+/// files it reads (so an edited keys file or JWKS makes a fresh instance).
+pub fn fingerprint(cfg: &PluginConfig, config: &Config) -> String {
+    use sha2::{Digest, Sha256};
+    let files: Vec<&String> = match cfg {
+        PluginConfig::ApiKey(c) => c.keys_file.iter().collect(),
+        PluginConfig::Jwt(c) => c.public_key_file.iter().chain(c.jwks_file.iter()).collect(),
+        _ => Vec::new(),
+    };
+    let mut h = Sha256::new();
+    h.update(format!("{cfg:?}"));
+    for f in files {
+        h.update(std::fs::read(config.resolve(f)).unwrap_or_default());
+    }
+    hex::encode(h.finalize())
 }
 
 /// Sort a chain into phase order; within a phase, declaration order is kept.

@@ -38,6 +38,12 @@ pub struct RequestCtx {
     pub client_ip: Option<IpAddr>,
     /// Set by authentication plugins.
     pub consumer: Option<String>,
+    /// Verified token claims (`jwt`), for claim-keyed plugins.
+    pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
+    /// Headers plugins want set on the upstream request (consumer, forwarded
+    /// claims, forward_auth's copied headers); applied after every plugin's
+    /// `upstream_request` hook.
+    pub upstream_headers: Vec<(http::HeaderName, http::HeaderValue)>,
     pub version: Option<String>,
     /// Normalised path (after `strip_prefix`) plus query, sent upstream.
     pub upstream_uri: Option<String>,
@@ -275,6 +281,8 @@ impl ProxyHttp for Gateway {
             params: Params::default(),
             client_ip: None,
             consumer: None,
+            claims: None,
+            upstream_headers: Vec::new(),
             version: None,
             upstream_uri: None,
             path: None,
@@ -586,10 +594,15 @@ impl ProxyHttp for Gateway {
                 up_req.remove_header("x-forwarded-host");
             }
         }
+        // Identity headers come only from the gateway, never from the client.
+        up_req.remove_header("x-consumer");
         if let Some(route) = ctx.route() {
             for i in route.chain.iter() {
                 i.plugin.upstream_request(up_req, ctx)?;
             }
+        }
+        for (n, v) in &ctx.upstream_headers {
+            up_req.insert_header(n.clone(), v.clone())?;
         }
         Ok(())
     }

@@ -45,6 +45,8 @@ pub struct Runtime {
     pub limits: Limits,
     /// The global chain's request_id plugin: runs before routing.
     pub request_id: Option<Instance>,
+    /// Every plugin instance of this snapshot (for background ticks).
+    pub instances: Vec<Instance>,
     pub loaded_at: std::time::SystemTime,
 }
 
@@ -65,11 +67,26 @@ pub struct Reuse<'a> {
 pub fn compile(cfg: Config, reuse: Reuse<'_>) -> Result<Runtime, ConfigErrors> {
     let cfg = Arc::new(cfg);
     let mut errs: Vec<ConfigError> = Vec::new();
-    let err = |path: String, message: String| ConfigError {
-        file: Some(cfg.file.clone()),
-        line_col: None,
-        path,
-        message,
+    let src = cfg.source.clone();
+    let loc = config::Locator::new(&src, Some(&cfg.file));
+    // `path` is relative to a section (`upstreams.NAME`, `plugins.NAME`), and
+    // its last part may be `key[i]`.
+    let err = |section: &config::KeyPath, rel: &str, message: String| {
+        let mut p = section.clone();
+        for part in rel.split('.').filter(|s| !s.is_empty()) {
+            match part.split_once('[') {
+                Some((k, idx)) => {
+                    if !k.is_empty() {
+                        p = p.key(k);
+                    }
+                    if let Ok(i) = idx.trim_end_matches(']').parse() {
+                        p = p.index(i);
+                    }
+                }
+                None => p = p.key(part),
+            }
+        }
+        loc.error(&p, message)
     };
 
     let mut upstreams = HashMap::new();
@@ -86,8 +103,9 @@ pub fn compile(cfg: Config, reuse: Reuse<'_>) -> Result<Runtime, ConfigErrors> {
                 upstreams.insert(name.clone(), Arc::new(up));
             }
             Err(es) => {
+                let sec = config::KeyPath::default().key("upstreams").key(name.as_str());
                 for (k, m) in es {
-                    errs.push(err(format!("upstreams.{name}.{k}"), m));
+                    errs.push(err(&sec, &k, m));
                 }
             }
         }
@@ -106,18 +124,26 @@ pub fn compile(cfg: Config, reuse: Reuse<'_>) -> Result<Runtime, ConfigErrors> {
         })
         .unwrap_or_default();
     for (name, pc) in &cfg.plugins {
-        let fp = format!("{pc:?}");
+        let fp = plugins::fingerprint(pc, &cfg);
         if let Some(prev) = prev_instances.get(name.as_str()) {
             if prev.fingerprint == fp {
                 instances.insert(name, (*prev).clone());
                 continue;
             }
         }
-        match plugins::build(name, pc) {
+        match plugins::build(name, pc, &cfg) {
             Ok(i) => {
+                if reuse.previous.is_some() && prev_instances.contains_key(name.as_str()) {
+                    tracing::info!(plugin = %name, "plugin definition changed: it starts with fresh state");
+                }
                 instances.insert(name, i);
             }
-            Err(e) => errs.push(err(format!("plugins.{name}"), e)),
+            Err(es) => {
+                let sec = config::KeyPath::default().key("plugins").key(name.as_str());
+                for e in es {
+                    errs.push(err(&sec, &e.key, e.message));
+                }
+            }
         }
     }
 
@@ -179,8 +205,9 @@ pub fn compile(cfg: Config, reuse: Reuse<'_>) -> Result<Runtime, ConfigErrors> {
     let router = match router::Router::new(&defs) {
         Ok(r) => Some(r),
         Err(es) => {
+            let sec = config::KeyPath::default().key("routes");
             for (i, m) in es {
-                errs.push(err(format!("routes[{i}].path"), m));
+                errs.push(err(&sec, &format!("[{i}].path"), m));
             }
             None
         }
@@ -224,6 +251,11 @@ pub fn compile(cfg: Config, reuse: Reuse<'_>) -> Result<Runtime, ConfigErrors> {
             idle_timeout: s.idle_timeout.0,
         },
         request_id,
+        instances: {
+            let mut v: Vec<Instance> = instances.into_values().collect();
+            v.sort_by(|a, b| a.name.cmp(&b.name));
+            v
+        },
         loaded_at: std::time::SystemTime::now(),
         config: cfg,
     })
