@@ -409,13 +409,13 @@ fn invalid_path_patterns() {
 fn plugin_type_not_supported_yet() {
     let config = base_with(
         "[upstreams.payments]",
-        "[plugins.auth]\ntype = \"jwt\"\nalgorithms = [\"RS256\"]\n\n[upstreams.payments]",
+        "[plugins.store]\ntype = \"cache\"\nttl = \"30s\"\n\n[upstreams.payments]",
     );
     let out = check_fails(&config);
     assert_error(
         &out,
-        line_of(&config, "type = \"jwt\""),
-        "plugins.auth.type",
+        line_of(&config, "type = \"cache\""),
+        "plugins.store.type",
         "not supported yet",
     );
 }

@@ -412,10 +412,10 @@ plugins = ["ghost"]
 
     #[test]
     fn future_plugin_types_are_refused_clearly() {
-        let src = format!("{BASE}\n[plugins.j]\ntype = \"jwt\"\n");
+        let src = format!("{BASE}\n[plugins.j]\ntype = \"cache\"\n");
         let e = errors(&src);
         assert!(
-            e[0].contains("plugins.j.type: plugin type \"jwt\" is not supported yet"),
+            e[0].contains("plugins.j.type: plugin type \"cache\" is not supported yet"),
             "{e:?}"
         );
     }
