@@ -423,7 +423,8 @@ impl PluginConfig {
 }
 
 /// Plugin types the SPEC names that this build does not implement yet.
-pub(crate) const NOT_YET_SUPPORTED: &[&str] = &["rate_limit", "idempotency", "cache", "circuit_breaker"];
+pub(crate) const NOT_YET_SUPPORTED: &[&str] =
+    &["rate_limit", "idempotency", "cache", "circuit_breaker"];
 
 /// `type = "ip_filter"`: CIDR lists on the client IP (after `trusted_proxies`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]

@@ -22,8 +22,14 @@ pub struct ApiKey {
 }
 
 fn parse_hash(h: &str) -> Result<[u8; 32], String> {
-    if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-        return Err("key_sha256 must be 64 lowercase hex characters (the SHA-256 of the key)".into());
+    if h.len() != 64
+        || !h
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(
+            "key_sha256 must be 64 lowercase hex characters (the SHA-256 of the key)".into(),
+        );
     }
     let mut out = [0u8; 32];
     hex::decode_to_slice(h, &mut out).map_err(|e| e.to_string())?;
@@ -36,45 +42,85 @@ impl ApiKey {
         let header = match HeaderName::try_from(c.header.as_str()) {
             Ok(h) => Some(h),
             Err(_) => {
-                errs.push(BuildError { key: "header".into(), message: format!("invalid header name {:?}", c.header) });
+                errs.push(BuildError {
+                    key: "header".into(),
+                    message: format!("invalid header name {:?}", c.header),
+                });
                 None
             }
         };
-        let mut entries: Vec<(String, &ApiKeyEntry)> = c.keys.iter().enumerate().map(|(i, e)| (format!("keys[{i}]"), e)).collect();
+        let mut entries: Vec<(String, &ApiKeyEntry)> = c
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (format!("keys[{i}]"), e))
+            .collect();
         let file_keys: Vec<ApiKeyEntry>;
         if let Some(f) = &c.keys_file {
             let path = bx.path(f);
             match std::fs::read_to_string(&path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))
-                .and_then(|s| toml::from_str::<ApiKeysFile>(&s).map_err(|e| format!("{}: {}", path.display(), e.message())))
-            {
+                .and_then(|s| {
+                    toml::from_str::<ApiKeysFile>(&s)
+                        .map_err(|e| format!("{}: {}", path.display(), e.message()))
+                }) {
                 Ok(kf) => file_keys = kf.keys,
                 Err(e) => {
-                    errs.push(BuildError { key: "keys_file".into(), message: e });
+                    errs.push(BuildError {
+                        key: "keys_file".into(),
+                        message: e,
+                    });
                     file_keys = Vec::new();
                 }
             }
-            entries.extend(file_keys.iter().enumerate().map(|(i, e)| (format!("keys_file: keys[{i}]"), e)));
+            entries.extend(
+                file_keys
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| (format!("keys_file: keys[{i}]"), e)),
+            );
         }
         let mut keys = HashMap::new();
         for (place, e) in entries {
-            let key = if place.starts_with("keys_file") { "keys_file".to_string() } else { place.clone() };
+            let key = if place.starts_with("keys_file") {
+                "keys_file".to_string()
+            } else {
+                place.clone()
+            };
             match parse_hash(&e.key_sha256) {
                 Ok(h) => {
                     if e.consumer.is_empty() || !auth::header_safe(&e.consumer) {
-                        errs.push(BuildError { key, message: format!("{place}: consumer must be a non-empty printable name") });
+                        errs.push(BuildError {
+                            key,
+                            message: format!(
+                                "{place}: consumer must be a non-empty printable name"
+                            ),
+                        });
                     } else if keys.insert(h, e.consumer.clone()).is_some() {
-                        errs.push(BuildError { key, message: format!("{place}: the same key hash is listed twice") });
+                        errs.push(BuildError {
+                            key,
+                            message: format!("{place}: the same key hash is listed twice"),
+                        });
                     }
                 }
-                Err(m) => errs.push(BuildError { key, message: format!("{place}: {m}") }),
+                Err(m) => errs.push(BuildError {
+                    key,
+                    message: format!("{place}: {m}"),
+                }),
             }
         }
         if keys.is_empty() && errs.is_empty() {
-            errs.push(BuildError { key: "keys".into(), message: "no keys: give keys = [...] or keys_file".into() });
+            errs.push(BuildError {
+                key: "keys".into(),
+                message: "no keys: give keys = [...] or keys_file".into(),
+            });
         }
         match header {
-            Some(header) if errs.is_empty() => Ok(ApiKey { name: bx.name.to_string(), header, keys }),
+            Some(header) if errs.is_empty() => Ok(ApiKey {
+                name: bx.name.to_string(),
+                header,
+                keys,
+            }),
             _ => Err(errs),
         }
     }
@@ -94,11 +140,18 @@ impl Plugin for ApiKey {
     }
 
     async fn request(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Flow> {
-        let presented = session.req_header().headers.get(&self.header).map(|v| v.as_bytes());
+        let presented = session
+            .req_header()
+            .headers
+            .get(&self.header)
+            .map(|v| v.as_bytes());
         let outcome = match presented {
             None => Err(("missing_key", "an API key is required")),
             Some(k) if k.is_empty() => Err(("missing_key", "an API key is required")),
-            Some(k) => self.consumer_for(k).map(str::to_string).ok_or(("invalid_key", "the API key is not valid")),
+            Some(k) => self
+                .consumer_for(k)
+                .map(str::to_string)
+                .ok_or(("invalid_key", "the API key is not valid")),
         };
         match outcome {
             Ok(consumer) => {
@@ -127,7 +180,11 @@ mod tests {
         let h = hex::encode(Sha256::digest(b"sk_live_acme"));
         let mut keys = HashMap::new();
         keys.insert(parse_hash(&h).unwrap(), "acme".to_string());
-        let k = ApiKey { name: "k".into(), header: HeaderName::from_static("x-api-key"), keys };
+        let k = ApiKey {
+            name: "k".into(),
+            header: HeaderName::from_static("x-api-key"),
+            keys,
+        };
         assert_eq!(k.consumer_for(b"sk_live_acme"), Some("acme"));
         assert_eq!(k.consumer_for(b"sk_live_acmf"), None);
         assert_eq!(k.consumer_for(b""), None);

@@ -27,7 +27,11 @@ pub fn count_failure(ctx: &RequestCtx, plugin: &str, reason: &'static str) {
 }
 
 /// A refusal: problem+json with extra headers (`WWW-Authenticate`, …).
-pub fn refuse(status: u16, detail: impl Into<String>, headers: Vec<(HeaderName, HeaderValue)>) -> Flow {
+pub fn refuse(
+    status: u16,
+    detail: impl Into<String>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+) -> Flow {
     Flow::Respond(Reply::Problem {
         status,
         detail: detail.into(),
@@ -48,5 +52,7 @@ pub fn set_consumer(ctx: &mut RequestCtx, consumer: &str) {
 /// Whether a value may be written into a header: visible ASCII and spaces, no
 /// CR, LF or other control characters.
 pub fn header_safe(v: &str) -> bool {
-    !v.is_empty() && v.bytes().all(|b| b == b' ' || b == b'\t' || (0x21..0x7f).contains(&b))
+    !v.is_empty()
+        && v.bytes()
+            .all(|b| b == b' ' || b == b'\t' || (0x21..0x7f).contains(&b))
 }

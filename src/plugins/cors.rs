@@ -8,7 +8,10 @@ pub struct Cors;
 
 impl Cors {
     pub fn new(_c: &CorsConfig, _bx: &BuildCtx<'_>) -> BuildResult<Self> {
-        Err(super::build_error("", "plugin type \"cors\" is not supported yet by this build of tollgate"))
+        Err(super::build_error(
+            "",
+            "plugin type \"cors\" is not supported yet by this build of tollgate",
+        ))
     }
 }
 

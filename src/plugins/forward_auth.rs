@@ -8,7 +8,10 @@ pub struct ForwardAuth;
 
 impl ForwardAuth {
     pub fn new(_c: &ForwardAuthConfig, _bx: &BuildCtx<'_>) -> BuildResult<Self> {
-        Err(super::build_error("", "plugin type \"forward_auth\" is not supported yet by this build of tollgate"))
+        Err(super::build_error(
+            "",
+            "plugin type \"forward_auth\" is not supported yet by this build of tollgate",
+        ))
     }
 }
 

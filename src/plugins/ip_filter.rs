@@ -22,7 +22,10 @@ fn nets(key: &str, list: &[String], errs: &mut Vec<BuildError>) -> Vec<IpNet> {
     for (i, c) in list.iter().enumerate() {
         match parse_cidr(c) {
             Ok(n) => out.push(n.trunc()),
-            Err(e) => errs.push(BuildError { key: format!("{key}[{i}]"), message: e }),
+            Err(e) => errs.push(BuildError {
+                key: format!("{key}[{i}]"),
+                message: e,
+            }),
         }
     }
     out
@@ -34,12 +37,19 @@ impl IpFilter {
         let allow = nets("allow", &c.allow, &mut errs);
         let deny = nets("deny", &c.deny, &mut errs);
         if c.allow.is_empty() && c.deny.is_empty() {
-            errs.push(BuildError { key: String::new(), message: "an ip_filter needs allow or deny (or both)".into() });
+            errs.push(BuildError {
+                key: String::new(),
+                message: "an ip_filter needs allow or deny (or both)".into(),
+            });
         }
         if !errs.is_empty() {
             return Err(errs);
         }
-        Ok(IpFilter { name: bx.name.to_string(), allow, deny })
+        Ok(IpFilter {
+            name: bx.name.to_string(),
+            allow,
+            deny,
+        })
     }
 
     pub fn admits(&self, ip: Option<std::net::IpAddr>) -> bool {
@@ -67,7 +77,11 @@ impl Plugin for IpFilter {
             return Ok(Flow::Continue);
         }
         auth::count_failure(ctx, &self.name, "ip_denied");
-        Ok(auth::refuse(403, "the client address is not allowed", vec![]))
+        Ok(auth::refuse(
+            403,
+            "the client address is not allowed",
+            vec![],
+        ))
     }
 }
 

@@ -8,7 +8,10 @@ pub struct Jwt;
 
 impl Jwt {
     pub fn new(_c: &JwtConfig, _bx: &BuildCtx<'_>) -> BuildResult<Self> {
-        Err(super::build_error("", "plugin type \"jwt\" is not supported yet by this build of tollgate"))
+        Err(super::build_error(
+            "",
+            "plugin type \"jwt\" is not supported yet by this build of tollgate",
+        ))
     }
 }
 

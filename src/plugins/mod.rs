@@ -75,7 +75,11 @@ pub trait Plugin: Send + Sync + 'static {
 
     /// Runs in `request_filter`, in phase order, after routing. `Respond` stops
     /// the chain and answers the client; the upstream is not contacted.
-    async fn request(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> pingora::Result<Flow> {
+    async fn request(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> pingora::Result<Flow> {
         Ok(Flow::Continue)
     }
 

@@ -8,7 +8,10 @@ pub struct WebhookSignature;
 
 impl WebhookSignature {
     pub fn new(_c: &WebhookSignatureConfig, _bx: &BuildCtx<'_>) -> BuildResult<Self> {
-        Err(super::build_error("", "plugin type \"webhook_signature\" is not supported yet by this build of tollgate"))
+        Err(super::build_error(
+            "",
+            "plugin type \"webhook_signature\" is not supported yet by this build of tollgate",
+        ))
     }
 }
 

@@ -38,6 +38,8 @@ pub struct RequestCtx {
     pub client_ip: Option<IpAddr>,
     /// Set by authentication plugins.
     pub consumer: Option<String>,
+    /// The request's `Origin` header, for `cors`.
+    pub request_origin: Option<http::HeaderValue>,
     /// Verified token claims (`jwt`), for claim-keyed plugins.
     pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
     /// Headers plugins want set on the upstream request (consumer, forwarded
@@ -281,6 +283,7 @@ impl ProxyHttp for Gateway {
             params: Params::default(),
             client_ip: None,
             consumer: None,
+            request_origin: None,
             claims: None,
             upstream_headers: Vec::new(),
             version: None,
@@ -376,13 +379,40 @@ impl ProxyHttp for Gateway {
 
         let req = session.req_header();
         let host = request_host(req);
+        ctx.request_origin = req.headers.get(header::ORIGIN).cloned();
+        // A CORS preflight is routed as the request it announces, so that the
+        // route's `cors` plugin can answer it (SPEC: cors answers preflight itself).
+        let preflight_method = (req.method == http::Method::OPTIONS
+            && ctx.request_origin.is_some())
+        .then(|| req.headers.get(header::ACCESS_CONTROL_REQUEST_METHOD))
+        .flatten()
+        .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok());
         let found = rt.router.find(&RequestInfo {
             host: &host,
             path: &path,
-            method: &req.method,
+            method: preflight_method.as_ref().unwrap_or(&req.method),
             headers: &req.headers,
             version: ctx.version.as_deref(),
         });
+        // ...but only to a route with a `cors` plugin; otherwise OPTIONS is routed as itself.
+        let found = match found {
+            RouteMatch::Found { route, .. }
+                if preflight_method.is_some()
+                    && !rt.routes[route]
+                        .chain
+                        .iter()
+                        .any(|i| i.phase == crate::plugins::Phase::Cors) =>
+            {
+                rt.router.find(&RequestInfo {
+                    host: &host,
+                    path: &path,
+                    method: &req.method,
+                    headers: &req.headers,
+                    version: ctx.version.as_deref(),
+                })
+            }
+            other => other,
+        };
         let method = req.method.clone();
         match found {
             RouteMatch::Found { route, params } => {

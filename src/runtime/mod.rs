@@ -103,7 +103,9 @@ pub fn compile(cfg: Config, reuse: Reuse<'_>) -> Result<Runtime, ConfigErrors> {
                 upstreams.insert(name.clone(), Arc::new(up));
             }
             Err(es) => {
-                let sec = config::KeyPath::default().key("upstreams").key(name.as_str());
+                let sec = config::KeyPath::default()
+                    .key("upstreams")
+                    .key(name.as_str());
                 for (k, m) in es {
                     errs.push(err(&sec, &k, m));
                 }
