@@ -2179,3 +2179,28 @@ impl RawConn {
         &mut self.stream
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Plugin documentation examples
+// ---------------------------------------------------------------------------------------------
+
+/// The one ```toml block of `plugins/<file>`, with `{UP}` replaced by `up`
+/// (`{LISTEN}` and `{ADMIN}` are left for [`Gateway::start`]).
+pub fn doc_example(file: &str, up: SocketAddr) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("plugins")
+        .join(file);
+    let md = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let start = md
+        .find("```toml\n")
+        .unwrap_or_else(|| panic!("{file} has no ```toml block"))
+        + "```toml\n".len();
+    let len = md[start..]
+        .find("```")
+        .unwrap_or_else(|| panic!("{file}: unterminated ```toml block"));
+    assert!(
+        !md[start + len + 3..].contains("```toml"),
+        "{file} has more than one ```toml block"
+    );
+    md[start..start + len].replace("{UP}", &up.to_string())
+}
