@@ -17,6 +17,8 @@ pub struct Metrics {
     pub upstream_healthy: IntGaugeVec,
     pub config_reloads: IntCounterVec,
     pub auth_failures: IntCounterVec,
+    pub rate_limited: IntCounterVec,
+    pub circuit_state: IntGaugeVec,
     pub webhook_verifications: IntCounterVec,
 }
 
@@ -85,6 +87,22 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
             "tollgate_config_reloads_total",
             "Config reloads",
             &["result"],
+        ),
+        circuit_state: {
+            let g = IntGaugeVec::new(
+                Opts::new("tollgate_circuit_state", "0 closed, 1 half-open, 2 open"),
+                &["upstream"],
+            )
+            .expect("valid metric definition");
+            r.register(Box::new(g.clone()))
+                .expect("metric registered once");
+            g
+        },
+        rate_limited: counter(
+            &r,
+            "tollgate_rate_limited_total",
+            "Requests refused by a rate limit",
+            &["route", "plugin"],
         ),
         auth_failures: counter(
             &r,

@@ -132,9 +132,19 @@ impl Admin {
             .into_iter()
             .map(|n| {
                 let up = &rt.upstreams[n];
+                let circuit = rt
+                    .instances
+                    .iter()
+                    .filter_map(|i| i.plugin.circuit_state(n))
+                    .max()
+                    .map_or("closed", |s| match s {
+                        2 => "open",
+                        1 => "half_open",
+                        _ => "closed",
+                    });
                 json!({
                     "name": n,
-                    "circuit": "closed",
+                    "circuit": circuit,
                     "targets": up.targets.iter().map(|(b, label)| json!({
                         "target": &**label,
                         "weight": b.weight,

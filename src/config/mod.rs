@@ -405,6 +405,10 @@ pub enum PluginConfig {
     Jwt(JwtConfig),
     WebhookSignature(WebhookSignatureConfig),
     ForwardAuth(ForwardAuthConfig),
+    RateLimit(RateLimitConfig),
+    CircuitBreaker(CircuitBreakerConfig),
+    Cache(CacheConfig),
+    Idempotency(IdempotencyConfig),
 }
 
 impl PluginConfig {
@@ -418,13 +422,164 @@ impl PluginConfig {
             PluginConfig::Jwt(_) => "jwt",
             PluginConfig::WebhookSignature(_) => "webhook_signature",
             PluginConfig::ForwardAuth(_) => "forward_auth",
+            PluginConfig::RateLimit(_) => "rate_limit",
+            PluginConfig::CircuitBreaker(_) => "circuit_breaker",
+            PluginConfig::Cache(_) => "cache",
+            PluginConfig::Idempotency(_) => "idempotency",
         }
     }
 }
 
 /// Plugin types the SPEC names that this build does not implement yet.
-pub(crate) const NOT_YET_SUPPORTED: &[&str] =
-    &["rate_limit", "idempotency", "cache", "circuit_breaker"];
+pub(crate) const NOT_YET_SUPPORTED: &[&str] = &[];
+
+/// Where a plugin keeps shared state.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StateBackend {
+    #[default]
+    Local,
+    Redis,
+}
+
+/// What a plugin does when its backend (Redis) fails.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBackendError {
+    Allow,
+    Deny,
+}
+
+fn default_rate_limit_key() -> String {
+    "ip".into()
+}
+
+/// `type = "rate_limit"`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub rate: Rate,
+    /// Requests admitted at once; default: the rate's count.
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// `ip`, `consumer`, `header:NAME`, `claim:NAME`, `route` or `global`.
+    #[serde(default = "default_rate_limit_key")]
+    pub key: String,
+    #[serde(default)]
+    pub backend: StateBackend,
+    /// Default `allow` (fail open).
+    #[serde(default)]
+    pub on_backend_error: Option<OnBackendError>,
+}
+
+fn default_window() -> Dur {
+    Dur::secs(10)
+}
+fn default_min_requests() -> u32 {
+    20
+}
+fn default_failure_statuses() -> Vec<u16> {
+    vec![500, 502, 503, 504]
+}
+fn default_open_for() -> Dur {
+    Dur::secs(30)
+}
+fn default_half_open() -> u32 {
+    3
+}
+
+/// `type = "circuit_breaker"`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakerConfig {
+    /// Trip when failures / requests over `window` reach this (0 < r ≤ 1).
+    #[serde(default)]
+    pub failure_rate: Option<f64>,
+    #[serde(default = "default_window")]
+    pub window: Dur,
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u32,
+    /// Trip after this many failures in a row.
+    #[serde(default)]
+    pub consecutive_failures: Option<u32>,
+    #[serde(default = "default_failure_statuses")]
+    pub failure_statuses: Vec<u16>,
+    #[serde(default)]
+    pub slow_call: Option<Dur>,
+    #[serde(default = "default_open_for")]
+    pub open_for: Dur,
+    #[serde(default = "default_half_open")]
+    pub half_open_requests: u32,
+}
+
+fn default_cache_ttl() -> Dur {
+    Dur::secs(30)
+}
+fn default_cache_methods() -> Vec<String> {
+    vec!["GET".into(), "HEAD".into()]
+}
+fn default_cache_size() -> Size {
+    Size(64 << 20)
+}
+fn default_cache_entry() -> Size {
+    Size(1 << 20)
+}
+
+/// `type = "cache"`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Freshness when the upstream gives none.
+    #[serde(default = "default_cache_ttl")]
+    pub ttl: Dur,
+    #[serde(default)]
+    pub max_ttl: Option<Dur>,
+    #[serde(default = "default_cache_methods")]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub vary: Vec<String>,
+    #[serde(default = "default_cache_size")]
+    pub max_size: Size,
+    #[serde(default = "default_cache_entry")]
+    pub max_entry: Size,
+    #[serde(default)]
+    pub stale_if_error: Option<Dur>,
+}
+
+fn default_idempotency_header() -> String {
+    "Idempotency-Key".into()
+}
+fn default_idempotency_methods() -> Vec<String> {
+    vec!["POST".into(), "PATCH".into()]
+}
+fn default_idempotency_ttl() -> Dur {
+    Dur::secs(86400)
+}
+
+/// `type = "idempotency"`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IdempotencyConfig {
+    #[serde(default = "default_idempotency_header")]
+    pub header: String,
+    #[serde(default = "default_idempotency_methods")]
+    pub methods: Vec<String>,
+    #[serde(default = "default_idempotency_ttl")]
+    pub ttl: Dur,
+    #[serde(default)]
+    pub required: bool,
+    /// Largest response body stored for replay.
+    #[serde(default = "default_cache_entry")]
+    pub max_response: Size,
+    /// Memory bound of the local store.
+    #[serde(default = "default_cache_size")]
+    pub max_size: Size,
+    #[serde(default)]
+    pub backend: StateBackend,
+    /// Default `deny` (fail closed with 503).
+    #[serde(default)]
+    pub on_backend_error: Option<OnBackendError>,
+}
 
 /// `type = "ip_filter"`: CIDR lists on the client IP (after `trusted_proxies`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]

@@ -7,11 +7,15 @@
 
 pub mod api_key;
 pub mod auth;
+pub mod cache;
+pub mod circuit_breaker;
 pub mod cors;
 pub mod forward_auth;
 pub mod headers;
+pub mod idempotency;
 pub mod ip_filter;
 pub mod jwt;
+pub mod rate_limit;
 pub mod request_id;
 pub mod webhook;
 
@@ -93,6 +97,16 @@ pub trait Plugin: Send + Sync + 'static {
     /// gateway itself (errors included).
     fn response(&self, _resp: &mut ResponseHeader, _ctx: &RequestCtx) {}
 
+    /// Runs once at the end of every request that reached this plugin's route
+    /// (in the logging phase): release per-request resources, record outcomes.
+    fn finish(&self, _ctx: &mut RequestCtx) {}
+
+    /// For `/upstreams` and `tollgate_circuit_state`: 0 closed, 1 half-open,
+    /// 2 open, if this plugin keeps a breaker for `upstream`.
+    fn circuit_state(&self, _upstream: &str) -> Option<i64> {
+        None
+    }
+
     /// Called about once a second by the maintenance service, for every plugin
     /// of the live snapshot (background refreshes such as JWKS).
     async fn tick(&self) {}
@@ -165,6 +179,10 @@ pub fn build(name: &str, cfg: &PluginConfig, config: &Config) -> BuildResult<Ins
         PluginConfig::Jwt(c) => many(jwt::Jwt::new(c, &bx))?,
         PluginConfig::WebhookSignature(c) => many(webhook::WebhookSignature::new(c, &bx))?,
         PluginConfig::ForwardAuth(c) => many(forward_auth::ForwardAuth::new(c, &bx))?,
+        PluginConfig::RateLimit(c) => many(rate_limit::RateLimit::new(c, &bx))?,
+        PluginConfig::CircuitBreaker(c) => many(circuit_breaker::CircuitBreaker::new(c, &bx))?,
+        PluginConfig::Cache(c) => many(cache::Cache::new(c, &bx))?,
+        PluginConfig::Idempotency(c) => many(idempotency::Idempotency::new(c, &bx))?,
     };
     Ok(Instance {
         name: Arc::from(name),

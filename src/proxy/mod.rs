@@ -26,6 +26,17 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// How the last upstream attempt of a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamOutcome {
+    /// The response status, when a response header arrived.
+    pub status: Option<u16>,
+    /// A connect error, timeout or broken response.
+    pub error: bool,
+    /// From sending the request to the response header (or the error).
+    pub elapsed: std::time::Duration,
+}
+
 /// Per-request state shared by the phases and the plugins.
 pub struct RequestCtx {
     /// The snapshot this request runs on, from start to end.
@@ -38,6 +49,8 @@ pub struct RequestCtx {
     pub client_ip: Option<IpAddr>,
     /// Set by authentication plugins.
     pub consumer: Option<String>,
+    /// The tightest rate limit this request met (for `RateLimit-*` headers).
+    pub rate_limit: Option<crate::plugins::rate_limit::LimitState>,
     /// The request's `Origin` header, for `cors`.
     pub request_origin: Option<http::HeaderValue>,
     /// Verified token claims (`jwt`), for claim-keyed plugins.
@@ -55,6 +68,9 @@ pub struct RequestCtx {
     pub target: Option<Arc<str>>,
     pub upstream_start: Option<Instant>,
     pub body_bytes: u64,
+    pub upstream_outcome: Option<UpstreamOutcome>,
+    /// Per-request state of individual plugin instances, keyed by the instance.
+    pub plugin_state: Vec<(usize, Box<dyn std::any::Any + Send + Sync>)>,
     /// Set when the response was written by the gateway.
     pub status: u16,
     pub failure_counted: bool,
@@ -64,6 +80,34 @@ impl RequestCtx {
     pub fn route(&self) -> Option<&Route> {
         self.route.map(|i| &self.rt.routes[i])
     }
+    /// Keep a value for the plugin instance `owner` until `take_state`.
+    pub fn set_state<T: std::any::Any + Send + Sync>(&mut self, owner: usize, value: T) {
+        self.plugin_state.retain(|(o, _)| *o != owner);
+        self.plugin_state.push((owner, Box::new(value)));
+    }
+
+    pub fn take_state<T: std::any::Any + Send + Sync>(&mut self, owner: usize) -> Option<T> {
+        let i = self.plugin_state.iter().position(|(o, _)| *o == owner)?;
+        let (_, b) = self.plugin_state.swap_remove(i);
+        b.downcast::<T>().ok().map(|b| *b)
+    }
+
+    pub fn state<T: std::any::Any + Send + Sync>(&self, owner: usize) -> Option<&T> {
+        self.plugin_state
+            .iter()
+            .find(|(o, _)| *o == owner)
+            .and_then(|(_, b)| b.downcast_ref::<T>())
+    }
+
+    fn record_outcome(&mut self, status: Option<u16>, error: bool) {
+        let elapsed = self.upstream_start.map(|t| t.elapsed()).unwrap_or_default();
+        self.upstream_outcome = Some(UpstreamOutcome {
+            status,
+            error,
+            elapsed,
+        });
+    }
+
     pub fn request_id(&mut self) -> &str {
         self.request_id
             .get_or_insert_with(crate::plugins::request_id::new_id)
@@ -283,6 +327,7 @@ impl ProxyHttp for Gateway {
             params: Params::default(),
             client_ip: None,
             consumer: None,
+            rate_limit: None,
             request_origin: None,
             claims: None,
             upstream_headers: Vec::new(),
@@ -293,6 +338,8 @@ impl ProxyHttp for Gateway {
             target: None,
             upstream_start: None,
             body_bytes: 0,
+            upstream_outcome: None,
+            plugin_state: Vec::new(),
             status: 0,
             failure_counted: false,
         }
@@ -647,6 +694,7 @@ impl ProxyHttp for Gateway {
             return Ok(());
         }
         let status = resp.status.as_u16();
+        ctx.record_outcome(Some(status), false);
         if let (Some(route), Some(t0)) = (ctx.route(), ctx.upstream_start) {
             METRICS
                 .upstream_duration
@@ -695,6 +743,7 @@ impl ProxyHttp for Gateway {
     ) -> Box<Error> {
         let timeout = is_timeout(&e);
         self.count_failure(ctx, if timeout { "timeout" } else { "connect" });
+        ctx.record_outcome(None, true);
         let allowed = ctx.route().is_some_and(|r| {
             let p = &r.upstream.retry;
             (timeout && p.on_timeout) || (!timeout && p.on_connect_error)
@@ -715,6 +764,7 @@ impl ProxyHttp for Gateway {
         let mut e = e;
         if e.esource() == &ErrorSource::Upstream && !matches!(e.etype(), ErrorType::HTTPStatus(_)) {
             let timeout = is_timeout(&e);
+            ctx.record_outcome(None, true);
             if !ctx.failure_counted || timeout {
                 self.count_failure(ctx, if timeout { "timeout" } else { "connect" });
             }
@@ -789,6 +839,11 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if let Some(chain) = ctx.route().map(|r| r.chain.clone()) {
+            for i in chain.iter() {
+                i.plugin.finish(ctx);
+            }
+        }
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())

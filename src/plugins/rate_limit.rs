@@ -1,0 +1,402 @@
+//! `rate_limit`: GCRA (as `governor`) per key. Every response of a limited
+//! route carries `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`
+//! (the most restrictive limit when several apply); a refusal is a 429 problem
+//! with `Retry-After`. Idle keys are evicted on every maintenance tick, so
+//! memory follows the number of *active* keys, not of keys ever seen.
+
+use super::{BuildCtx, BuildError, BuildResult, Flow, Phase, Plugin, Reply};
+use crate::config::{RateLimitConfig, StateBackend};
+use crate::metrics::METRICS;
+use crate::proxy::RequestCtx;
+use async_trait::async_trait;
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::{NoOpMiddleware, StateInformationMiddleware};
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use http::{HeaderName, HeaderValue};
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+type Limiter<C> =
+    RateLimiter<String, DefaultKeyedStateStore<String>, C, StateInformationMiddleware>;
+
+/// What a request is counted under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    Ip,
+    Consumer,
+    Header(HeaderName),
+    Claim(String),
+    Route,
+    Global,
+}
+
+impl KeySource {
+    pub fn parse(s: &str) -> Option<KeySource> {
+        Some(match s {
+            "ip" => KeySource::Ip,
+            "consumer" => KeySource::Consumer,
+            "route" => KeySource::Route,
+            "global" => KeySource::Global,
+            _ => {
+                if let Some(h) = s.strip_prefix("header:") {
+                    KeySource::Header(HeaderName::try_from(h).ok()?)
+                } else {
+                    KeySource::Claim(
+                        s.strip_prefix("claim:")
+                            .filter(|c| !c.is_empty())?
+                            .to_string(),
+                    )
+                }
+            }
+        })
+    }
+
+    /// The bucket key of a request; a request without the key is counted under
+    /// its IP (SPEC). Prefixes keep the key spaces apart.
+    pub fn key(&self, session: &Session, ctx: &RequestCtx) -> String {
+        let found = match self {
+            KeySource::Ip => None,
+            KeySource::Global => return "g".to_string(),
+            KeySource::Route => {
+                return format!("r:{}", ctx.route().map(|r| &*r.name).unwrap_or(""))
+            }
+            KeySource::Consumer => ctx.consumer.as_deref().map(|c| format!("c:{c}")),
+            KeySource::Header(h) => session
+                .req_header()
+                .headers
+                .get(h)
+                .map(|v| format!("h:{}", String::from_utf8_lossy(v.as_bytes()))),
+            KeySource::Claim(c) => ctx.claims.as_ref().and_then(|m| m.get(c)).map(|v| match v {
+                serde_json::Value::String(s) => format!("j:{s}"),
+                other => format!("j:{other}"),
+            }),
+        };
+        found.unwrap_or_else(|| match ctx.client_ip {
+            Some(ip) => format!("i:{ip}"),
+            None => "i:".to_string(),
+        })
+    }
+}
+
+/// The state of the tightest limit a request met, for the response headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LimitState {
+    pub limit: u32,
+    pub remaining: u32,
+    /// Seconds until the bucket is full again (or, refused, until a retry can pass).
+    pub reset: u64,
+}
+
+impl LimitState {
+    /// Keep the more restrictive of two states.
+    pub fn merge(a: Option<LimitState>, b: LimitState) -> LimitState {
+        match a {
+            Some(a)
+                if a.remaining < b.remaining
+                    || (a.remaining == b.remaining && a.reset >= b.reset) =>
+            {
+                a
+            }
+            _ => b,
+        }
+    }
+}
+
+pub struct RateLimit<C: Clock = DefaultClock> {
+    name: String,
+    key: KeySource,
+    burst: u32,
+    /// Emission interval: time for one request's worth of capacity to come back.
+    interval: Duration,
+    limiter: Limiter<C>,
+    clock: C,
+}
+
+fn secs_ceil(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+impl RateLimit<DefaultClock> {
+    pub fn new(c: &RateLimitConfig, bx: &BuildCtx<'_>) -> BuildResult<Self> {
+        Self::with_clock(c, bx, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> RateLimit<C> {
+    /// The limiter on a clock of the caller's (tests advance a fake one).
+    pub fn with_clock(c: &RateLimitConfig, bx: &BuildCtx<'_>, clock: C) -> BuildResult<Self> {
+        let mut errs = Vec::new();
+        let key = KeySource::parse(&c.key);
+        if key.is_none() {
+            errs.push(BuildError {
+                key: "key".into(),
+                message: format!(
+                    "invalid key {:?}: expected \"ip\", \"consumer\", \"header:NAME\", \"claim:NAME\", \"route\" or \"global\"",
+                    c.key
+                ),
+            });
+        }
+        let burst = c.burst.unwrap_or(c.rate.count.min(u32::MAX as u64) as u32);
+        let nz_burst = NonZeroU32::new(burst);
+        if nz_burst.is_none() {
+            errs.push(BuildError {
+                key: "burst".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+        if c.backend == StateBackend::Redis {
+            errs.push(BuildError {
+                key: "backend".into(),
+                message: "backend \"redis\" is not supported yet by this build of tollgate".into(),
+            });
+        }
+        let interval = c.rate.interval();
+        let quota = Quota::with_period(interval);
+        match (key, nz_burst, quota, errs.is_empty()) {
+            (Some(key), Some(b), Some(q), true) => Ok(RateLimit {
+                name: bx.name.to_string(),
+                key,
+                burst,
+                interval,
+                limiter: RateLimiter::<
+                    String,
+                    DefaultKeyedStateStore<String>,
+                    C,
+                    NoOpMiddleware<C::Instant>,
+                >::new(
+                    q.allow_burst(b),
+                    DefaultKeyedStateStore::default(),
+                    clock.clone(),
+                )
+                .with_middleware::<StateInformationMiddleware>(),
+                clock,
+            }),
+            (_, _, None, true) => Err(super::build_error(
+                "rate",
+                "the rate is too high to measure",
+            )),
+            _ => Err(errs),
+        }
+    }
+
+    /// Check one request under `key`: `Ok` with the state after admitting it, or
+    /// `Err` with the state of a refusal.
+    pub fn check(&self, key: &str) -> Result<LimitState, LimitState> {
+        match self.limiter.check_key(&key.to_string()) {
+            Ok(snap) => {
+                let remaining = snap.remaining_burst_capacity();
+                let used = self.burst.saturating_sub(remaining);
+                Ok(LimitState {
+                    limit: self.burst,
+                    remaining,
+                    reset: secs_ceil(self.interval * used),
+                })
+            }
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.clock.now());
+                Err(LimitState {
+                    limit: self.burst,
+                    remaining: 0,
+                    reset: secs_ceil(wait).max(1),
+                })
+            }
+        }
+    }
+
+    /// Number of keys held (for tests and benches).
+    pub fn keys(&self) -> usize {
+        self.limiter.len()
+    }
+
+    /// Forget keys whose buckets are full again: they are indistinguishable from new.
+    pub fn evict_idle(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+}
+
+fn hv(n: u64) -> HeaderValue {
+    HeaderValue::from(n)
+}
+
+/// The `RateLimit-*` headers (and `Retry-After` on a refusal).
+pub fn headers(s: &LimitState, refused: bool) -> Vec<(HeaderName, HeaderValue)> {
+    let mut h = vec![
+        (
+            HeaderName::from_static("ratelimit-limit"),
+            hv(s.limit as u64),
+        ),
+        (
+            HeaderName::from_static("ratelimit-remaining"),
+            hv(s.remaining as u64),
+        ),
+        (HeaderName::from_static("ratelimit-reset"), hv(s.reset)),
+    ];
+    if refused {
+        h.push((http::header::RETRY_AFTER, hv(s.reset)));
+    }
+    h
+}
+
+#[async_trait]
+impl<C> Plugin for RateLimit<C>
+where
+    C: Clock + Clone + Send + Sync + 'static,
+    C::Instant: Send + Sync,
+{
+    fn phase(&self) -> Phase {
+        Phase::RateLimit
+    }
+
+    async fn request(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Flow> {
+        let key = self.key.key(session, ctx);
+        match self.check(&key) {
+            Ok(state) => {
+                ctx.rate_limit = Some(LimitState::merge(ctx.rate_limit, state));
+                Ok(Flow::Continue)
+            }
+            Err(state) => {
+                // The refusal's own headers are written with the problem; the
+                // response hook must not overwrite them with an earlier limit's.
+                ctx.rate_limit = None;
+                let route = ctx.route().map(|r| &*r.name).unwrap_or("");
+                METRICS
+                    .rate_limited
+                    .with_label_values(&[route, &self.name])
+                    .inc();
+                Ok(Flow::Respond(Reply::Problem {
+                    status: 429,
+                    detail: format!("rate limit exceeded; retry in {} s", state.reset),
+                    headers: headers(&state, true),
+                }))
+            }
+        }
+    }
+
+    fn response(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) {
+        if let Some(s) = &ctx.rate_limit {
+            for (n, v) in headers(s, false) {
+                let _ = resp.insert_header(n, v);
+            }
+        }
+    }
+
+    async fn tick(&self) {
+        self.evict_idle();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::units::parse_rate;
+
+    use governor::clock::FakeRelativeClock;
+
+    fn limiter(rate: &str, burst: Option<u32>) -> RateLimit<FakeRelativeClock> {
+        let cfg = crate::config::load_str(
+            "[upstreams.u]\ntargets = [\"127.0.0.1:1\"]\n[[routes]]\nname = \"r\"\nupstream = \"u\"\n",
+            None,
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let bx = BuildCtx {
+            name: "rl",
+            config: &cfg,
+        };
+        RateLimit::with_clock(
+            &RateLimitConfig {
+                rate: parse_rate(rate).unwrap(),
+                burst,
+                key: "ip".into(),
+                backend: StateBackend::Local,
+                on_backend_error: None,
+            },
+            &bx,
+            FakeRelativeClock::default(),
+        )
+        .ok()
+        .unwrap()
+    }
+
+    #[test]
+    fn burst_then_refusal_with_headers() {
+        let rl = limiter("1/h", Some(3));
+        let states: Vec<_> = (0..3).map(|_| rl.check("a").unwrap()).collect();
+        assert_eq!(
+            states.iter().map(|s| s.remaining).collect::<Vec<_>>(),
+            vec![2, 1, 0]
+        );
+        assert!(states.iter().all(|s| s.limit == 3));
+        let refused = rl.check("a").unwrap_err();
+        assert_eq!(refused.remaining, 0);
+        assert!(refused.reset > 3000 && refused.reset <= 3600, "{refused:?}");
+        // Another key has its own bucket.
+        assert_eq!(rl.check("b").unwrap().remaining, 2);
+    }
+
+    #[test]
+    fn default_burst_is_the_rate_count() {
+        let rl = limiter("5/min", None);
+        assert_eq!(rl.check("k").unwrap().limit, 5);
+    }
+
+    #[test]
+    fn idle_keys_are_evicted() {
+        let rl = limiter("10/s", Some(2));
+        for i in 0..100_000 {
+            let _ = rl.check(&format!("k{i}"));
+        }
+        // A key still refilling is kept...
+        rl.evict_idle();
+        assert_eq!(rl.keys(), 100_000);
+        // ...and forgotten once its bucket is full again.
+        rl.clock.advance(Duration::from_millis(100));
+        let _ = rl.check("busy");
+        rl.evict_idle();
+        assert_eq!(rl.keys(), 1);
+    }
+
+    #[test]
+    fn capacity_comes_back_at_the_rate() {
+        let rl = limiter("10/s", Some(2));
+        assert!(rl.check("a").is_ok() && rl.check("a").is_ok());
+        let refused = rl.check("a").unwrap_err();
+        assert_eq!(refused.reset, 1);
+        rl.clock.advance(Duration::from_millis(100));
+        assert_eq!(rl.check("a").unwrap().remaining, 0);
+        assert!(rl.check("a").is_err());
+    }
+
+    #[test]
+    fn merge_keeps_the_tightest() {
+        let a = LimitState {
+            limit: 10,
+            remaining: 3,
+            reset: 5,
+        };
+        let b = LimitState {
+            limit: 100,
+            remaining: 50,
+            reset: 1,
+        };
+        assert_eq!(LimitState::merge(Some(a), b), a);
+        assert_eq!(LimitState::merge(Some(b), a), a);
+        assert_eq!(LimitState::merge(None, b), b);
+    }
+
+    #[test]
+    fn key_sources() {
+        assert_eq!(KeySource::parse("ip"), Some(KeySource::Ip));
+        assert_eq!(
+            KeySource::parse("claim:tenant"),
+            Some(KeySource::Claim("tenant".into()))
+        );
+        assert!(KeySource::parse("header:bad header").is_none());
+        assert!(KeySource::parse("claim:").is_none());
+        assert!(KeySource::parse("cookie").is_none());
+    }
+}
