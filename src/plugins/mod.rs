@@ -93,6 +93,14 @@ pub trait Plugin: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Runs on the upstream's response header (after hop-by-hop headers are
+    /// removed, before the response hooks); not for gateway-written responses.
+    fn upstream_response(&self, _resp: &ResponseHeader, _ctx: &mut RequestCtx) {}
+
+    /// Runs on each piece of the upstream's response body, as it streams
+    /// (`end` on the last); the body is not buffered by the proxy.
+    fn upstream_response_body(&self, _body: &Option<Bytes>, _end: bool, _ctx: &mut RequestCtx) {}
+
     /// Runs on every response to the client: proxied, cached, or written by the
     /// gateway itself (errors included).
     fn response(&self, _resp: &mut ResponseHeader, _ctx: &RequestCtx) {}
@@ -212,4 +220,51 @@ pub fn fingerprint(cfg: &PluginConfig, config: &Config) -> String {
 /// Sort a chain into phase order; within a phase, declaration order is kept.
 pub fn order(chain: &mut [Instance]) {
     chain.sort_by_key(|i| i.phase);
+}
+
+/// The largest request body a plugin can read before the upstream is contacted:
+/// Pingora replays what was read from its retry buffer, which holds 64 KiB.
+pub const MAX_BUFFERED_BODY: u64 = 64 * 1024;
+
+/// Why a whole request body could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// Larger than `limit` (or than what can be replayed to the upstream).
+    TooLarge,
+    /// The client went away or sent a broken body.
+    Broken,
+}
+
+/// Read the whole request body before the upstream is contacted; Pingora then
+/// sends exactly these bytes upstream (from its retry buffer). Bodies larger
+/// than `min(limit, MAX_BUFFERED_BODY)` are refused before anything is forwarded.
+pub async fn read_body(session: &mut Session, limit: u64) -> Result<Bytes, BodyError> {
+    let limit = limit.min(MAX_BUFFERED_BODY);
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(BodyError::TooLarge);
+    }
+    session.as_mut().enable_retry_buffering();
+    let mut body = bytes::BytesMut::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if (body.len() + chunk.len()) as u64 > limit {
+                    return Err(BodyError::TooLarge);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(_) => return Err(BodyError::Broken),
+        }
+    }
+    if session.as_ref().retry_buffer_truncated() {
+        return Err(BodyError::TooLarge);
+    }
+    Ok(body.freeze())
 }

@@ -721,7 +721,27 @@ impl ProxyHttp for Gateway {
                 resp.remove_header(n);
             }
         }
+        if let Some(chain) = ctx.route().map(|r| r.chain.clone()) {
+            for i in chain.iter() {
+                i.plugin.upstream_response(resp, ctx);
+            }
+        }
         Ok(())
+    }
+
+    fn upstream_response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<Option<std::time::Duration>> {
+        if let Some(chain) = ctx.route().map(|r| r.chain.clone()) {
+            for i in chain.iter() {
+                i.plugin.upstream_response_body(body, end_of_stream, ctx);
+            }
+        }
+        Ok(None)
     }
 
     async fn response_filter(
