@@ -18,6 +18,7 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     pub auth_failures: IntCounterVec,
     pub rate_limited: IntCounterVec,
+    pub idempotency: IntCounterVec,
     pub circuit_state: IntGaugeVec,
     pub webhook_verifications: IntCounterVec,
 }
@@ -98,6 +99,12 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
                 .expect("metric registered once");
             g
         },
+        idempotency: counter(
+            &r,
+            "tollgate_idempotency_total",
+            "Idempotency-key outcomes",
+            &["route", "result"],
+        ),
         rate_limited: counter(
             &r,
             "tollgate_rate_limited_total",
