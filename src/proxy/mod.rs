@@ -92,6 +92,13 @@ impl RequestCtx {
         b.downcast::<T>().ok().map(|b| *b)
     }
 
+    pub fn state_mut<T: std::any::Any + Send + Sync>(&mut self, owner: usize) -> Option<&mut T> {
+        self.plugin_state
+            .iter_mut()
+            .find(|(o, _)| *o == owner)
+            .and_then(|(_, b)| b.downcast_mut::<T>())
+    }
+
     pub fn state<T: std::any::Any + Send + Sync>(&self, owner: usize) -> Option<&T> {
         self.plugin_state
             .iter()
