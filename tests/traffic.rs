@@ -251,3 +251,33 @@ async fn connect_failures_trip_the_breaker_by_failure_rate() {
         "the refused request made no connection attempt"
     );
 }
+
+#[tokio::test]
+async fn rate_limit_doc_example() {
+    let up = TestUpstream::start("doc").await;
+    let gw = Gateway::start(&doc_example("rate_limit.md", up.addr())).await;
+    let c = gw.client();
+    for left in ["2", "1", "0"] {
+        let r = c.get(gw.url("/v1/accounts/a")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["ratelimit-remaining"], left);
+    }
+    let r = c.get(gw.url("/v1/accounts/a")).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_eq!(up.hits(), 3);
+}
+
+#[tokio::test]
+async fn circuit_breaker_doc_example() {
+    let up = TestUpstream::start("doc").await;
+    let gw = Gateway::start(&doc_example("circuit_breaker.md", up.addr())).await;
+    let c = gw.client();
+    for _ in 0..4 {
+        assert_eq!(c.get(gw.url("/status/503")).send().await.unwrap().status(), 503);
+    }
+    let r = c.get(gw.url("/ok")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "30");
+    assert_eq!(up.hits(), 4);
+}
