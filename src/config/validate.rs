@@ -524,13 +524,11 @@ fn plugin_refs(
 /// plugin is built (`plugins::build`), which `tollgate check` runs too.
 fn plugin(v: &mut V<'_, '_>, pp: &KeyPath, pc: &PluginConfig) {
     match pc {
-        PluginConfig::RequestId(c) => {
-            if http::HeaderName::try_from(c.header.as_str()).is_err() {
-                v.err(
-                    &pp.clone().key("header"),
-                    format!("invalid header name {:?}", c.header),
-                );
-            }
+        PluginConfig::RequestId(c) if http::HeaderName::try_from(c.header.as_str()).is_err() => {
+            v.err(
+                &pp.clone().key("header"),
+                format!("invalid header name {:?}", c.header),
+            );
         }
         PluginConfig::Headers(c) => {
             for (key, map) in [

@@ -146,8 +146,7 @@ impl Plugin for ApiKey {
             .get(&self.header)
             .map(|v| v.as_bytes());
         let outcome = match presented {
-            None => Err(("missing_key", "an API key is required")),
-            Some(k) if k.is_empty() => Err(("missing_key", "an API key is required")),
+            None | Some(b"") => Err(("missing_key", "an API key is required")),
             Some(k) => self
                 .consumer_for(k)
                 .map(str::to_string)

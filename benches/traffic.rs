@@ -1,0 +1,107 @@
+//! Per-request costs of the traffic plugins' state: a rate-limit check, a
+//! breaker admit + record, an idempotency-record lookup.
+//!
+//! `cargo bench --bench traffic`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use tollgate::config::{load_str, PluginConfig};
+use tollgate::plugins::circuit_breaker::{Breaker, Params, Result_};
+use tollgate::plugins::idempotency::{Begin, LocalStore, Stored};
+use tollgate::plugins::rate_limit::RateLimit;
+use tollgate::plugins::BuildCtx;
+
+fn rate_limiter() -> RateLimit {
+    let cfg = load_str(
+        "[plugins.rl]\ntype = \"rate_limit\"\nrate = \"1000000000/s\"\nburst = 1000000\n[upstreams.u]\ntargets = [\"127.0.0.1:1\"]\n[[routes]]\nname = \"r\"\nupstream = \"u\"\nplugins = [\"rl\"]\n",
+        None,
+        std::path::Path::new("."),
+    )
+    .expect("valid bench config");
+    let Some(PluginConfig::RateLimit(c)) = cfg.plugins.get("rl").cloned() else {
+        panic!("rate_limit plugin");
+    };
+    RateLimit::new(
+        &c,
+        &BuildCtx {
+            name: "rl",
+            config: &cfg,
+        },
+    )
+    .unwrap_or_else(|_| panic!("builds"))
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("traffic");
+    g.measurement_time(Duration::from_secs(2)).sample_size(30);
+
+    let rl = rate_limiter();
+    let keys: Vec<String> = (0..10_000)
+        .map(|i| format!("i:10.0.{}.{}", i / 256, i % 256))
+        .collect();
+    let mut i = 0;
+    g.bench_function("rate_limit_check_10k_keys", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            black_box(rl.check(&keys[i]).is_ok())
+        })
+    });
+
+    let breaker = Breaker::new(Params {
+        failure_rate: Some(0.5),
+        window: Duration::from_secs(10),
+        min_requests: 20,
+        consecutive_failures: None,
+        failure_statuses: vec![500, 502, 503, 504],
+        slow_call: None,
+        open_for: Duration::from_secs(30),
+        half_open_requests: 3,
+    });
+    let up: Arc<str> = Arc::from("payments");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let _guard = rt.enter();
+    g.bench_function("breaker_admit_record", |b| {
+        b.iter(|| {
+            let t = breaker.admit(&up).expect("closed");
+            breaker.record(&up, t, Result_::Success);
+        })
+    });
+
+    let store = LocalStore::new(64 << 20);
+    let ttl = Duration::from_secs(3600);
+    for k in 0..10_000 {
+        let key = format!("acme\0key-{k}");
+        if let Begin::Proceed(t) = store.begin(&key, [7; 32], ttl) {
+            store.complete(
+                &key,
+                t,
+                Stored {
+                    status: 201,
+                    headers: vec![],
+                    body: "{\"id\":\"pay_1\"}".into(),
+                },
+                ttl,
+            );
+        }
+    }
+    let mut k = 0;
+    g.bench_function("idempotency_replay_lookup_10k", |b| {
+        b.iter(|| {
+            k = (k + 1) % 10_000;
+            black_box(matches!(
+                store.begin(&format!("acme\0key-{k}"), [7; 32], ttl),
+                Begin::Replay(_)
+            ))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
