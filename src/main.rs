@@ -72,7 +72,7 @@ fn main() {
                 println!("  curl -s {base}/v1/accounts/acc_42");
                 println!("  curl -s {base}/v2/accounts/acc_42 -i     # the current API version");
                 println!("  curl -s {base}/v1/accounts/acc_42 -i     # deprecated: see the Deprecation and Sunset headers");
-                println!("  curl -s -X POST {base}/v1/payments -H 'content-type: application/json' -d '{{\"amount\":\"10.00\",\"currency\":\"EUR\"}}'");
+                println!("  curl -si -X POST {base}/v1/payments -H 'Idempotency-Key: order-1' -d '{{\"amount\":\"10.00\",\"currency\":\"EUR\"}}'   # twice: replayed");
                 println!("  curl -s {base}/v9/accounts/acc_42        # unknown version: a problem+json 404");
                 println!(
                     "  curl -s http://{}/metrics | grep tollgate_",

@@ -87,8 +87,27 @@ async fn demo_serves_the_example_config() {
         .await
         .unwrap();
     assert_eq!(pay.status(), 201);
+    assert!(pay.headers().contains_key("ratelimit-remaining"));
     let body: serde_json::Value = pay.json().await.unwrap();
     assert_eq!(body["request"]["amount"], "10.00");
+
+    // The payments route replays a retried request carrying an Idempotency-Key.
+    let idem = || {
+        client
+            .post(format!("http://{listen}/v1/payments"))
+            .header("idempotency-key", "order-1")
+            .body(r#"{"amount":"10.00","currency":"EUR"}"#)
+            .send()
+    };
+    let first = idem().await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first_id = first.json::<serde_json::Value>().await.unwrap()["id"].clone();
+    let again = idem().await.unwrap();
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(
+        again.json::<serde_json::Value>().await.unwrap()["id"],
+        first_id
+    );
 
     let unknown = client
         .get(format!("http://{listen}/v9/accounts/acc_42"))
