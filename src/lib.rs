@@ -17,3 +17,4 @@ pub mod runtime;
 pub mod server;
 pub mod signals;
 pub mod tls;
+pub mod watch;

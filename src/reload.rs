@@ -13,6 +13,8 @@ pub struct LastReload {
     pub ok: bool,
     pub at: SystemTime,
     pub errors: Vec<String>,
+    /// `sources_digest` of the files this reload read.
+    pub digest: Option<String>,
 }
 
 pub struct Live {
@@ -21,22 +23,68 @@ pub struct Live {
     /// Serialises reloads and remembers the last outcome (admin only, never
     /// touched on the request path).
     pub last: Mutex<Option<LastReload>>,
+    /// `sources_digest` of the files the running snapshot was built from.
+    pub loaded_digest: Mutex<String>,
 }
 
 impl Live {
     pub fn new(rt: Runtime, config_path: PathBuf) -> Arc<Live> {
+        let digest = Self::sources_digest(&rt);
         Arc::new(Live {
             runtime: Arc::new(ArcSwap::from_pointee(rt)),
             config_path,
             last: Mutex::new(None),
+            loaded_digest: Mutex::new(digest),
         })
+    }
+
+    /// Digest of the config file and every file it names, as they are on disk now.
+    pub fn sources_digest(rt: &Runtime) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(std::fs::read(&rt.config.file).unwrap_or_default());
+        for f in rt.config.named_files() {
+            h.update(f.to_string_lossy().as_bytes());
+            h.update([0]);
+            h.update(std::fs::read(&f).unwrap_or_default());
+        }
+        hex::encode(h.finalize())
+    }
+
+    /// Make the running config match the files: reload when the config file or
+    /// a file it names differs from what the running snapshot was built from.
+    /// Unchanged files are not read again: the answer is the running hash, or
+    /// the errors of the last refused attempt at these same files. Every
+    /// trigger (watcher, SIGHUP, `POST /reload`) goes through here, so one edit
+    /// seen by several of them is one reload, counted once.
+    pub fn sync(&self) -> Result<String, Vec<String>> {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.runtime.load_full();
+        let digest = Self::sources_digest(&current);
+        if digest == *self.loaded_digest.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Ok(current.hash().to_string());
+        }
+        if let Some(l) = last
+            .as_ref()
+            .filter(|l| !l.ok && l.digest.as_deref() == Some(digest.as_str()))
+        {
+            return Err(l.errors.clone());
+        }
+        self.reload_locked(&mut last)
     }
 
     /// Read, validate and compile the config file, then swap it in whole; on
     /// any error the running config stays. Returns the new hash or the errors.
     pub fn reload(&self) -> Result<String, Vec<String>> {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        self.reload_locked(&mut last)
+    }
+
+    fn reload_locked(&self, last: &mut Option<LastReload>) -> Result<String, Vec<String>> {
         let current = self.runtime.load_full();
+        // Read the files once, before compiling, so that the digest describes
+        // what was compiled (a write racing the reload triggers another one).
+        let digest = Self::sources_digest(&current);
         let result = runtime::load(&self.config_path, Reuse { previous: Some(&current) })
             .map_err(|e| e.messages())
             .and_then(|rt| {
@@ -54,22 +102,27 @@ impl Live {
                 if a.threads != b.threads {
                     errs.push("server.threads changed: needs a restart".to_string());
                 }
-                if errs.is_empty() {
-                    Ok(rt)
-                } else {
-                    Err(errs)
+                if !errs.is_empty() {
+                    return Err(errs);
                 }
+                // Certificates are part of the all-or-nothing: read them all first.
+                let certs = crate::tls::prepare(&rt.config).map_err(|e| vec![format!("server.tls: {e}")])?;
+                Ok((rt, certs))
             });
         match result {
-            Ok(rt) => {
+            Ok((rt, certs)) => {
                 let hash = rt.hash().to_string();
+                let digest = Self::sources_digest(&rt);
                 self.runtime.store(Arc::new(rt));
+                crate::tls::install(certs);
+                *self.loaded_digest.lock().unwrap_or_else(|p| p.into_inner()) = digest;
                 METRICS.config_reloads.with_label_values(&["success"]).inc();
                 tracing::info!(hash = %hash, "config reloaded");
                 *last = Some(LastReload {
                     ok: true,
                     at: SystemTime::now(),
                     errors: vec![],
+                    digest: None,
                 });
                 Ok(hash)
             }
@@ -82,6 +135,7 @@ impl Live {
                     ok: false,
                     at: SystemTime::now(),
                     errors: errors.clone(),
+                    digest: Some(digest),
                 });
                 Err(errors)
             }

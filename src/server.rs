@@ -98,6 +98,10 @@ pub fn run(config_path: &Path, opts: RunOptions) -> ! {
             runtime: live.runtime.clone(),
         }),
     ));
+    server.add_service(GenBackgroundService::new(
+        "tollgate config watcher".to_string(),
+        Arc::new(crate::watch::ConfigWatcher { live: live.clone() }),
+    ));
     crate::signals::spawn_sighup(live.clone());
 
     if opts.demo {

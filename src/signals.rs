@@ -28,7 +28,7 @@ pub fn spawn_sighup(live: Arc<Live>) {
                 while hup.recv().await.is_some() {
                     tracing::info!("SIGHUP: reloading the config");
                     let live = live.clone();
-                    let _ = tokio::task::spawn_blocking(move || live.reload()).await;
+                    let _ = tokio::task::spawn_blocking(move || live.sync()).await;
                 }
             });
         });

@@ -11,16 +11,56 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 #[derive(Debug)]
-struct Entry {
+pub struct Entry {
     names: Vec<String>,
     key: Arc<CertifiedKey>,
 }
 
 /// Picks the certificate whose names match the client's SNI; the first one when
-/// none matches or no SNI was sent.
+/// none matches or no SNI was sent. The certificates are swapped in place when a
+/// reload finds their files changed, without touching the listener.
 #[derive(Debug)]
 pub struct SniResolver {
-    entries: Vec<Entry>,
+    entries: arc_swap::ArcSwap<Vec<Entry>>,
+}
+
+/// The resolver of each TLS listen address, for certificate reloads.
+static RESOLVERS: once_cell::sync::Lazy<std::sync::Mutex<BTreeMap<String, Arc<SniResolver>>>> =
+    once_cell::sync::Lazy::new(Default::default);
+
+/// Certificates read for every TLS listen address, ready to install.
+pub struct Prepared(Vec<(String, Vec<Entry>)>);
+
+fn groups(cfg: &Config) -> BTreeMap<&str, Vec<&TlsListenerConfig>> {
+    let mut groups: BTreeMap<&str, Vec<&TlsListenerConfig>> = BTreeMap::new();
+    for t in &cfg.server.tls {
+        groups.entry(t.listen.as_str()).or_default().push(t);
+    }
+    groups
+}
+
+/// Read and check every certificate and key of the config (a reload fails as a
+/// whole when one is broken).
+pub fn prepare(cfg: &Config) -> Result<Prepared, String> {
+    let mut out = Vec::new();
+    for (addr, blocks) in groups(cfg) {
+        let entries = blocks
+            .iter()
+            .map(|t| certified(cfg, t))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.push((addr.to_string(), entries));
+    }
+    Ok(Prepared(out))
+}
+
+/// Serve the prepared certificates from now on (new handshakes only).
+pub fn install(p: Prepared) {
+    let resolvers = RESOLVERS.lock().unwrap_or_else(|e| e.into_inner());
+    for (addr, entries) in p.0 {
+        if let Some(r) = resolvers.get(&addr) {
+            r.entries.store(Arc::new(entries));
+        }
+    }
 }
 
 fn name_matches(pattern: &str, host: &str) -> bool {
@@ -34,11 +74,12 @@ fn name_matches(pattern: &str, host: &str) -> bool {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let first = self.entries.first().map(|e| e.key.clone());
+        let entries = self.entries.load();
+        let first = entries.first().map(|e| e.key.clone());
         let Some(sni) = hello.server_name() else {
             return first;
         };
-        self.entries
+        entries
             .iter()
             .find(|e| e.names.iter().any(|n| name_matches(n, sni)))
             .map(|e| e.key.clone())
@@ -85,18 +126,19 @@ fn certified(cfg: &Config, t: &TlsListenerConfig) -> Result<Entry, String> {
 /// one listener choosing among their certificates by SNI).
 pub fn listeners(cfg: &Config) -> Result<Vec<(String, TlsSettings)>, String> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let mut groups: BTreeMap<&str, Vec<&TlsListenerConfig>> = BTreeMap::new();
-    for t in &cfg.server.tls {
-        groups.entry(t.listen.as_str()).or_default().push(t);
-    }
     let mut out = Vec::new();
-    for (addr, blocks) in groups {
-        let entries = blocks
-            .iter()
-            .map(|t| certified(cfg, t))
-            .collect::<Result<Vec<_>, _>>()?;
+    let mut prepared = prepare(cfg)?.0.into_iter();
+    for (addr, blocks) in groups(cfg) {
+        let entries = prepared.next().map(|(_, e)| e).unwrap_or_default();
+        let resolver = Arc::new(SniResolver {
+            entries: arc_swap::ArcSwap::from_pointee(entries),
+        });
+        RESOLVERS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(addr.to_string(), resolver.clone());
         let mut settings = TlsSettings::intermediate("", "").map_err(|e| e.to_string())?;
-        settings.set_cert_resolver(Arc::new(SniResolver { entries }));
+        settings.set_cert_resolver(resolver);
         settings.enable_h2();
         let cas: Vec<&str> = blocks
             .iter()

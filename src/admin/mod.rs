@@ -196,7 +196,7 @@ impl ServeHttp for Admin {
             (Method::GET, "/config/status") => json_resp(StatusCode::OK, self.config_status()),
             (Method::POST, "/reload") => {
                 let live = self.live.clone();
-                let res = tokio::task::spawn_blocking(move || live.reload())
+                let res = tokio::task::spawn_blocking(move || live.sync())
                     .await
                     .unwrap_or_else(|e| Err(vec![format!("reload task failed: {e}")]));
                 match res {

@@ -33,7 +33,7 @@ pub fn load_str(src: &str, file: Option<&Path>, base_dir: &Path) -> Result<Confi
     let table: toml::Table = match toml::from_str(src) {
         Ok(t) => t,
         Err(e) => {
-            let msg = e.message().trim().to_string();
+            let msg = e.message().trim().replace('\n', "; ");
             return Err(ConfigErrors(vec![
                 loc.error_at(e.span(), format!("invalid TOML: {msg}"))
             ]));

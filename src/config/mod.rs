@@ -42,6 +42,37 @@ pub struct Config {
 }
 
 impl Config {
+    /// Every file this config names (certificates, keys, key files, JWKS), resolved;
+    /// a change to any of them is a reason to reload.
+    pub fn named_files(&self) -> Vec<PathBuf> {
+        let mut out: Vec<&String> = Vec::new();
+        for t in &self.server.tls {
+            out.extend([&t.cert, &t.key]);
+            out.extend(t.client_ca.iter());
+        }
+        for u in self.upstreams.values() {
+            out.extend(
+                u.ca_file
+                    .iter()
+                    .chain(u.client_cert.iter())
+                    .chain(u.client_key.iter()),
+            );
+        }
+        for p in self.plugins.values() {
+            match p {
+                PluginConfig::ApiKey(c) => out.extend(c.keys_file.iter()),
+                PluginConfig::Jwt(c) => {
+                    out.extend(c.public_key_file.iter().chain(c.jwks_file.iter()))
+                }
+                _ => {}
+            }
+        }
+        let mut v: Vec<PathBuf> = out.into_iter().map(|f| self.resolve(f)).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
     /// Resolve a path written in the config against the config's directory.
     pub fn resolve(&self, p: &str) -> PathBuf {
         let p = PathBuf::from(p);
