@@ -274,7 +274,10 @@ async fn circuit_breaker_doc_example() {
     let gw = Gateway::start(&doc_example("circuit_breaker.md", up.addr())).await;
     let c = gw.client();
     for _ in 0..4 {
-        assert_eq!(c.get(gw.url("/status/503")).send().await.unwrap().status(), 503);
+        assert_eq!(
+            c.get(gw.url("/status/503")).send().await.unwrap().status(),
+            503
+        );
     }
     let r = c.get(gw.url("/ok")).send().await.unwrap();
     assert_eq!(r.status(), 503);
