@@ -5,6 +5,7 @@
 //! route's `plugins`), beside the `admin` listener and `reload`.
 
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod health;

@@ -19,8 +19,10 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub idempotency: IntCounterVec,
+    pub backend_errors: IntCounterVec,
     pub circuit_state: IntGaugeVec,
     pub webhook_verifications: IntCounterVec,
+    pub cache_requests: IntCounterVec,
 }
 
 const BUCKETS: &[f64] = &[
@@ -99,6 +101,12 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
                 .expect("metric registered once");
             g
         },
+        backend_errors: counter(
+            &r,
+            "tollgate_backend_errors_total",
+            "Failed calls to a shared-state backend",
+            &["plugin", "backend"],
+        ),
         idempotency: counter(
             &r,
             "tollgate_idempotency_total",
@@ -121,6 +129,12 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
             &r,
             "tollgate_webhook_verifications_total",
             "Webhook signature verifications",
+            &["route", "result"],
+        ),
+        cache_requests: counter(
+            &r,
+            "tollgate_cache_requests_total",
+            "Requests on cached routes, by what the cache did",
             &["route", "result"],
         ),
         registry: r,

@@ -31,6 +31,7 @@ pub struct Config {
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
     pub plugins: BTreeMap<String, PluginConfig>,
+    pub redis: Option<RedisConfig>,
     /// Directory of the config file: relative paths resolve against it.
     pub base_dir: PathBuf,
     /// The config file itself (for messages and watching).
@@ -129,6 +130,24 @@ fn default_idle() -> Dur {
 }
 fn default_grace() -> Dur {
     Dur::secs(10)
+}
+
+fn default_redis_timeout() -> Dur {
+    Dur::millis(250)
+}
+
+/// `[redis]`: shared state for `backend = "redis"` plugins (SPEC §9).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RedisConfig {
+    /// `redis://` or `rediss://` URL, or a list of cluster node URLs.
+    pub url: OneOrMany,
+    /// Redis Cluster (implied by a list of several URLs).
+    #[serde(default)]
+    pub cluster: Option<bool>,
+    /// Deadline of one Redis call, connection included.
+    #[serde(default = "default_redis_timeout")]
+    pub timeout: Dur,
 }
 
 /// `[server]`

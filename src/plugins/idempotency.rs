@@ -215,9 +215,166 @@ impl LocalStore {
     }
 }
 
+/// Records in Redis, shared by every gateway with the same config. A value is
+/// `F<fingerprint><token>` while in flight, `D<fingerprint><response>` once
+/// stored; the in-flight marker is taken with `SET NX` with an expiry inside a
+/// script, so two gateways can never both proceed with one key.
+pub struct RedisStore {
+    redis: Arc<crate::cluster::Redis>,
+    prefix: String,
+    begin: redis::Script,
+    complete: redis::Script,
+    abort: redis::Script,
+    /// How long an in-flight marker may outlive a gateway that died holding it.
+    inflight_ttl: Duration,
+}
+
+const BEGIN: &str = r#"
+if redis.call('SET', KEYS[1], ARGV[2], 'NX', 'PX', ARGV[3]) then
+  return {'proceed', ''}
+end
+local v = redis.call('GET', KEYS[1])
+if not v then return {'inflight', ''} end
+if string.sub(v, 2, 65) ~= ARGV[1] then return {'mismatch', ''} end
+if string.sub(v, 1, 1) == 'F' then return {'inflight', ''} end
+return {'replay', v}
+"#;
+
+const COMPLETE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"#;
+
+const ABORT: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+fn marker(fp_hex: &str, token: u64) -> String {
+    format!("F{fp_hex}{token}")
+}
+
+/// `D<fp hex><status:3>` + `name:value\r\n`… + `\r\n` + body.
+fn encode(fp_hex: &str, s: &Stored) -> Vec<u8> {
+    let mut out = format!("D{fp_hex}{:03}", s.status).into_bytes();
+    for (n, v) in &s.headers {
+        out.extend_from_slice(n.as_str().as_bytes());
+        out.push(b':');
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&s.body);
+    out
+}
+
+fn decode(v: &[u8]) -> Option<Stored> {
+    let status: u16 = std::str::from_utf8(v.get(65..68)?).ok()?.parse().ok()?;
+    let mut rest = v.get(68..)?;
+    let mut headers = Vec::new();
+    loop {
+        let end = rest.windows(2).position(|w| w == b"\r\n")?;
+        let line = &rest[..end];
+        rest = &rest[end + 2..];
+        if line.is_empty() {
+            break;
+        }
+        let colon = line.iter().position(|&b| b == b':')?;
+        headers.push((
+            HeaderName::from_bytes(&line[..colon]).ok()?,
+            HeaderValue::from_bytes(&line[colon + 1..]).ok()?,
+        ));
+    }
+    Some(Stored {
+        status,
+        headers,
+        body: Bytes::copy_from_slice(rest),
+    })
+}
+
+impl RedisStore {
+    async fn begin(&self, key: &str, fp: [u8; 32]) -> Result<Begin, crate::cluster::BackendError> {
+        let fp_hex = hex::encode(fp);
+        let token: u64 = rand::random();
+        let k = format!("{}{key}", self.prefix);
+        let ttl = self.inflight_ttl.as_millis().max(1).to_string();
+        let (what, value): (String, Vec<u8>) = self
+            .redis
+            .eval(
+                &self.begin,
+                &[&k],
+                &[
+                    fp_hex.as_bytes(),
+                    marker(&fp_hex, token).as_bytes(),
+                    ttl.as_bytes(),
+                ],
+            )
+            .await?;
+        Ok(match what.as_str() {
+            "proceed" => Begin::Proceed(token),
+            "inflight" => Begin::InFlight,
+            "replay" => match decode(&value) {
+                Some(s) => Begin::Replay(Arc::new(s)),
+                None => Begin::Mismatch,
+            },
+            _ => Begin::Mismatch,
+        })
+    }
+
+    async fn complete(
+        &self,
+        key: &str,
+        fp: [u8; 32],
+        token: u64,
+        resp: Stored,
+        ttl: Duration,
+    ) -> Result<bool, crate::cluster::BackendError> {
+        let fp_hex = hex::encode(fp);
+        let k = format!("{}{key}", self.prefix);
+        let ttl = ttl.as_millis().max(1).to_string();
+        let n: i64 = self
+            .redis
+            .eval(
+                &self.complete,
+                &[&k],
+                &[
+                    marker(&fp_hex, token).as_bytes(),
+                    &encode(&fp_hex, &resp),
+                    ttl.as_bytes(),
+                ],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn abort(
+        &self,
+        key: &str,
+        fp: [u8; 32],
+        token: u64,
+    ) -> Result<(), crate::cluster::BackendError> {
+        let k = format!("{}{key}", self.prefix);
+        let _: i64 = self
+            .redis
+            .eval(
+                &self.abort,
+                &[&k],
+                &[marker(&hex::encode(fp), token).as_bytes()],
+            )
+            .await?;
+        Ok(())
+    }
+}
+
 /// The request's progress, kept in its context.
 struct Pending {
     key: String,
+    fp: [u8; 32],
     token: u64,
     status: Option<u16>,
     headers: Vec<(HeaderName, HeaderValue)>,
@@ -233,6 +390,9 @@ pub struct Idempotency {
     required: bool,
     max_response: usize,
     store: LocalStore,
+    redis: Option<Arc<RedisStore>>,
+    fail_closed: bool,
+    errors: Arc<crate::cluster::ErrorReporter>,
 }
 
 fn valid_key(v: &[u8]) -> bool {
@@ -265,12 +425,26 @@ impl Idempotency {
                 message: "must be greater than zero".into(),
             });
         }
-        if c.backend == StateBackend::Redis {
-            errs.push(BuildError {
-                key: "backend".into(),
-                message: "backend \"redis\" is not supported yet by this build of tollgate".into(),
-            });
-        }
+        let redis = match c.backend {
+            StateBackend::Local => None,
+            StateBackend::Redis => match bx.redis("backend") {
+                Ok(r) => {
+                    let digest = hex::encode(&Sha256::digest(format!("{c:?}").as_bytes())[..6]);
+                    Some(Arc::new(RedisStore {
+                        redis: r,
+                        prefix: format!("tollgate:idem:{}:{digest}:", bx.name),
+                        begin: redis::Script::new(BEGIN),
+                        complete: redis::Script::new(COMPLETE),
+                        abort: redis::Script::new(ABORT),
+                        inflight_ttl: bx.config.server.request_timeout.0 + Duration::from_secs(30),
+                    }))
+                }
+                Err(e) => {
+                    errs.extend(e);
+                    None
+                }
+            },
+        };
         match header {
             Some(header) if errs.is_empty() => Ok(Idempotency {
                 name: bx.name.to_string(),
@@ -280,6 +454,9 @@ impl Idempotency {
                 required: c.required,
                 max_response: c.max_response.0 as usize,
                 store: LocalStore::new(c.max_size.0 as usize),
+                redis,
+                fail_closed: c.on_backend_error != Some(crate::config::OnBackendError::Allow),
+                errors: Arc::new(crate::cluster::ErrorReporter::new(bx.name)),
             }),
             _ => Err(errs),
         }
@@ -301,19 +478,50 @@ impl Idempotency {
         let Some(p) = ctx.take_state::<Pending>(self.owner()) else {
             return;
         };
-        match p.status {
-            Some(status) if status < 500 && !p.oversized => {
-                let resp = Stored {
-                    status,
-                    headers: p.headers,
-                    body: p.body.freeze(),
-                };
-                if self.store.complete(&p.key, p.token, resp, self.ttl) {
-                    Self::count(ctx, "stored");
+        let store = match p.status {
+            Some(status) if status < 500 && !p.oversized => Some(Stored {
+                status,
+                headers: p.headers,
+                body: p.body.freeze(),
+            }),
+            _ => None,
+        };
+        let Some(redis) = self.redis.clone() else {
+            match store {
+                Some(resp) => {
+                    if self.store.complete(&p.key, p.token, resp, self.ttl) {
+                        Self::count(ctx, "stored");
+                    }
                 }
+                None => self.store.abort(&p.key, p.token),
             }
-            _ => self.store.abort(&p.key, p.token),
-        }
+            return;
+        };
+        // The response is already on its way to the client: record it without
+        // holding the request up. Until it lands, the key answers 409.
+        let route = ctx.route().map(|r| r.name.to_string()).unwrap_or_default();
+        let (ttl, errors) = (self.ttl, self.errors.clone());
+        tokio::spawn(async move {
+            let r = match store {
+                Some(resp) => {
+                    redis
+                        .complete(&p.key, p.fp, p.token, resp, ttl)
+                        .await
+                        .map(|stored| {
+                            if stored {
+                                METRICS
+                                    .idempotency
+                                    .with_label_values(&[&route, "stored"])
+                                    .inc();
+                            }
+                        })
+                }
+                None => redis.abort(&p.key, p.fp, p.token).await,
+            };
+            if let Err(e) = r {
+                errors.report(&e);
+            }
+        });
     }
 
     /// The replayed response: the stored one, marked.
@@ -391,12 +599,30 @@ impl Plugin for Idempotency {
         h.update(&body);
         let fp: [u8; 32] = h.finalize().into();
         let scoped = format!("{}\u{0}{key}", ctx.consumer.as_deref().unwrap_or(""));
-        match self.store.begin(&scoped, fp, self.ttl) {
+        let begun = match &self.redis {
+            None => self.store.begin(&scoped, fp, self.ttl),
+            Some(r) => match r.begin(&scoped, fp).await {
+                Ok(b) => b,
+                Err(e) => {
+                    self.errors.report(&e);
+                    if self.fail_closed {
+                        return Ok(Flow::Respond(Reply::Problem {
+                            status: 503,
+                            detail: "idempotency records are unavailable; retry later".into(),
+                            headers: vec![(http::header::RETRY_AFTER, HeaderValue::from(1u64))],
+                        }));
+                    }
+                    return Ok(Flow::Continue);
+                }
+            },
+        };
+        match begun {
             Begin::Proceed(token) => {
                 ctx.set_state(
                     self.owner(),
                     Pending {
                         key: scoped,
+                        fp,
                         token,
                         status: None,
                         headers: Vec::new(),
@@ -475,7 +701,17 @@ impl Plugin for Idempotency {
         // Still pending here: the response never completed (error, timeout,
         // client gone). Release the key so the client may retry.
         if let Some(p) = ctx.take_state::<Pending>(self.owner()) {
-            self.store.abort(&p.key, p.token);
+            match self.redis.clone() {
+                None => self.store.abort(&p.key, p.token),
+                Some(r) => {
+                    let errors = self.errors.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = r.abort(&p.key, p.fp, p.token).await {
+                            errors.report(&e);
+                        }
+                    });
+                }
+            }
         }
     }
 
@@ -555,6 +791,31 @@ mod tests {
         tokio::time::advance(Duration::from_secs(61)).await;
         s.expire();
         assert_eq!((s.len(), s.bytes()), (0, 0));
+    }
+
+    #[test]
+    fn redis_encoding_round_trips() {
+        let s = Stored {
+            status: 201,
+            headers: vec![
+                (
+                    HeaderName::from_static("content-type"),
+                    HeaderValue::from_static("application/json"),
+                ),
+                (
+                    HeaderName::from_static("x-id"),
+                    HeaderValue::from_static("a:b"),
+                ),
+            ],
+            body: Bytes::from_static(b"{\"id\":1}\r\n\r\nbinary\x00"),
+        };
+        let fp = hex::encode([9u8; 32]);
+        let d = decode(&encode(&fp, &s)).unwrap();
+        assert_eq!(
+            (d.status, d.headers.clone(), d.body.clone()),
+            (s.status, s.headers, s.body)
+        );
+        assert!(decode(b"Dshort").is_none());
     }
 
     #[test]

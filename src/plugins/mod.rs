@@ -123,6 +123,11 @@ pub trait Plugin: Send + Sync + 'static {
     fn as_request_id(&self) -> Option<&request_id::RequestId> {
         None
     }
+
+    /// The `cache` plugin, whose storage and policy the proxy's cache phases use.
+    fn as_cache(&self) -> Option<&cache::Cache> {
+        None
+    }
 }
 
 /// A compiled plugin with the name it was declared under.
@@ -160,6 +165,17 @@ pub struct BuildCtx<'a> {
 }
 
 impl BuildCtx<'_> {
+    /// The shared Redis connection of `[redis]`, for `backend = "redis"`.
+    pub fn redis(&self, key: &str) -> BuildResult<std::sync::Arc<crate::cluster::Redis>> {
+        let Some(cfg) = &self.config.redis else {
+            return Err(build_error(
+                key,
+                "backend = \"redis\" needs a [redis] table with its url",
+            ));
+        };
+        crate::cluster::shared(cfg).map_err(|e| build_error(key, format!("[redis] {e}")))
+    }
+
     /// A path from the config, resolved against the config file's directory.
     pub fn path(&self, p: &str) -> std::path::PathBuf {
         self.config.resolve(p)
@@ -211,6 +227,11 @@ pub fn fingerprint(cfg: &PluginConfig, config: &Config) -> String {
     };
     let mut h = Sha256::new();
     h.update(format!("{cfg:?}"));
+    let redis_backed = matches!(cfg, PluginConfig::RateLimit(c) if c.backend == crate::config::StateBackend::Redis)
+        || matches!(cfg, PluginConfig::Idempotency(c) if c.backend == crate::config::StateBackend::Redis);
+    if redis_backed {
+        h.update(format!("{:?}", config.redis));
+    }
     for f in files {
         h.update(std::fs::read(config.resolve(f)).unwrap_or_default());
     }

@@ -5,7 +5,7 @@
 //! memory follows the number of *active* keys, not of keys ever seen.
 
 use super::{BuildCtx, BuildError, BuildResult, Flow, Phase, Plugin, Reply};
-use crate::config::{RateLimitConfig, StateBackend};
+use crate::config::{OnBackendError, RateLimitConfig, StateBackend};
 use crate::metrics::METRICS;
 use crate::proxy::RequestCtx;
 use async_trait::async_trait;
@@ -113,6 +113,76 @@ pub struct RateLimit<C: Clock = DefaultClock> {
     interval: Duration,
     limiter: Limiter<C>,
     clock: C,
+    /// With `backend = "redis"`: the shared limiter used instead of `limiter`.
+    redis: Option<RedisGcra>,
+    /// Fail open (`allow`, the default) or closed when Redis fails.
+    fail_open: bool,
+    errors: crate::cluster::ErrorReporter,
+}
+
+/// GCRA evaluated atomically in Redis: the same algorithm as `governor`, with
+/// the theoretical arrival time stored under the key with a TTL, so idle keys
+/// disappear by themselves. Redis's own clock is used, so gateways with skewed
+/// clocks still agree.
+const GCRA: &str = r#"
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tau = interval * (burst - 1)
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+if now < tat - tau then
+  return {0, 0, string.format('%.0f', tat - tau - now)}
+end
+local new_tat = tat + interval
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+return {1, math.floor((now + tau + interval - new_tat) / interval), string.format('%.0f', new_tat - now)}
+"#;
+
+struct RedisGcra {
+    redis: std::sync::Arc<crate::cluster::Redis>,
+    script: redis::Script,
+    /// `tollgate:rl:<plugin>:<definition digest>:` — gateways with the same
+    /// config share buckets; two plugin definitions never collide.
+    prefix: String,
+    interval_us: u64,
+    burst: u32,
+}
+
+impl RedisGcra {
+    async fn check(
+        &self,
+        key: &str,
+    ) -> Result<Result<LimitState, LimitState>, crate::cluster::BackendError> {
+        let k = format!("{}{key}", self.prefix);
+        let (admitted, remaining, micros): (i64, i64, String) = self
+            .redis
+            .eval(
+                &self.script,
+                &[&k],
+                &[
+                    self.interval_us.to_string().as_bytes(),
+                    self.burst.to_string().as_bytes(),
+                ],
+            )
+            .await?;
+        let micros: u64 = micros.parse().unwrap_or(0);
+        let secs = micros / 1_000_000 + u64::from(micros % 1_000_000 > 0);
+        let state = LimitState {
+            limit: self.burst,
+            remaining: remaining.clamp(0, self.burst as i64) as u32,
+            reset: secs,
+        };
+        Ok(if admitted == 1 {
+            Ok(state)
+        } else {
+            Err(LimitState {
+                reset: secs.max(1),
+                ..state
+            })
+        })
+    }
 }
 
 fn secs_ceil(d: Duration) -> u64 {
@@ -147,13 +217,28 @@ impl<C: Clock + Clone> RateLimit<C> {
                 message: "must be at least 1".into(),
             });
         }
-        if c.backend == StateBackend::Redis {
-            errs.push(BuildError {
-                key: "backend".into(),
-                message: "backend \"redis\" is not supported yet by this build of tollgate".into(),
-            });
-        }
         let interval = c.rate.interval();
+        let redis = match c.backend {
+            StateBackend::Local => None,
+            StateBackend::Redis => match bx.redis("backend") {
+                Ok(r) => {
+                    use sha2::Digest;
+                    let digest =
+                        hex::encode(&sha2::Sha256::digest(format!("{c:?}").as_bytes())[..6]);
+                    Some(RedisGcra {
+                        redis: r,
+                        script: redis::Script::new(GCRA),
+                        prefix: format!("tollgate:rl:{}:{digest}:", bx.name),
+                        interval_us: (interval.as_micros() as u64).max(1),
+                        burst,
+                    })
+                }
+                Err(e) => {
+                    errs.extend(e);
+                    None
+                }
+            },
+        };
         let quota = Quota::with_period(interval);
         match (key, nz_burst, quota, errs.is_empty()) {
             (Some(key), Some(b), Some(q), true) => Ok(RateLimit {
@@ -173,6 +258,9 @@ impl<C: Clock + Clone> RateLimit<C> {
                 )
                 .with_middleware::<StateInformationMiddleware>(),
                 clock,
+                redis,
+                fail_open: c.on_backend_error != Some(OnBackendError::Deny),
+                errors: crate::cluster::ErrorReporter::new(bx.name),
             }),
             (_, _, None, true) => Err(super::build_error(
                 "rate",
@@ -253,7 +341,24 @@ where
 
     async fn request(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Flow> {
         let key = self.key.key(session, ctx);
-        match self.check(&key) {
+        let decision = match &self.redis {
+            None => self.check(&key),
+            Some(r) => match r.check(&key).await {
+                Ok(d) => d,
+                Err(e) => {
+                    self.errors.report(&e);
+                    if self.fail_open {
+                        return Ok(Flow::Continue);
+                    }
+                    return Ok(Flow::Respond(Reply::Problem {
+                        status: 503,
+                        detail: "the rate limiter's backend is unavailable".into(),
+                        headers: vec![(http::header::RETRY_AFTER, HeaderValue::from(1u64))],
+                    }));
+                }
+            },
+        };
+        match decision {
             Ok(state) => {
                 ctx.rate_limit = Some(LimitState::merge(ctx.rate_limit, state));
                 Ok(Flow::Continue)
