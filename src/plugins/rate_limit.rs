@@ -294,6 +294,17 @@ impl<C: Clock + Clone> RateLimit<C> {
         }
     }
 
+    /// Check one request under `key` on the configured backend (local or Redis).
+    pub async fn decide(
+        &self,
+        key: &str,
+    ) -> Result<Result<LimitState, LimitState>, crate::cluster::BackendError> {
+        match &self.redis {
+            None => Ok(self.check(key)),
+            Some(r) => r.check(key).await,
+        }
+    }
+
     /// Number of keys held (for tests and benches).
     pub fn keys(&self) -> usize {
         self.limiter.len()
@@ -341,22 +352,19 @@ where
 
     async fn request(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Flow> {
         let key = self.key.key(session, ctx);
-        let decision = match &self.redis {
-            None => self.check(&key),
-            Some(r) => match r.check(&key).await {
-                Ok(d) => d,
-                Err(e) => {
-                    self.errors.report(&e);
-                    if self.fail_open {
-                        return Ok(Flow::Continue);
-                    }
-                    return Ok(Flow::Respond(Reply::Problem {
-                        status: 503,
-                        detail: "the rate limiter's backend is unavailable".into(),
-                        headers: vec![(http::header::RETRY_AFTER, HeaderValue::from(1u64))],
-                    }));
+        let decision = match self.decide(&key).await {
+            Ok(d) => d,
+            Err(e) => {
+                self.errors.report(&e);
+                if self.fail_open {
+                    return Ok(Flow::Continue);
                 }
-            },
+                return Ok(Flow::Respond(Reply::Problem {
+                    status: 503,
+                    detail: "the rate limiter's backend is unavailable".into(),
+                    headers: vec![(http::header::RETRY_AFTER, HeaderValue::from(1u64))],
+                }));
+            }
         };
         match decision {
             Ok(state) => {
