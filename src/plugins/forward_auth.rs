@@ -1,23 +1,874 @@
-//! `forward_auth`: under construction.
+//! `forward_auth`: before a request is forwarded, ask an external service
+//! (fraud screening, KYC, an identity provider) whether it may pass.
+//!
+//! The call has Traefik's ForwardAuth shape: `GET <url>` carrying what the
+//! service needs to decide (`X-Forwarded-Method`, `-Uri`, `-Host`, `-Proto`,
+//! `-For`, `X-Request-Id`) plus the client headers named in `forward_headers`.
+//! Its 2xx lets the request through with `copy_response_headers` copied onto
+//! the upstream request; its 401/403 goes back to the client; anything else
+//! fails closed (503) unless `on_error = "allow"`.
+//!
+//! Calls go through a pooled Pingora HTTP connector (one pool per plugin
+//! instance, surviving reloads with it) and a small circuit breaker: after
+//! [`BREAKER_FAILURES`] consecutive failures the service is left alone for
+//! [`BREAKER_COOL_DOWN`], during which `on_error` applies at once; then one
+//! probe call decides whether it closes again.
 
-use super::{BuildCtx, BuildResult, Phase, Plugin};
+use super::{auth, BuildCtx, BuildError, BuildResult, Flow, Phase, Plugin, Reply};
 use crate::config::ForwardAuthConfig;
+use crate::metrics::METRICS;
+use crate::proxy::RequestCtx;
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HOST, WWW_AUTHENTICATE};
+use http::{HeaderName, HeaderValue, Method};
+use pingora::connectors::http::Connector;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::Session;
+use pingora::{Error, ErrorType};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-pub struct ForwardAuth;
+/// Consecutive failures of the auth service that open the breaker.
+pub const BREAKER_FAILURES: u32 = 5;
+/// How long an open breaker keeps calls away from the auth service.
+pub const BREAKER_COOL_DOWN: Duration = Duration::from_secs(10);
+/// Largest auth-service response body read (a 401/403 body passed to the
+/// client, or a 2xx body drained so the connection can be reused).
+const MAX_BODY: usize = 16 << 10;
+/// How long an idle pooled connection to the auth service is kept.
+const POOL_IDLE: Duration = Duration::from_secs(60);
+/// Ticks (about a second each) between two DNS lookups of a named auth host.
+const RESOLVE_EVERY_TICKS: u32 = 30;
+
+/// Headers the gateway writes on the auth call itself: `forward_headers`
+/// cannot name them (a client must not choose what the service is told).
+const CALL_RESERVED: &[&str] = &[
+    "host",
+    "x-forwarded-method",
+    "x-forwarded-uri",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-for",
+    "x-request-id",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "expect",
+];
+
+/// Headers `copy_response_headers` cannot name: framing, hop-by-hop, and the
+/// forwarding headers the gateway itself sets upstream.
+const COPY_RESERVED: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+];
+
+pub struct ForwardAuth {
+    name: String,
+    connector: Connector,
+    peer: ArcSwap<HttpPeer>,
+    /// The auth host when it is a name to re-resolve (not an IP literal).
+    dns_name: Option<(String, u16)>,
+    ticks: AtomicU32,
+    host_header: HeaderValue,
+    path: String,
+    timeout: Duration,
+    forward_headers: Vec<HeaderName>,
+    copy_response_headers: Vec<HeaderName>,
+    allow_on_error: bool,
+    breaker: Breaker,
+}
+
+struct Target {
+    tls: bool,
+    host: String,
+    port: u16,
+    authority: String,
+    path: String,
+}
+
+fn parse_url(url: &str) -> Result<Target, String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => {
+            return Err(format!(
+                "{url:?}: the URL must start with http:// or https://"
+            ))
+        }
+    };
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("{url:?}: the URL has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "{url:?}: credentials in the URL are not supported; forward them with forward_headers"
+        ));
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    if host.is_empty() {
+        return Err(format!("{url:?}: the URL has no host"));
+    }
+    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .filter(|p| !p.is_empty())
+        .unwrap_or("/")
+        .to_string();
+    Ok(Target {
+        tls,
+        host,
+        port,
+        authority: authority.as_str().to_string(),
+        path,
+    })
+}
+
+fn names(
+    key: &str,
+    list: &[String],
+    reserved: &[&str],
+    errs: &mut Vec<BuildError>,
+) -> Vec<HeaderName> {
+    let mut out: Vec<HeaderName> = Vec::new();
+    for (i, n) in list.iter().enumerate() {
+        match HeaderName::try_from(n.as_str()) {
+            Ok(h) if reserved.contains(&h.as_str()) => errs.push(BuildError {
+                key: format!("{key}[{i}]"),
+                message: format!("{n:?} is set by the gateway and cannot be listed here"),
+            }),
+            Ok(h) => {
+                if !out.contains(&h) {
+                    out.push(h);
+                }
+            }
+            Err(_) => errs.push(BuildError {
+                key: format!("{key}[{i}]"),
+                message: format!("invalid header name {n:?}"),
+            }),
+        }
+    }
+    out
+}
+
+fn make_peer(addr: SocketAddr, t_tls: bool, sni: &str, timeout: Duration) -> HttpPeer {
+    let mut peer = HttpPeer::new(addr, t_tls, sni.to_string());
+    let o = &mut peer.options;
+    o.connection_timeout = Some(timeout);
+    o.total_connection_timeout = Some(timeout);
+    o.read_timeout = Some(timeout);
+    o.write_timeout = Some(timeout);
+    o.idle_timeout = Some(POOL_IDLE);
+    peer
+}
 
 impl ForwardAuth {
-    pub fn new(_c: &ForwardAuthConfig, _bx: &BuildCtx<'_>) -> BuildResult<Self> {
-        Err(super::build_error(
-            "",
-            "plugin type \"forward_auth\" is not supported yet by this build of tollgate",
-        ))
+    pub fn new(c: &ForwardAuthConfig, bx: &BuildCtx<'_>) -> BuildResult<Self> {
+        let mut errs = Vec::new();
+        let target = match parse_url(&c.url) {
+            Ok(t) => Some(t),
+            Err(message) => {
+                errs.push(BuildError {
+                    key: "url".into(),
+                    message,
+                });
+                None
+            }
+        };
+        let addr =
+            target
+                .as_ref()
+                .and_then(|t| match (t.host.as_str(), t.port).to_socket_addrs() {
+                    Ok(mut a) => a.next().or_else(|| {
+                        errs.push(BuildError {
+                            key: "url".into(),
+                            message: format!("{:?} resolves to no address", t.host),
+                        });
+                        None
+                    }),
+                    Err(e) => {
+                        errs.push(BuildError {
+                            key: "url".into(),
+                            message: format!("cannot resolve {:?}: {e}", t.host),
+                        });
+                        None
+                    }
+                });
+        if c.timeout.0.is_zero() {
+            errs.push(BuildError {
+                key: "timeout".into(),
+                message: "timeout must be more than 0".into(),
+            });
+        }
+        let allow_on_error = match c.on_error.as_deref() {
+            None | Some("deny") => false,
+            Some("allow") => true,
+            Some(other) => {
+                errs.push(BuildError {
+                    key: "on_error".into(),
+                    message: format!("on_error must be \"deny\" or \"allow\", not {other:?}"),
+                });
+                false
+            }
+        };
+        let forward_headers = names(
+            "forward_headers",
+            &c.forward_headers,
+            CALL_RESERVED,
+            &mut errs,
+        );
+        let copy_response_headers = names(
+            "copy_response_headers",
+            &c.copy_response_headers,
+            COPY_RESERVED,
+            &mut errs,
+        );
+        let host_header = target
+            .as_ref()
+            .and_then(|t| HeaderValue::from_str(&t.authority).ok());
+        let (Some(t), Some(addr), Some(host_header), true) =
+            (target, addr, host_header, errs.is_empty())
+        else {
+            return Err(errs);
+        };
+        let dns_name = t
+            .host
+            .parse::<std::net::IpAddr>()
+            .is_err()
+            .then(|| (t.host.clone(), t.port));
+        Ok(ForwardAuth {
+            name: bx.name.to_string(),
+            connector: Connector::new(None),
+            peer: ArcSwap::from_pointee(make_peer(addr, t.tls, &t.host, c.timeout.0)),
+            dns_name,
+            ticks: AtomicU32::new(0),
+            host_header,
+            path: t.path,
+            timeout: c.timeout.0,
+            forward_headers,
+            copy_response_headers,
+            allow_on_error,
+            breaker: Breaker::new(BREAKER_FAILURES, BREAKER_COOL_DOWN),
+        })
     }
+
+    /// The request sent to the auth service for this client request.
+    fn auth_request(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<RequestHeader> {
+        let request_id = ctx.request_id().to_string();
+        let client = session.req_header();
+        let mut req = RequestHeader::build(
+            Method::GET,
+            self.path.as_bytes(),
+            Some(8 + self.forward_headers.len()),
+        )?;
+        req.insert_header(HOST, self.host_header.clone())?;
+        req.insert_header("x-forwarded-method", client.method.as_str())?;
+        let mut uri = ctx.path.clone().unwrap_or_else(|| "/".into());
+        if let Some(q) = client.uri.query() {
+            uri.push('?');
+            uri.push_str(q);
+        }
+        req.insert_header("x-forwarded-uri", uri)?;
+        if let Some(h) = client.headers.get(HOST).cloned().or_else(|| {
+            client
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        }) {
+            req.insert_header("x-forwarded-host", h)?;
+        }
+        let tls = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .is_some();
+        req.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+        if let Some(ip) = ctx.client_ip {
+            req.insert_header("x-forwarded-for", ip.to_string())?;
+        }
+        req.insert_header("x-request-id", request_id)?;
+        for n in &self.forward_headers {
+            for v in client.headers.get_all(n) {
+                req.append_header(n.clone(), v.clone())?;
+            }
+        }
+        Ok(req)
+    }
+
+    /// One call: a pooled connection, the request, the response head and a
+    /// bounded body. A pooled connection the service had already closed gets
+    /// one more try on a fresh one.
+    async fn call(&self, req: &RequestHeader) -> pingora::Result<Answer> {
+        let peer = self.peer.load_full();
+        let mut retried = false;
+        loop {
+            let (mut s, reused) = self.connector.get_http_session(&*peer).await?;
+            match exchange(&mut s, req.clone()).await {
+                Ok(answer) => {
+                    if answer.complete {
+                        self.connector
+                            .release_http_session(s, &*peer, Some(POOL_IDLE))
+                            .await;
+                    }
+                    return Ok(answer);
+                }
+                Err(e) if reused && !retried && !is_timeout(&e) => retried = true,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The service failed (`reason`): 503, or on with the request when
+    /// `on_error = "allow"`. Counted either way.
+    fn failed(&self, ctx: &RequestCtx, reason: &'static str, retry_after: Duration) -> Flow {
+        if self.allow_on_error {
+            let route = ctx.route().map(|r| &*r.name).unwrap_or("");
+            METRICS
+                .auth_failures
+                .with_label_values(&[route, &self.name, reason])
+                .inc();
+            tracing::warn!(
+                target: "tollgate::auth",
+                request_id = ctx.request_id.as_deref().unwrap_or(""),
+                route,
+                plugin = &*self.name,
+                reason,
+                "authorization service failed; request let through (on_error = \"allow\")"
+            );
+            return Flow::Continue;
+        }
+        auth::count_failure(ctx, &self.name, reason);
+        let detail = match reason {
+            "auth_service_timeout" => "the authorization service did not answer in time",
+            _ => "the authorization service is unavailable",
+        };
+        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        auth::refuse(
+            503,
+            detail,
+            vec![(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)))],
+        )
+    }
+
+    /// The service's 401/403 for the client: its status and challenge, and its
+    /// body when it is small JSON (problem+json included); otherwise a problem.
+    fn denied(&self, answer: Answer, head_only: bool) -> Flow {
+        let status = answer.header.status.as_u16();
+        let challenges: Vec<(HeaderName, HeaderValue)> = answer
+            .header
+            .headers
+            .get_all(WWW_AUTHENTICATE)
+            .iter()
+            .map(|v| (WWW_AUTHENTICATE, v.clone()))
+            .collect();
+        let content_type = answer
+            .header
+            .headers
+            .get(CONTENT_TYPE)
+            .filter(|ct| is_json(ct));
+        if let (Some(ct), true, false, false) = (
+            content_type,
+            answer.complete,
+            answer.body.is_empty(),
+            head_only,
+        ) {
+            if let Ok(mut resp) = ResponseHeader::build(status, Some(4 + challenges.len())) {
+                let _ = resp.insert_header(CONTENT_TYPE, ct.clone());
+                let _ = resp.insert_header(CONTENT_LENGTH, answer.body.len());
+                let _ = resp.insert_header(CACHE_CONTROL, "no-store");
+                for (n, v) in challenges {
+                    let _ = resp.append_header(n, v);
+                }
+                return Flow::Respond(Reply::Raw {
+                    header: Box::new(resp),
+                    body: answer.body,
+                });
+            }
+        }
+        auth::refuse(
+            status,
+            "the authorization service denied the request",
+            challenges,
+        )
+    }
+}
+
+/// `application/json`, `application/problem+json` or another `+json` type.
+fn is_json(ct: &HeaderValue) -> bool {
+    let Ok(ct) = ct.to_str() else { return false };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+fn is_timeout(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+    )
+}
+
+/// What the auth service answered.
+struct Answer {
+    header: Box<ResponseHeader>,
+    /// Empty when the body was larger than [`MAX_BODY`].
+    body: Bytes,
+    /// The whole response was read (the connection may go back to the pool).
+    complete: bool,
+}
+
+async fn exchange(
+    s: &mut pingora::protocols::http::client::HttpSession,
+    req: RequestHeader,
+) -> pingora::Result<Answer> {
+    s.write_request_header(Box::new(req)).await?;
+    s.finish_request_body().await?;
+    s.read_response_header().await?;
+    // Informational answers (100, 103) come before the real one.
+    let mut informational = 0;
+    while s
+        .response_header()
+        .is_some_and(|h| h.status.is_informational())
+    {
+        informational += 1;
+        if informational > 4 {
+            return Error::e_explain(
+                ErrorType::InvalidHTTPHeader,
+                "too many informational responses",
+            );
+        }
+        s.read_response_header().await?;
+    }
+    let header = match s.response_header() {
+        Some(h) => Box::new(h.clone()),
+        None => return Error::e_explain(ErrorType::InvalidHTTPHeader, "no response header"),
+    };
+    let mut body = BytesMut::new();
+    while let Some(chunk) = s.read_response_body().await? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Ok(Answer {
+                header,
+                body: Bytes::new(),
+                complete: false,
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Answer {
+        header,
+        body: body.freeze(),
+        complete: true,
+    })
 }
 
 #[async_trait]
 impl Plugin for ForwardAuth {
     fn phase(&self) -> Phase {
         Phase::Auth
+    }
+
+    async fn request(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Flow> {
+        let permit = match self.breaker.admit(Instant::now()) {
+            Ok(p) => p,
+            Err(wait) => return Ok(self.failed(ctx, "breaker_open", wait)),
+        };
+        let req = self.auth_request(session, ctx)?;
+        let answer = match tokio::time::timeout(self.timeout, self.call(&req)).await {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => {
+                permit.finish(false, Instant::now());
+                let reason = if is_timeout(&e) {
+                    "auth_service_timeout"
+                } else {
+                    "auth_service_error"
+                };
+                tracing::warn!(
+                    target: "tollgate::auth",
+                    request_id = ctx.request_id.as_deref().unwrap_or(""),
+                    plugin = &*self.name,
+                    error = e.etype().as_str(),
+                    "authorization service call failed"
+                );
+                return Ok(self.failed(ctx, reason, Duration::from_secs(1)));
+            }
+            Err(_) => {
+                permit.finish(false, Instant::now());
+                return Ok(self.failed(ctx, "auth_service_timeout", Duration::from_secs(1)));
+            }
+        };
+        let status = answer.header.status.as_u16();
+        match status {
+            200..=299 => {
+                permit.finish(true, Instant::now());
+                for n in &self.copy_response_headers {
+                    let values: Vec<&[u8]> = answer
+                        .header
+                        .headers
+                        .get_all(n)
+                        .iter()
+                        .map(|v| v.as_bytes())
+                        .collect();
+                    if values.is_empty() {
+                        continue;
+                    }
+                    if let Ok(v) = HeaderValue::from_bytes(&values.join(&b", "[..])) {
+                        ctx.upstream_headers.push((n.clone(), v));
+                    }
+                }
+                Ok(Flow::Continue)
+            }
+            401 | 403 => {
+                permit.finish(true, Instant::now());
+                auth::count_failure(ctx, &self.name, "denied");
+                let head_only = session.req_header().method == Method::HEAD;
+                Ok(self.denied(answer, head_only))
+            }
+            _ => {
+                permit.finish(false, Instant::now());
+                Ok(self.failed(ctx, "auth_service_error", Duration::from_secs(1)))
+            }
+        }
+    }
+
+    fn upstream_request(&self, req: &mut RequestHeader, _ctx: &RequestCtx) -> pingora::Result<()> {
+        // Only the auth service speaks for these headers; what it sent is put
+        // back from `ctx.upstream_headers` after every plugin has run.
+        for n in &self.copy_response_headers {
+            req.remove_header(n);
+        }
+        Ok(())
+    }
+
+    async fn tick(&self) {
+        let Some((host, port)) = &self.dns_name else {
+            return;
+        };
+        if self.ticks.fetch_add(1, Ordering::Relaxed) % RESOLVE_EVERY_TICKS
+            != RESOLVE_EVERY_TICKS - 1
+        {
+            return;
+        }
+        // The last good address is kept when a lookup fails.
+        let Ok(mut addrs) = tokio::net::lookup_host((host.as_str(), *port)).await else {
+            return;
+        };
+        let Some(addr) = addrs.next() else { return };
+        let current = self.peer.load();
+        if current._address.as_inet() != Some(&addr) {
+            let peer = make_peer(addr, current.is_tls(), host, self.timeout);
+            self.peer.store(Arc::new(peer));
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The breaker: closed → (N consecutive failures) → open → (cool-down) →
+// half-open, where one probe decides: success closes, failure reopens.
+// Time is passed in, so tests drive it without sleeping.
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Closed { failures: u32 },
+    Open { until: Instant },
+    HalfOpen { probing: bool },
+}
+
+pub struct Breaker {
+    state: Mutex<State>,
+    threshold: u32,
+    cool_down: Duration,
+}
+
+/// Leave to make one call; report its outcome with [`Permit::finish`]. A
+/// permit dropped unfinished (the client went away) reports nothing, and a
+/// half-open breaker lets the next call probe instead.
+pub struct Permit<'a> {
+    breaker: &'a Breaker,
+    probe: bool,
+    finished: bool,
+}
+
+impl Breaker {
+    pub fn new(threshold: u32, cool_down: Duration) -> Self {
+        Breaker {
+            state: Mutex::new(State::Closed { failures: 0 }),
+            threshold: threshold.max(1),
+            cool_down,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A permit, or how long until calls are tried again.
+    pub fn admit(&self, now: Instant) -> Result<Permit<'_>, Duration> {
+        let mut st = self.lock();
+        let probe = match *st {
+            State::Closed { .. } => false,
+            State::Open { until } if now < until => return Err(until - now),
+            State::Open { .. } | State::HalfOpen { probing: false } => {
+                *st = State::HalfOpen { probing: true };
+                true
+            }
+            State::HalfOpen { probing: true } => return Err(Duration::from_secs(1)),
+        };
+        Ok(Permit {
+            breaker: self,
+            probe,
+            finished: false,
+        })
+    }
+
+    pub fn is_open(&self, now: Instant) -> bool {
+        match *self.lock() {
+            State::Closed { .. } => false,
+            State::Open { until } => now < until,
+            State::HalfOpen { probing } => probing,
+        }
+    }
+}
+
+impl Permit<'_> {
+    pub fn finish(mut self, ok: bool, now: Instant) {
+        self.finished = true;
+        let b = self.breaker;
+        let mut st = b.lock();
+        *st = match (*st, self.probe, ok) {
+            (State::HalfOpen { .. }, true, true) => State::Closed { failures: 0 },
+            (State::HalfOpen { .. }, true, false) => State::Open {
+                until: now + b.cool_down,
+            },
+            (State::Closed { .. }, _, true) => State::Closed { failures: 0 },
+            (State::Closed { failures }, _, false) if failures + 1 >= b.threshold => State::Open {
+                until: now + b.cool_down,
+            },
+            (State::Closed { failures }, _, false) => State::Closed {
+                failures: failures + 1,
+            },
+            // A call admitted before the breaker opened says nothing new.
+            (s, _, _) => s,
+        };
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if self.probe && !self.finished {
+            let mut st = self.breaker.lock();
+            if *st == (State::HalfOpen { probing: true }) {
+                *st = State::HalfOpen { probing: false };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Dur;
+
+    fn build(c: &ForwardAuthConfig) -> BuildResult<ForwardAuth> {
+        let config = crate::config::load_str(
+            "[upstreams.u]\ntargets = [\"127.0.0.1:1\"]\n[[routes]]\nname = \"r\"\nupstream = \"u\"\n",
+            None,
+            std::path::Path::new("."),
+        )
+        .expect("minimal config");
+        ForwardAuth::new(
+            c,
+            &BuildCtx {
+                name: "fa",
+                config: &config,
+            },
+        )
+    }
+
+    fn cfg(url: &str) -> ForwardAuthConfig {
+        ForwardAuthConfig {
+            url: url.into(),
+            timeout: Dur::millis(200),
+            forward_headers: vec![],
+            copy_response_headers: vec![],
+            on_error: None,
+        }
+    }
+
+    fn keys(r: BuildResult<ForwardAuth>) -> Vec<String> {
+        match r {
+            Ok(_) => panic!("expected build errors"),
+            Err(e) => e.into_iter().map(|e| e.key).collect(),
+        }
+    }
+
+    #[test]
+    fn urls() {
+        let t = parse_url("https://auth.internal:8443/check?x=1").unwrap();
+        assert!(t.tls);
+        assert_eq!((t.host.as_str(), t.port), ("auth.internal", 8443));
+        assert_eq!(t.path, "/check?x=1");
+        assert_eq!(t.authority, "auth.internal:8443");
+        let t = parse_url("http://127.0.0.1").unwrap();
+        assert_eq!((t.port, t.path.as_str()), (80, "/"));
+        let t = parse_url("http://[::1]:9000/a").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("::1", 9000));
+        for bad in [
+            "ftp://x/",
+            "127.0.0.1:80/check",
+            "/check",
+            "http://u:p@host/",
+            "not a url",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad} accepted");
+        }
+    }
+
+    #[test]
+    fn build_errors_name_their_key() {
+        let mut c = cfg("gopher://x");
+        c.timeout = Dur::millis(0);
+        c.on_error = Some("maybe".into());
+        c.forward_headers = vec![
+            "authorization".into(),
+            "x-forwarded-for".into(),
+            "bad name".into(),
+        ];
+        c.copy_response_headers = vec!["x-user".into(), "content-length".into()];
+        assert_eq!(
+            keys(build(&c)),
+            [
+                "url",
+                "timeout",
+                "on_error",
+                "forward_headers[1]",
+                "forward_headers[2]",
+                "copy_response_headers[1]"
+            ]
+        );
+        let mut ok = cfg("http://127.0.0.1:9/auth");
+        ok.on_error = Some("allow".into());
+        ok.forward_headers = vec!["Authorization".into(), "authorization".into()];
+        let fa = build(&ok).unwrap_or_else(|_| panic!("valid config refused"));
+        assert!(fa.allow_on_error);
+        assert_eq!(fa.forward_headers.len(), 1);
+        assert!(fa.dns_name.is_none());
+        ok.on_error = Some("deny".into());
+        assert!(
+            !build(&ok)
+                .unwrap_or_else(|_| panic!("deny refused"))
+                .allow_on_error
+        );
+    }
+
+    #[test]
+    fn json_content_types() {
+        for (ct, json) in [
+            ("application/json", true),
+            ("application/problem+json; charset=utf-8", true),
+            ("Application/JSON", true),
+            ("text/html", false),
+            ("application/jsonx", false),
+            ("text/plain+json", false),
+        ] {
+            assert_eq!(is_json(&HeaderValue::from_static(ct)), json, "{ct}");
+        }
+    }
+
+    #[test]
+    fn breaker_opens_after_consecutive_failures_and_probes_after_the_cool_down() {
+        let b = Breaker::new(3, Duration::from_secs(10));
+        let t0 = Instant::now();
+        // Successes reset the count: failures must be consecutive.
+        b.admit(t0).unwrap().finish(false, t0);
+        b.admit(t0).unwrap().finish(false, t0);
+        b.admit(t0).unwrap().finish(true, t0);
+        b.admit(t0).unwrap().finish(false, t0);
+        b.admit(t0).unwrap().finish(false, t0);
+        assert!(!b.is_open(t0));
+        b.admit(t0).unwrap().finish(false, t0);
+        assert!(b.is_open(t0));
+
+        let t1 = t0 + Duration::from_secs(4);
+        assert_eq!(b.admit(t1).err(), Some(Duration::from_secs(6)));
+
+        // After the cool-down one probe goes through; others wait for it.
+        let t2 = t0 + Duration::from_secs(10);
+        let probe = b.admit(t2).unwrap();
+        assert!(b.admit(t2).is_err());
+        probe.finish(false, t2);
+        assert!(b.admit(t2 + Duration::from_secs(9)).is_err());
+
+        let t3 = t2 + Duration::from_secs(10);
+        let probe = b.admit(t3).unwrap();
+        probe.finish(true, t3);
+        assert!(!b.is_open(t3));
+        assert!(b.admit(t3).is_ok());
+        // Closed again: it takes `threshold` new failures to reopen.
+        b.admit(t3).unwrap().finish(false, t3);
+        b.admit(t3).unwrap().finish(false, t3);
+        assert!(b.admit(t3).is_ok());
+    }
+
+    #[test]
+    fn an_abandoned_probe_lets_the_next_call_probe() {
+        let b = Breaker::new(1, Duration::from_secs(10));
+        let t0 = Instant::now();
+        b.admit(t0).unwrap().finish(false, t0);
+        let t1 = t0 + Duration::from_secs(10);
+        let probe = b.admit(t1).unwrap();
+        assert!(b.admit(t1).is_err());
+        drop(probe);
+        let probe = b.admit(t1).unwrap();
+        probe.finish(true, t1);
+        assert!(!b.is_open(t1));
+    }
+
+    #[test]
+    fn late_results_of_calls_admitted_before_the_trip_change_nothing() {
+        let b = Breaker::new(1, Duration::from_secs(10));
+        let t0 = Instant::now();
+        let early = b.admit(t0).unwrap();
+        b.admit(t0).unwrap().finish(false, t0);
+        assert!(b.is_open(t0));
+        early.finish(true, t0);
+        assert!(b.is_open(t0));
     }
 }

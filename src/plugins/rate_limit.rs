@@ -168,7 +168,7 @@ impl RedisGcra {
             )
             .await?;
         let micros: u64 = micros.parse().unwrap_or(0);
-        let secs = micros / 1_000_000 + u64::from(micros % 1_000_000 > 0);
+        let secs = micros.div_ceil(1_000_000);
         let state = LimitState {
             limit: self.burst,
             remaining: remaining.clamp(0, self.burst as i64) as u32,
