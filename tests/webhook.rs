@@ -832,3 +832,50 @@ async fn doc_example_runs() {
     refused(&a, 409, &up, hits, "doc: github passes once");
     assert!(!gw.logs().contains(stripe_secret));
 }
+
+#[tokio::test]
+async fn a_webhook_the_upstream_failed_is_not_a_replay_when_retried() {
+    let up = TestUpstream::start("up").await;
+    let tail = "[[routes]]\nname = \"stripe-bare\"\nupstream = \"up\"\npath = \"/bare\"\nstrip_prefix = \"/bare\"\nplugins = [\"stripe\"]\n";
+    let gw = Gateway::builder(&config(up.addr(), "", tail))
+        .env("TEST_SW_SECRET", &sw_secret())
+        .start()
+        .await;
+    let c = gw.client();
+    let body = br#"{"id":"evt_retry","type":"payment_intent.succeeded"}"#;
+    let sig = stripe_header(STRIPE_NEW, now(), body);
+    let headers = [("stripe-signature", sig.as_str())];
+
+    // The upstream fails the first delivery: the sender will retry it.
+    let first = post(&c, &gw.url("/bare/status/503"), &headers, body.to_vec()).await;
+    assert_eq!(first.status, 503);
+    let retry = post(&c, &gw.url("/bare/status/503"), &headers, body.to_vec()).await;
+    assert_eq!(
+        retry.status, 503,
+        "a retry of an undelivered webhook is forwarded, not a 409"
+    );
+    assert_eq!(up.hits(), 2);
+
+    // Delivered once (2xx): now the same webhook is a replay.
+    let sig = stripe_header(STRIPE_NEW, now(), b"{\"id\":\"evt_ok\"}");
+    let headers = [("stripe-signature", sig.as_str())];
+    assert_eq!(
+        post(
+            &c,
+            &gw.url("/bare/ok"),
+            &headers,
+            &b"{\"id\":\"evt_ok\"}"[..]
+        )
+        .await
+        .status,
+        200
+    );
+    let replay = post(
+        &c,
+        &gw.url("/bare/ok"),
+        &headers,
+        &b"{\"id\":\"evt_ok\"}"[..],
+    )
+    .await;
+    refused(&replay, 409, &up, 3, "a delivered webhook sent again");
+}

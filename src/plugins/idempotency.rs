@@ -572,7 +572,7 @@ impl Plugin for Idempotency {
         };
         let method = req.method.clone();
         let query = req.uri.query().map(str::to_string);
-        let body = match read_body(session, ctx.rt.limits.max_request_body).await {
+        let body = match read_body(session, ctx).await {
             Ok(b) => b,
             Err(BodyError::TooLarge) => {
                 return Ok(Flow::problem(
@@ -581,6 +581,12 @@ impl Plugin for Idempotency {
                         "requests with an idempotency key are limited to {} bytes",
                         super::MAX_BUFFERED_BODY.min(ctx.rt.limits.max_request_body)
                     ),
+                ))
+            }
+            Err(BodyError::Timeout) => {
+                return Ok(Flow::problem(
+                    408,
+                    "the request body was not received in time",
                 ))
             }
             Err(BodyError::Broken) => {

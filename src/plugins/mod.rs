@@ -250,42 +250,83 @@ pub const MAX_BUFFERED_BODY: u64 = 64 * 1024;
 /// Why a whole request body could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyError {
-    /// Larger than `limit` (or than what can be replayed to the upstream).
+    /// Larger than what can be replayed to the upstream (or `max_request_body`).
     TooLarge,
+    /// Not received within the request's deadline.
+    Timeout,
     /// The client went away or sent a broken body.
     Broken,
 }
 
-/// Read the whole request body before the upstream is contacted; Pingora then
-/// sends exactly these bytes upstream (from its retry buffer). Bodies larger
-/// than `min(limit, MAX_BUFFERED_BODY)` are refused before anything is forwarded.
-pub async fn read_body(session: &mut Session, limit: u64) -> Result<Bytes, BodyError> {
-    let limit = limit.min(MAX_BUFFERED_BODY);
-    let declared = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(BodyError::TooLarge);
-    }
-    session.as_mut().enable_retry_buffering();
+enum BodyRead {
+    Complete(bytes::BytesMut),
+    /// Over the limit; `drained` when the rest was read (and dropped) to its
+    /// end, so that the connection can carry the refusal cleanly.
+    TooLarge {
+        drained: bool,
+    },
+}
+
+async fn read_to_limit(
+    session: &mut Session,
+    limit: u64,
+    max_total: u64,
+) -> pingora::Result<BodyRead> {
     let mut body = bytes::BytesMut::new();
-    loop {
-        match session.read_request_body().await {
-            Ok(Some(chunk)) => {
-                if (body.len() + chunk.len()) as u64 > limit {
-                    return Err(BodyError::TooLarge);
+    while let Some(chunk) = session.read_request_body().await? {
+        if (body.len() + chunk.len()) as u64 > limit {
+            let mut total = (body.len() + chunk.len()) as u64;
+            drop(body);
+            while total <= max_total {
+                match session.read_request_body().await {
+                    Ok(Some(c)) => total += c.len() as u64,
+                    Ok(None) => return Ok(BodyRead::TooLarge { drained: true }),
+                    Err(_) => break,
                 }
-                body.extend_from_slice(&chunk);
             }
-            Ok(None) => break,
-            Err(_) => return Err(BodyError::Broken),
+            return Ok(BodyRead::TooLarge { drained: false });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(BodyRead::Complete(body))
+}
+
+/// Read the whole request body before the upstream is contacted; Pingora then
+/// sends exactly these bytes upstream (from its retry buffer, on HTTP/1 and
+/// HTTP/2 alike). A body larger than `min(max_request_body, MAX_BUFFERED_BODY)`
+/// is refused before anything is forwarded; its rest is read and dropped (up to
+/// `max_request_body`, within the request's deadline) so that the refusal
+/// reaches a client that is still sending, or the connection is closed after it.
+pub async fn read_body(session: &mut Session, ctx: &RequestCtx) -> Result<Bytes, BodyError> {
+    let max_total = ctx.rt.limits.max_request_body;
+    let limit = MAX_BUFFERED_BODY.min(max_total);
+    session.as_mut().enable_retry_buffering();
+    let remaining = ctx
+        .rt
+        .limits
+        .request_timeout
+        .saturating_sub(ctx.start.elapsed());
+    match tokio::time::timeout(remaining, read_to_limit(session, limit, max_total)).await {
+        Ok(Ok(BodyRead::Complete(b))) => {
+            // The retry buffer must hold the body whole, or the upstream would
+            // get a request without it.
+            if session.as_ref().retry_buffer_truncated() {
+                session.set_keepalive(None);
+                Err(BodyError::TooLarge)
+            } else {
+                Ok(b.freeze())
+            }
+        }
+        Ok(Ok(BodyRead::TooLarge { drained })) => {
+            if !drained {
+                session.set_keepalive(None);
+            }
+            Err(BodyError::TooLarge)
+        }
+        Ok(Err(_)) => Err(BodyError::Broken),
+        Err(_) => {
+            session.set_keepalive(None);
+            Err(BodyError::Timeout)
         }
     }
-    if session.as_ref().retry_buffer_truncated() {
-        return Err(BodyError::TooLarge);
-    }
-    Ok(body.freeze())
 }

@@ -250,6 +250,15 @@ impl Seen {
         true
     }
 
+    /// Forget `keys`, so that the sender may deliver the webhook again.
+    fn forget(&mut self, keys: &[[u8; 32]]) {
+        for k in keys {
+            if let Some((exp, seq)) = self.by_key.remove(k) {
+                self.by_expiry.remove(&(exp, seq, *k));
+            }
+        }
+    }
+
     fn len(&self) -> usize {
         self.by_key.len()
     }
@@ -614,6 +623,10 @@ impl WebhookSignature {
         }
     }
 
+    fn owner(&self) -> usize {
+        self as *const Self as usize
+    }
+
     /// Reads and checks everything the headers carry: signatures, timestamp
     /// (against the tolerance), ids.
     fn presented(&self, h: &HeaderMap, now: i64) -> Result<Presented, Refusal> {
@@ -812,43 +825,6 @@ fn count_result(ctx: &RequestCtx, result: &str) {
         .inc();
 }
 
-enum BodyRead {
-    Complete(Vec<u8>),
-    /// Over the limit; `drained` when the rest was read (and dropped) up to
-    /// its end, so the connection can carry the refusal cleanly.
-    TooLarge {
-        drained: bool,
-    },
-}
-
-/// Reads the whole body (the retry buffer keeps a copy for the upstream). Past
-/// `limit`, the rest is read and dropped, as far as `max_total`
-/// (`max_request_body`, which the proxy already enforces on declared lengths),
-/// so that the refusal reaches a client that is still sending.
-async fn read_body(
-    session: &mut Session,
-    limit: usize,
-    max_total: u64,
-) -> pingora::Result<BodyRead> {
-    let mut body = Vec::new();
-    while let Some(chunk) = session.read_request_body().await? {
-        if body.len() + chunk.len() > limit {
-            let mut total = (body.len() + chunk.len()) as u64;
-            drop(body);
-            while total <= max_total {
-                match session.read_request_body().await {
-                    Ok(Some(c)) => total += c.len() as u64,
-                    Ok(None) => return Ok(BodyRead::TooLarge { drained: true }),
-                    Err(_) => break,
-                }
-            }
-            return Ok(BodyRead::TooLarge { drained: false });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(BodyRead::Complete(body))
-}
-
 #[async_trait]
 impl Plugin for WebhookSignature {
     fn phase(&self) -> Phase {
@@ -865,26 +841,21 @@ impl Plugin for WebhookSignature {
         // answering before the body is consumed makes Pingora close the
         // connection on unread data, and the client may then see a reset
         // instead of the answer.
-        session.as_mut().enable_retry_buffering();
-        let remaining = ctx
-            .rt
-            .limits
-            .request_timeout
-            .saturating_sub(ctx.start.elapsed());
-        let read = tokio::time::timeout(remaining, read_body(session, limit, max_total)).await;
-        let body = match read {
-            Ok(Ok(BodyRead::Complete(b))) => b,
-            Ok(Ok(BodyRead::TooLarge { drained })) => {
-                if !drained {
-                    session.set_keepalive(None);
-                }
-                let r = verdict.err().unwrap_or(BODY_TOO_LARGE);
-                return Ok(self.refuse(ctx, r, limit));
-            }
-            Ok(Err(e)) => return Err(e.into_down()),
-            Err(_) => {
-                session.set_keepalive(None);
-                let r = verdict.err().unwrap_or(BODY_TIMEOUT);
+        let body = match super::read_body(session, ctx).await {
+            Ok(b) => b,
+            Err(e) => {
+                let r = match (verdict, e) {
+                    (Err(r), _) => r,
+                    (Ok(_), super::BodyError::TooLarge) => BODY_TOO_LARGE,
+                    (Ok(_), super::BodyError::Timeout) => BODY_TIMEOUT,
+                    (Ok(_), super::BodyError::Broken) => {
+                        return pingora::Error::e_explain(
+                            pingora::ErrorType::ReadError,
+                            "reading the webhook body",
+                        )
+                        .map_err(|e| e.into_down());
+                    }
+                };
                 return Ok(self.refuse(ctx, r, limit));
             }
         };
@@ -892,18 +863,15 @@ impl Plugin for WebhookSignature {
             Ok(p) => p,
             Err(r) => return Ok(self.refuse(ctx, r, limit)),
         };
-        // The retry buffer must hold the body whole, or the upstream would get
-        // a request without it.
-        if session.as_ref().retry_buffer_truncated() {
-            return Ok(self.refuse(ctx, BODY_TOO_LARGE, limit));
-        }
 
         let verified = self
             .check(&presented, &body, now)
-            .and_then(|v| self.admit(&v, now));
+            .and_then(|v| self.admit(&v, now).map(|()| v));
         match verified {
-            Ok(()) => {
+            Ok(v) => {
                 count_result(ctx, "valid");
+                // Remembered for good only once the upstream has taken it (see `finish`).
+                ctx.set_state(self.owner(), v.keys);
                 Ok(Flow::Continue)
             }
             Err(r) => Ok(self.refuse(ctx, r, limit)),
@@ -914,6 +882,23 @@ impl Plugin for WebhookSignature {
         // The body is already here: the upstream has nothing to "continue".
         req.remove_header(&http::header::EXPECT);
         Ok(())
+    }
+
+    fn finish(&self, ctx: &mut RequestCtx) {
+        let Some(keys) = ctx.take_state::<Vec<[u8; 32]>>(self.owner()) else {
+            return;
+        };
+        // Not delivered (refused later on the route, upstream failure or 5xx,
+        // client gone): forget it, so that the sender's retry is not a "replay".
+        let delivered = ctx
+            .upstream_outcome
+            .is_some_and(|o| o.status.is_some_and(|s| s < 500));
+        if !delivered {
+            self.seen
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .forget(&keys);
+        }
     }
 
     async fn tick(&self) {
