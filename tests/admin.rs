@@ -715,3 +715,33 @@ async fn secrets_never_appear_in_the_logs() {
         "query string in the logs:\n{logs}"
     );
 }
+
+#[tokio::test]
+async fn card_numbers_in_paths_are_masked_in_the_logs() {
+    let up = TestUpstream::start("pan").await;
+    let dead = unused_addr();
+    let gw = Gateway::start(&access_config(&up, dead)).await;
+    for path in [
+        "/api/cards/4111111111111111",
+        "/nowhere/5500005555555559",
+        "/dead/4111111111111111",
+    ] {
+        let _ = http_client().get(gw.url(path)).send().await.unwrap();
+    }
+    // The upstream still gets the real path: only logs are masked.
+    assert_eq!(
+        up.last_request().unwrap().path,
+        "/api/cards/4111111111111111"
+    );
+    let access = access_lines(&gw);
+    let paths: Vec<&str> = access.iter().filter_map(|l| l["path"].as_str()).collect();
+    assert!(paths.contains(&"/api/cards/************1111"), "{paths:?}");
+    assert!(paths.contains(&"/nowhere/************5559"), "{paths:?}");
+    let logs = gw.logs();
+    for pan in ["4111111111111111", "5500005555555559"] {
+        assert!(
+            !logs.contains(pan),
+            "a card number reached the logs:\n{logs}"
+        );
+    }
+}

@@ -7,7 +7,8 @@ pub mod forwarded;
 pub mod problem;
 
 use crate::metrics::METRICS;
-use crate::plugins::{Flow, Reply};
+use crate::plugins::cache::KeyParts;
+use crate::plugins::{Flow, Instance, Phase, Reply};
 use crate::runtime::path::normalize_path;
 use crate::runtime::router::{Params, RequestInfo, RouteMatch};
 use crate::runtime::upstream::HashKey;
@@ -17,6 +18,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header;
+use pingora::cache::{CacheKey, CacheMeta, NoCacheReason, RespCacheable};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::lb::Backend;
 use pingora::prelude::HttpPeer;
@@ -299,6 +301,17 @@ fn request_host(req: &RequestHeader) -> String {
     host.to_ascii_lowercase()
 }
 
+/// The route's chain, when it has a `cache` plugin (the first one is used).
+fn cache_chain(ctx: &RequestCtx) -> Option<Arc<[Instance]>> {
+    ctx.route()
+        .filter(|r| r.chain.iter().any(|i| i.plugin.as_cache().is_some()))
+        .map(|r| r.chain.clone())
+}
+
+fn cache_of(chain: &[Instance]) -> Option<&crate::plugins::cache::Cache> {
+    chain.iter().find_map(|i| i.plugin.as_cache())
+}
+
 fn header_bytes(req: &RequestHeader) -> usize {
     req.headers
         .iter()
@@ -526,8 +539,11 @@ impl ProxyHttp for Gateway {
         });
         ctx.path = Some(path);
 
+        // Plugins up to the cache phase run here; the rest run in
+        // `proxy_upstream_filter`, after Pingora's cache lookup, so that a cache
+        // hit never reaches them (SPEC §3: cache → circuit_breaker → upstream).
         let chain = route.chain.clone();
-        for inst in chain.iter() {
+        for inst in chain.iter().take_while(|i| i.phase <= Phase::Cache) {
             match inst.plugin.request(session, ctx).await? {
                 Flow::Continue => {}
                 Flow::Respond(reply) => {
@@ -537,6 +553,120 @@ impl ProxyHttp for Gateway {
             }
         }
         Ok(false)
+    }
+
+    async fn proxy_upstream_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
+        let Some(chain) = ctx.route().map(|r| r.chain.clone()) else {
+            return Ok(true);
+        };
+        for inst in chain.iter().skip_while(|i| i.phase <= Phase::Cache) {
+            match inst.plugin.request(session, ctx).await? {
+                Flow::Continue => {}
+                Flow::Respond(reply) => {
+                    self.respond(session, ctx, reply).await;
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    fn request_cache_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        if let Some(chain) = cache_chain(ctx) {
+            if let Some(c) = cache_of(&chain) {
+                c.request_cache_filter(session, ctx);
+            }
+        }
+        Ok(())
+    }
+
+    fn cache_key_callback(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<CacheKey> {
+        let chain = cache_chain(ctx);
+        let Some(c) = chain.as_deref().and_then(cache_of) else {
+            return Error::e_explain(ErrorType::InternalError, "no cache plugin on this route");
+        };
+        let req = session.req_header();
+        let host = request_host(req);
+        let https = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .is_some();
+        let route = ctx
+            .route()
+            .map(|r| r.name.clone())
+            .unwrap_or_else(|| Arc::from(""));
+        let parts = KeyParts {
+            route: &route,
+            method: req.method.as_str(),
+            scheme: if https { "https" } else { "http" },
+            host: &host,
+            path: ctx.path.as_deref().unwrap_or("/"),
+            query: req.uri.query(),
+            consumer: ctx.consumer.as_deref(),
+        };
+        Ok(c.cache_key(&parts, &req.headers))
+    }
+
+    fn response_cache_filter(
+        &self,
+        _session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<RespCacheable> {
+        let chain = cache_chain(ctx);
+        Ok(match chain.as_deref().and_then(cache_of) {
+            Some(c) => c.response_cacheable(resp),
+            None => RespCacheable::Uncacheable(NoCacheReason::Custom("no cache plugin")),
+        })
+    }
+
+    fn cache_vary_filter(
+        &self,
+        _meta: &CacheMeta,
+        _ctx: &mut RequestCtx,
+        _req: &RequestHeader,
+    ) -> Option<pingora::cache::key::HashBinary> {
+        // The configured `vary` headers are part of the primary key, and a
+        // response varying on anything else is not stored: no variants.
+        None
+    }
+
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+        error: Option<&Error>,
+    ) -> bool {
+        let chain = cache_chain(ctx);
+        let serve = chain
+            .as_deref()
+            .and_then(cache_of)
+            .is_some_and(|c| c.should_serve_stale(error));
+        // A 5xx answered with a stale copy never reaches upstream_response_filter:
+        // record it here so that breakers and metrics still see the failure.
+        if let (true, Some(e)) = (serve, error) {
+            if let (ErrorType::HTTPStatus(s), ErrorSource::Upstream) = (e.etype(), e.esource()) {
+                if ctx.upstream_start.is_some() {
+                    ctx.record_outcome(Some(*s), false);
+                    if !ctx.failure_counted {
+                        self.count_failure(ctx, "status");
+                    }
+                }
+            }
+        }
+        serve
     }
 
     async fn request_body_filter(
@@ -753,10 +883,15 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
+        if let Some(chain) = cache_chain(ctx) {
+            if let Some(c) = cache_of(&chain) {
+                c.observe(session.cache.phase(), ctx);
+            }
+        }
         self.decorate(resp, ctx);
         Ok(())
     }
@@ -911,7 +1046,7 @@ impl ProxyHttp for Gateway {
         format!(
             "{} {} request_id={}",
             session.req_header().method,
-            ctx.path.as_deref().unwrap_or("-"),
+            crate::logging::mask_pans(ctx.path.as_deref().unwrap_or("-")),
             ctx.request_id.as_deref().unwrap_or("-")
         )
     }
