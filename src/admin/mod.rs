@@ -157,6 +157,72 @@ impl Admin {
     }
 }
 
+/// `POST /cache/purge` body: both keys optional; `{}` purges every entry.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeRequest {
+    route: Option<String>,
+    path_prefix: Option<String>,
+}
+
+impl Admin {
+    /// Remove the stored responses of `route` (every route when absent) whose
+    /// normalised path starts with `path_prefix` (default `/`); answers
+    /// `{"purged": N}`.
+    async fn purge_cache(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        const LIMIT: usize = 64 * 1024;
+        let mut body = Vec::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(b)) => {
+                    if body.len() + b.len() > LIMIT {
+                        return problem(413, "the purge request body is larger than 64 KiB");
+                    }
+                    body.extend_from_slice(&b);
+                }
+                Ok(None) => break,
+                Err(_) => return problem(400, "the purge request body could not be read"),
+            }
+        }
+        let req: PurgeRequest = match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return problem(
+                    400,
+                    &format!(
+                    "expected a JSON object {{\"route\": \"...\", \"path_prefix\": \"/...\"}}: {e}"
+                ),
+                )
+            }
+        };
+        let prefix = req.path_prefix.as_deref().unwrap_or("/");
+        if !prefix.starts_with('/') {
+            return problem(400, "path_prefix must start with /");
+        }
+        let rt = self.live.runtime.load();
+        if let Some(name) = &req.route {
+            if !rt.routes.iter().any(|r| &*r.name == name.as_str()) {
+                return problem(404, &format!("no route named {name:?}"));
+            }
+        }
+        let mut purged = 0;
+        let mut seen = std::collections::HashSet::new();
+        for route in rt
+            .routes
+            .iter()
+            .filter(|r| req.route.as_deref().is_none_or(|n| n == &*r.name))
+        {
+            for cache in route.chain.iter().filter_map(|i| i.plugin.as_cache()) {
+                // An instance shared by several routes keys its entries by route.
+                if seen.insert((cache as *const _ as usize, route.name.clone())) {
+                    purged += cache.purge(&route.name, prefix);
+                }
+            }
+        }
+        json_resp(StatusCode::OK, json!({ "purged": purged }))
+    }
+}
+
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -209,10 +275,7 @@ impl ServeHttp for Admin {
                     ),
                 }
             }
-            (Method::POST, "/cache/purge") => {
-                // No cache plugin exists in this build: nothing is stored, nothing to purge.
-                json_resp(StatusCode::OK, json!({"purged": 0}))
-            }
+            (Method::POST, "/cache/purge") => self.purge_cache(session).await,
             (Method::GET, "/upstreams") => json_resp(StatusCode::OK, self.upstreams()),
             (
                 _,
