@@ -33,10 +33,12 @@ pub fn run(config_path: &Path, opts: RunOptions) -> ! {
     let cfg = rt.config.clone();
     let live = Live::new(rt, config_path.to_path_buf());
 
+    // Pingora counts whole seconds: round the grace period up, never down to none.
+    let grace = cfg.server.grace_period.0.as_secs_f64().ceil() as u64;
     let mut conf = ServerConf {
         threads: cfg.server.threads,
-        grace_period_seconds: Some(cfg.server.grace_period.0.as_secs()),
-        graceful_shutdown_timeout_seconds: Some(cfg.server.grace_period.0.as_secs().max(1)),
+        grace_period_seconds: Some(grace),
+        graceful_shutdown_timeout_seconds: Some(grace.max(1)),
         upgrade_sock: upgrade_sock(config_path),
         pid_file: format!(
             "{}.pid",

@@ -116,9 +116,16 @@ fn certified(cfg: &Config, t: &TlsListenerConfig) -> Result<Entry, String> {
     let chain: Vec<CertificateDer<'static>> = ders.into_iter().map(CertificateDer::from).collect();
     let signer = rustls::crypto::ring::sign::any_supported_type(&key)
         .map_err(|e| format!("{}: unsupported private key: {e}", t.key))?;
+    let key = CertifiedKey::new(chain, signer);
+    key.keys_match().map_err(|e| {
+        format!(
+            "{}: does not match the private key in {}: {e}",
+            t.cert, t.key
+        )
+    })?;
     Ok(Entry {
         names,
-        key: Arc::new(CertifiedKey::new(chain, signer)),
+        key: Arc::new(key),
     })
 }
 

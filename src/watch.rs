@@ -18,36 +18,49 @@ use std::time::Duration;
 
 /// Quiet time after the last event before reloading.
 const DEBOUNCE: Duration = Duration::from_millis(250);
+/// Longest a stream of events may hold a reload back.
+const MAX_DELAY: Duration = Duration::from_secs(1);
 
 pub struct ConfigWatcher {
     pub live: Arc<Live>,
 }
 
-fn dirs(live: &Live) -> BTreeSet<PathBuf> {
+/// The config file and every file it names, as absolute paths.
+fn files(live: &Live) -> BTreeSet<PathBuf> {
     let rt = live.runtime.load();
     let mut files = rt.config.named_files();
     files.push(live.config_path.clone());
     files
         .into_iter()
         .filter_map(|f| {
-            let f = if f.is_absolute() {
-                f
+            if f.is_absolute() {
+                Some(f)
             } else {
-                std::env::current_dir().ok()?.join(f)
-            };
-            f.parent().map(PathBuf::from)
+                Some(std::env::current_dir().ok()?.join(f))
+            }
         })
         .collect()
+}
+
+/// An event about one of `files`, or about a `..name` entry (the `..data`
+/// symlink a Kubernetes ConfigMap swaps). Other files in the same directories
+/// (a log written next to the config) are none of the watcher's business.
+fn relevant(paths: &[PathBuf], files: &BTreeSet<PathBuf>) -> bool {
+    paths.iter().any(|p| {
+        files.contains(p)
+            || p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".."))
+    })
 }
 
 #[async_trait]
 impl BackgroundService for ConfigWatcher {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<PathBuf>>();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if let Ok(ev) = res {
                 if !matches!(ev.kind, notify::EventKind::Access(_)) {
-                    let _ = tx.send(());
+                    let _ = tx.send(ev.paths);
                 }
             }
         });
@@ -60,7 +73,11 @@ impl BackgroundService for ConfigWatcher {
         };
         let mut watched = BTreeSet::new();
         loop {
-            let want = dirs(&self.live);
+            let files = files(&self.live);
+            let want: BTreeSet<PathBuf> = files
+                .iter()
+                .filter_map(|f| f.parent().map(PathBuf::from))
+                .collect();
             for d in want.difference(&watched) {
                 if let Err(e) = watcher.watch(d, RecursiveMode::NonRecursive) {
                     tracing::warn!(dir = %d.display(), error = %e, "cannot watch directory");
@@ -71,15 +88,32 @@ impl BackgroundService for ConfigWatcher {
             }
             watched = want;
 
-            tokio::select! {
-                ev = rx.recv() => if ev.is_none() { return },
-                _ = shutdown.changed() => return,
-            }
-            // Debounce: wait until events stop for a moment.
             loop {
                 tokio::select! {
-                    ev = rx.recv() => if ev.is_none() { return },
-                    _ = tokio::time::sleep(DEBOUNCE) => break,
+                    ev = rx.recv() => match ev {
+                        None => return,
+                        Some(paths) if relevant(&paths, &files) => break,
+                        Some(_) => {}
+                    },
+                    _ = shutdown.changed() => return,
+                }
+            }
+            // Debounce: wait until relevant events stop for a moment, but no
+            // longer than MAX_DELAY.
+            let deadline = tokio::time::Instant::now() + MAX_DELAY;
+            let quiet = tokio::time::sleep(DEBOUNCE);
+            tokio::pin!(quiet);
+            loop {
+                tokio::select! {
+                    ev = rx.recv() => match ev {
+                        None => return,
+                        Some(paths) if relevant(&paths, &files) => {
+                            quiet.as_mut().reset(tokio::time::Instant::now() + DEBOUNCE)
+                        }
+                        Some(_) => {}
+                    },
+                    _ = &mut quiet => break,
+                    _ = tokio::time::sleep_until(deadline) => break,
                     _ = shutdown.changed() => return,
                 }
             }

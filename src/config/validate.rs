@@ -397,6 +397,13 @@ fn upstream(v: &mut V<'_, '_>, up: &KeyPath, u: &UpstreamConfig) {
 }
 
 fn routes(v: &mut V<'_, '_>, cfg: &Config) {
+    if cfg.routes.is_empty() && v.broken.upstreams.is_empty() && v.errs.is_empty() {
+        // An empty or truncated file must not replace a working config.
+        v.err(
+            &KeyPath::default(),
+            "the config has no routes: add at least one [[routes]] table",
+        );
+    }
     let mut names: HashMap<&str, usize> = HashMap::new();
     for (i, r) in cfg.routes.iter().enumerate() {
         let rp = p("routes").index(i);
