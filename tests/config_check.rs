@@ -406,21 +406,6 @@ fn invalid_path_patterns() {
 }
 
 #[test]
-fn plugin_type_not_supported_yet() {
-    let config = base_with(
-        "[upstreams.payments]",
-        "[plugins.store]\ntype = \"cache\"\nttl = \"30s\"\n\n[upstreams.payments]",
-    );
-    let out = check_fails(&config);
-    assert_error(
-        &out,
-        line_of(&config, "type = \"cache\""),
-        "plugins.store.type",
-        "not supported yet",
-    );
-}
-
-#[test]
 fn unknown_plugin_type() {
     let config = base_with("type = \"headers\"", "type = \"headerz\"");
     let out = check_fails(&config);
@@ -531,7 +516,6 @@ version = "v1"
     let out = check_fails(config);
     let expected = [
         (line_of(config, "not-a-cidr"), "server.trusted_proxies[1]"),
-        (line_of(config, "rate_limit"), "plugins.limits.type"),
         (line_of(config, "sni ="), "upstreams.payments.sni"),
         (line_of(config, "targets = []"), "upstreams.empty.targets"),
         (

@@ -128,6 +128,12 @@ fn default_max_headers() -> usize {
 fn default_idle() -> Dur {
     Dur::secs(60)
 }
+fn default_body_timeout() -> Dur {
+    Dur::secs(10)
+}
+fn default_min_body_rate() -> Size {
+    Size(512)
+}
 fn default_grace() -> Dur {
     Dur::secs(10)
 }
@@ -179,6 +185,13 @@ pub struct ServerConfig {
     pub max_headers: usize,
     #[serde(default = "default_idle")]
     pub idle_timeout: Dur,
+    /// Longest wait for the next bytes of a request body (408, then close).
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout: Dur,
+    /// Slowest request body accepted, in bytes per second, once the first
+    /// `body_timeout` has passed (408, then close); `"0B"`: no minimum.
+    #[serde(default = "default_min_body_rate")]
+    pub min_body_rate: Size,
     /// How long a graceful shutdown waits for requests in flight.
     #[serde(default = "default_grace")]
     pub grace_period: Dur,
@@ -201,6 +214,8 @@ impl Default for ServerConfig {
             max_header_size: default_header_size(),
             max_headers: default_max_headers(),
             idle_timeout: default_idle(),
+            body_timeout: default_body_timeout(),
+            min_body_rate: default_min_body_rate(),
             grace_period: default_grace(),
             tls: vec![],
         }
@@ -479,9 +494,6 @@ impl PluginConfig {
         }
     }
 }
-
-/// Plugin types the SPEC names that this build does not implement yet.
-pub(crate) const NOT_YET_SUPPORTED: &[&str] = &[];
 
 /// Where a plugin keeps shared state.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash, Default)]

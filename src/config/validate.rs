@@ -148,6 +148,7 @@ fn server(v: &mut V<'_, '_>, cfg: &Config) {
     v.positive(&sp.clone().key("request_timeout"), s.request_timeout);
     v.positive(&sp.clone().key("header_timeout"), s.header_timeout);
     v.positive(&sp.clone().key("idle_timeout"), s.idle_timeout);
+    v.positive(&sp.clone().key("body_timeout"), s.body_timeout);
     if s.max_header_size.0 < 1024 {
         v.err(&sp.clone().key("max_header_size"), "must be at least 1KiB");
     }

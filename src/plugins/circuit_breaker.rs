@@ -364,6 +364,12 @@ impl Plugin for CircuitBreaker {
         }
     }
 
+    fn upstream_response(&self, _resp: &pingora::http::ResponseHeader, ctx: &mut RequestCtx) {
+        // Record as soon as the final response head is in (not at the end of
+        // the request): the next request must already see the new state.
+        self.finish(ctx);
+    }
+
     fn finish(&self, ctx: &mut RequestCtx) {
         let Some((upstream, ticket)) = ctx.take_state::<(Arc<str>, Ticket)>(self.owner()) else {
             return;

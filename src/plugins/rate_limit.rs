@@ -467,7 +467,7 @@ mod tests {
         rl.evict_idle();
         assert_eq!(rl.keys(), 100_000);
         // ...and forgotten once its bucket is full again.
-        rl.clock.advance(Duration::from_millis(100));
+        rl.clock.advance(Duration::from_millis(250));
         let _ = rl.check("busy");
         rl.evict_idle();
         assert_eq!(rl.keys(), 1);

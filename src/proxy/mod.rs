@@ -4,6 +4,7 @@
 
 pub mod app;
 pub mod forwarded;
+pub mod head;
 pub mod problem;
 
 use crate::metrics::METRICS;
@@ -318,6 +319,13 @@ fn header_bytes(req: &RequestHeader) -> usize {
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum::<usize>()
         + req.uri.to_string().len()
+}
+
+fn response_header_bytes(resp: &ResponseHeader) -> usize {
+    resp.headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum()
 }
 
 /// All values of a list-valued header as one comma-separated string.
@@ -671,9 +679,9 @@ impl ProxyHttp for Gateway {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
-        _end: bool,
+        end: bool,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         if let Some(b) = body {
@@ -683,6 +691,27 @@ impl ProxyHttp for Gateway {
                     ErrorType::HTTPStatus(413),
                     "request body over max_request_body",
                 );
+            }
+        }
+        // Minimum body rate: the body may take body_timeout, plus a second per
+        // min_body_rate bytes received so far; the next read waits no longer
+        // than what is left. Not for an upgraded connection's tunnel.
+        let limits = &ctx.rt.limits;
+        if !end && limits.min_body_rate > 0 && !session.was_upgraded() {
+            let allowed = limits.body_timeout
+                + std::time::Duration::from_secs_f64(
+                    ctx.body_bytes as f64 / limits.min_body_rate as f64,
+                );
+            match allowed.checked_sub(ctx.start.elapsed()) {
+                Some(left) if !left.is_zero() => {
+                    session.set_read_timeout(Some(left.min(limits.body_timeout)))
+                }
+                _ => {
+                    return Error::e_explain(
+                        ErrorType::HTTPStatus(408),
+                        "request body slower than min_body_rate",
+                    )
+                }
             }
         }
         Ok(())
@@ -829,6 +858,20 @@ impl ProxyHttp for Gateway {
     ) -> pingora::Result<()> {
         if resp.status.is_informational() && resp.status != http::StatusCode::SWITCHING_PROTOCOLS {
             return Ok(());
+        }
+        // Pingora reads response heads of up to 1 MiB: hold upstreams to the
+        // limit clients are held to.
+        if response_header_bytes(resp) > ctx.rt.limits.max_header_size {
+            ctx.record_outcome(None, true);
+            self.count_failure(ctx, "status");
+            return Error::e_explain(
+                ErrorType::HTTPStatus(502),
+                "upstream response header section over max_header_size",
+            );
+        }
+        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            // A tunnel now: reads from the client wait up to idle_timeout, not body_timeout.
+            session.set_read_timeout(Some(ctx.rt.limits.idle_timeout));
         }
         let status = resp.status.as_u16();
         ctx.record_outcome(Some(status), false);

@@ -33,6 +33,10 @@ pub struct Limits {
     pub max_header_size: usize,
     pub max_headers: usize,
     pub idle_timeout: Duration,
+    /// Longest wait for the next bytes of a request body.
+    pub body_timeout: Duration,
+    /// Bytes per second a request body must keep up after `body_timeout`; 0: off.
+    pub min_body_rate: u64,
 }
 
 pub struct Runtime {
@@ -251,6 +255,8 @@ pub fn compile(cfg: Config, reuse: Reuse<'_>) -> Result<Runtime, ConfigErrors> {
             max_header_size: s.max_header_size.0 as usize,
             max_headers: s.max_headers,
             idle_timeout: s.idle_timeout.0,
+            body_timeout: s.body_timeout.0,
+            min_body_rate: s.min_body_rate.0,
         },
         request_id,
         instances: {
