@@ -14,6 +14,7 @@
 //! [`BREAKER_COOL_DOWN`], during which `on_error` applies at once; then one
 //! probe call decides whether it closes again.
 
+use super::outbound::parse_url;
 use super::{auth, BuildCtx, BuildError, BuildResult, Flow, Phase, Plugin, Reply};
 use crate::config::ForwardAuthConfig;
 use crate::metrics::METRICS;
@@ -98,59 +99,6 @@ pub struct ForwardAuth {
     copy_response_headers: Vec<HeaderName>,
     allow_on_error: bool,
     breaker: Breaker,
-}
-
-struct Target {
-    tls: bool,
-    host: String,
-    port: u16,
-    authority: String,
-    path: String,
-}
-
-fn parse_url(url: &str) -> Result<Target, String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
-    let tls = match uri.scheme_str() {
-        Some("http") => false,
-        Some("https") => true,
-        _ => {
-            return Err(format!(
-                "{url:?}: the URL must start with http:// or https://"
-            ))
-        }
-    };
-    let authority = uri
-        .authority()
-        .ok_or_else(|| format!("{url:?}: the URL has no host"))?;
-    if authority.as_str().contains('@') {
-        return Err(format!(
-            "{url:?}: credentials in the URL are not supported; forward them with forward_headers"
-        ));
-    }
-    let host = authority
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    if host.is_empty() {
-        return Err(format!("{url:?}: the URL has no host"));
-    }
-    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    let path = uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .filter(|p| !p.is_empty())
-        .unwrap_or("/")
-        .to_string();
-    Ok(Target {
-        tls,
-        host,
-        port,
-        authority: authority.as_str().to_string(),
-        path,
-    })
 }
 
 fn names(
@@ -736,28 +684,6 @@ mod tests {
         match r {
             Ok(_) => panic!("expected build errors"),
             Err(e) => e.into_iter().map(|e| e.key).collect(),
-        }
-    }
-
-    #[test]
-    fn urls() {
-        let t = parse_url("https://auth.internal:8443/check?x=1").unwrap();
-        assert!(t.tls);
-        assert_eq!((t.host.as_str(), t.port), ("auth.internal", 8443));
-        assert_eq!(t.path, "/check?x=1");
-        assert_eq!(t.authority, "auth.internal:8443");
-        let t = parse_url("http://127.0.0.1").unwrap();
-        assert_eq!((t.port, t.path.as_str()), (80, "/"));
-        let t = parse_url("http://[::1]:9000/a").unwrap();
-        assert_eq!((t.host.as_str(), t.port), ("::1", 9000));
-        for bad in [
-            "ftp://x/",
-            "127.0.0.1:80/check",
-            "/check",
-            "http://u:p@host/",
-            "not a url",
-        ] {
-            assert!(parse_url(bad).is_err(), "{bad} accepted");
         }
     }
 

@@ -17,6 +17,7 @@
 //! tied to the key set they were verified with, never used past `exp + leeway`),
 //! because an RSA or ECDSA verification costs tens of microseconds.
 
+use super::outbound::{parse_url, Target};
 use super::{auth, BuildCtx, BuildError, BuildResult, Flow, Phase, Plugin};
 use crate::config::JwtConfig;
 use crate::proxy::RequestCtx;
@@ -575,54 +576,6 @@ fn connector() -> Result<&'static Connector, String> {
         })
         .as_ref()
         .map_err(Clone::clone)
-}
-
-struct Target {
-    tls: bool,
-    host: String,
-    port: u16,
-    /// `Host` header value.
-    authority: String,
-    path: String,
-    /// The URL without its query, for log lines.
-    display: String,
-}
-
-fn parse_url(url: &str) -> Result<Target, String> {
-    let uri: http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
-    let tls = match uri.scheme_str() {
-        Some("https") => true,
-        Some("http") => false,
-        _ => return Err("jwks_url must be an http:// or https:// URL".into()),
-    };
-    let auth = uri.authority().ok_or("jwks_url has no host")?;
-    if auth.as_str().contains('@') {
-        return Err("jwks_url must not carry credentials".into());
-    }
-    let host = auth
-        .host()
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    if host.is_empty() {
-        return Err("jwks_url has no host".into());
-    }
-    let port = auth.port_u16().unwrap_or(if tls { 443 } else { 80 });
-    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let path = if path.is_empty() { "/" } else { path };
-    Ok(Target {
-        tls,
-        display: format!(
-            "{}://{}{}",
-            if tls { "https" } else { "http" },
-            auth.as_str(),
-            uri.path()
-        ),
-        authority: auth.as_str().to_string(),
-        host,
-        port,
-        path: path.to_string(),
-    })
 }
 
 #[derive(Default)]

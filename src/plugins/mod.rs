@@ -15,6 +15,7 @@ pub mod headers;
 pub mod idempotency;
 pub mod ip_filter;
 pub mod jwt;
+pub mod outbound;
 pub mod rate_limit;
 pub mod request_id;
 pub mod webhook;

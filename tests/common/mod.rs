@@ -105,12 +105,23 @@ where
     }
 }
 
-/// Binds `127.0.0.1:0`, reads the port the kernel chose, and releases it.
+/// A port that is free now, for a process that binds it later (the gateway).
+///
+/// Picked below Linux's ephemeral range (32768–60999), so that no socket bound
+/// to port 0 meanwhile (an upstream, a client) can take it before the gateway
+/// does; two picks that collide make the gateway fail to bind, which
+/// [`Gateway::start`] retries on fresh ports.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+    use std::sync::atomic::AtomicU16;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let seed = (std::process::id() as u16).wrapping_mul(7919);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (seed.wrapping_add(n.wrapping_mul(13)) % 12_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A loopback address on which nothing listens (connecting to it is refused).

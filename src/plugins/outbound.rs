@@ -1,0 +1,98 @@
+//! URLs of the services plugins call themselves (`jwt`'s `jwks_url`,
+//! `forward_auth`'s `url`), parsed once when the config is compiled.
+
+/// Where an outbound HTTP call goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub tls: bool,
+    /// Host without brackets, for DNS and SNI.
+    pub host: String,
+    pub port: u16,
+    /// `Host` header value.
+    pub authority: String,
+    /// Path and query sent in the request line.
+    pub path: String,
+    /// The URL without its query, for log lines.
+    pub display: String,
+}
+
+/// An `http://` or `https://` URL with a host, no credentials.
+pub fn parse_url(url: &str) -> Result<Target, String> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => {
+            return Err(format!(
+                "{url:?}: the URL must start with http:// or https://"
+            ))
+        }
+    };
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("{url:?}: the URL has no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(format!("{url:?}: credentials in the URL are not supported"));
+    }
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    if host.is_empty() {
+        return Err(format!("{url:?}: the URL has no host"));
+    }
+    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .filter(|p| !p.is_empty())
+        .unwrap_or("/")
+        .to_string();
+    Ok(Target {
+        tls,
+        display: format!(
+            "{}://{}{}",
+            if tls { "https" } else { "http" },
+            authority.as_str(),
+            uri.path()
+        ),
+        authority: authority.as_str().to_string(),
+        host,
+        port,
+        path,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_url;
+
+    #[test]
+    fn urls() {
+        let t = parse_url("https://auth.internal:8443/check?x=1").unwrap();
+        assert!(t.tls);
+        assert_eq!((t.host.as_str(), t.port), ("auth.internal", 8443));
+        assert_eq!(
+            (t.path.as_str(), t.authority.as_str()),
+            ("/check?x=1", "auth.internal:8443")
+        );
+        assert_eq!(t.display, "https://auth.internal:8443/check");
+        let t = parse_url("http://127.0.0.1").unwrap();
+        assert_eq!((t.port, t.path.as_str()), (80, "/"));
+        let t = parse_url("http://[::1]:9000/a").unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("::1", 9000));
+        for bad in [
+            "ftp://x/",
+            "127.0.0.1:80/check",
+            "http://user:pw@x/",
+            "/relative",
+            "http://",
+            "not a url",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad} accepted");
+        }
+    }
+}
