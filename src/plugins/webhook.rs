@@ -884,6 +884,12 @@ impl Plugin for WebhookSignature {
         Ok(())
     }
 
+    fn upstream_response(&self, _resp: &pingora::http::ResponseHeader, ctx: &mut RequestCtx) {
+        // Decide as soon as the upstream's answer is known, before the client
+        // has it (and may retry).
+        self.finish(ctx);
+    }
+
     fn finish(&self, ctx: &mut RequestCtx) {
         let Some(keys) = ctx.take_state::<Vec<[u8; 32]>>(self.owner()) else {
             return;

@@ -197,7 +197,20 @@ impl Gateway {
         }
     }
 
+    /// Every plugin's `finish` hook; it takes its per-request state, so running
+    /// it again later does nothing. Run before the gateway writes an answer, so
+    /// that released resources (an idempotency key, a probe slot) are released
+    /// before the client can send its next request.
+    fn finish_chain(&self, ctx: &mut RequestCtx) {
+        if let Some(chain) = ctx.route().map(|r| r.chain.clone()) {
+            for i in chain.iter() {
+                i.plugin.finish(ctx);
+            }
+        }
+    }
+
     async fn respond(&self, session: &mut Session, ctx: &mut RequestCtx, reply: Reply) {
+        self.finish_chain(ctx);
         match reply {
             Reply::Problem {
                 status,
@@ -1016,6 +1029,7 @@ impl ProxyHttp for Gateway {
             } else {
                 code
             };
+        self.finish_chain(ctx);
         if code > 0 && session.response_written().is_none() {
             // The connection is not reused after an error (see below): say so.
             session.set_keepalive(None);
@@ -1044,11 +1058,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        if let Some(chain) = ctx.route().map(|r| r.chain.clone()) {
-            for i in chain.iter() {
-                i.plugin.finish(ctx);
-            }
-        }
+        self.finish_chain(ctx);
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
