@@ -418,12 +418,20 @@ impl Plugin for Cache {
     }
 
     fn finish(&self, ctx: &mut RequestCtx) {
-        if let Some(o) = ctx.take_state::<Outcome>(self.owner()) {
+        // `finish` may run twice (before a gateway-written answer, then at the
+        // end); the outcome stays for the response's `X-Cache`, counted once.
+        struct Counted;
+        let counted_key = self.owner() + 1;
+        if ctx.state::<Counted>(counted_key).is_some() {
+            return;
+        }
+        if let Some(o) = ctx.state::<Outcome>(self.owner()).copied() {
             let route = ctx.route().map(|r| &*r.name).unwrap_or("");
             METRICS
                 .cache_requests
                 .with_label_values(&[route, o.label()])
                 .inc();
+            ctx.set_state(counted_key, Counted);
         }
     }
 

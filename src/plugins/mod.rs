@@ -106,8 +106,10 @@ pub trait Plugin: Send + Sync + 'static {
     /// gateway itself (errors included).
     fn response(&self, _resp: &mut ResponseHeader, _ctx: &RequestCtx) {}
 
-    /// Runs once at the end of every request that reached this plugin's route
-    /// (in the logging phase): release per-request resources, record outcomes.
+    /// Runs at the end of every request that reached this plugin's route: just
+    /// before the gateway writes an answer of its own (so that what it releases
+    /// is free before the client can retry), and again in the logging phase.
+    /// Release per-request resources and record outcomes; must be idempotent.
     fn finish(&self, _ctx: &mut RequestCtx) {}
 
     /// For `/upstreams` and `tollgate_circuit_state`: 0 closed, 1 half-open,
@@ -323,6 +325,11 @@ pub async fn read_body(session: &mut Session, ctx: &RequestCtx) -> Result<Bytes,
                 session.set_keepalive(None);
             }
             Err(BodyError::TooLarge)
+        }
+        // A read that waited past `body_timeout` (or the rate floor) is slow, not broken.
+        Ok(Err(e)) if matches!(e.etype(), pingora::ErrorType::ReadTimedout) => {
+            session.set_keepalive(None);
+            Err(BodyError::Timeout)
         }
         Ok(Err(_)) => Err(BodyError::Broken),
         Err(_) => {
