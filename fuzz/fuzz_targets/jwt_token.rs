@@ -11,10 +11,10 @@ fn jwt() -> &'static Jwt {
     static J: OnceLock<Jwt> = OnceLock::new();
     J.get_or_init(|| {
         std::env::set_var("FUZZ_JWT_SECRET", "fuzz-secret-at-least-32-bytes-long!!");
-        let src = "[plugins.j]\ntype = \"jwt\"\nalgorithms = [\"HS256\", \"HS512\"]\nsecret_env = \"FUZZ_JWT_SECRET\"\nissuer = \"https://id.example\"\naudience = [\"a\", \"b\"]\nrequired_claims = [\"scope\"]\nforward_claims = { sub = \"x-user-id\" }\n[upstreams.u]\ntargets = [\"127.0.0.1:1\"]\n[[routes]]\nname = \"r\"\nupstream = \"u\"\nplugins = [\"j\"]\n";
+        let src = "[plugins.j]\ntype = \"jwt\"\nalgorithms = [\"HS256\"]\nsecret_env = \"FUZZ_JWT_SECRET\"\nissuer = \"https://id.example\"\naudience = [\"a\", \"b\"]\nrequired_claims = [\"scope\"]\nforward_claims = { sub = \"x-user-id\" }\n[upstreams.u]\ntargets = [\"127.0.0.1:1\"]\n[[routes]]\nname = \"r\"\nupstream = \"u\"\nplugins = [\"j\"]\n";
         let cfg = load_str(src, None, std::path::Path::new(".")).expect("valid config");
         let Some(PluginConfig::Jwt(c)) = cfg.plugins.get("j").cloned() else { panic!("jwt") };
-        Jwt::new(&c, &BuildCtx { name: "j", config: &cfg }).unwrap_or_else(|_| panic!("builds"))
+        Jwt::new(&c, &BuildCtx { name: "j", config: &cfg }).unwrap_or_else(|e| panic!("builds: {e:?}"))
     })
 }
 
