@@ -344,29 +344,5 @@ methods = ["G E T"]"#,
             "plugins.c.methods[0]",
         ),
     ];
-    for (keys, place) in cases {
-        let cfg = format!(
-            r#"
-[server]
-listen = "{{LISTEN}}"
-admin_listen = "{{ADMIN}}"
-
-[plugins.c]
-type = "cors"
-{keys}
-
-[upstreams.u]
-targets = ["127.0.0.1:9"]
-
-[[routes]]
-name = "r"
-upstream = "u"
-path = "/"
-plugins = ["c"]
-"#
-        );
-        let (ok, out) = check_config(&cfg, &[]);
-        assert!(!ok, "accepted:\n{keys}\n{out}");
-        assert!(out.contains(place), "{keys}: expected {place} in:\n{out}");
-    }
+    assert_plugin_errors("cors", "c", &cases);
 }

@@ -672,29 +672,5 @@ timeout = "0s""#,
             "plugins.fa.timeout",
         ),
     ];
-    for (keys, place) in cases {
-        let cfg = format!(
-            r#"
-[server]
-listen = "{{LISTEN}}"
-admin_listen = "{{ADMIN}}"
-
-[plugins.fa]
-type = "forward_auth"
-{keys}
-
-[upstreams.u]
-targets = ["127.0.0.1:9"]
-
-[[routes]]
-name = "r"
-upstream = "u"
-path = "/"
-plugins = ["fa"]
-"#
-        );
-        let (ok, out) = check_config(&cfg, &[]);
-        assert!(!ok, "accepted:\n{keys}\n{out}");
-        assert!(out.contains(place), "{keys}: expected {place} in:\n{out}");
-    }
+    assert_plugin_errors("forward_auth", "fa", &cases);
 }

@@ -2215,3 +2215,19 @@ pub fn doc_example(file: &str, up: SocketAddr) -> String {
     );
     md[start..start + len].replace("{UP}", &up.to_string())
 }
+
+/// `tollgate check` refuses a config whose `[plugins.<name>]` table of type
+/// `ty` holds `keys`, naming `place` (a key path) in its output; for each case.
+pub fn assert_plugin_errors(ty: &str, name: &str, cases: &[(&str, &str)]) {
+    for (keys, place) in cases {
+        let cfg = format!(
+            "[server]\nlisten = \"{{LISTEN}}\"\nadmin_listen = \"{{ADMIN}}\"\n\n\
+             [plugins.{name}]\ntype = \"{ty}\"\n{keys}\n\n\
+             [upstreams.u]\ntargets = [\"127.0.0.1:9\"]\n\n\
+             [[routes]]\nname = \"r\"\nupstream = \"u\"\npath = \"/\"\nplugins = [\"{name}\"]\n"
+        );
+        let (ok, out) = check_config(&cfg, &[]);
+        assert!(!ok, "accepted:\n{keys}\n{out}");
+        assert!(out.contains(place), "{keys}: expected {place} in:\n{out}");
+    }
+}
