@@ -8,6 +8,7 @@ use crate::proxy::Gateway;
 use crate::reload::Live;
 use crate::runtime::{self, Reuse};
 use pingora::apps::http_app::HttpServer;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
 use pingora::services::background::GenBackgroundService;
@@ -66,7 +67,12 @@ pub fn run(config_path: &Path, opts: RunOptions) -> ! {
     let mut svc = Service::new("tollgate proxy".to_string(), app);
     let mut listen_addrs = Vec::new();
     for l in cfg.server.listen.to_vec() {
-        svc.add_tcp(&l);
+        // No L4 read buffer on plain listeners: `read_head` reads each request
+        // head into its own buffer, so Pingora's 64 KiB buffer per connection
+        // would only add a copy, and 64 KiB of memory to every idle
+        // keep-alive connection. (TLS listeners keep it: rustls reads in
+        // small records, and the buffer saves syscalls there.)
+        svc.add_listener(ListenerConfig::tcp(&l).l4_buffer(L4BufferSettings::default().read(0)));
         if let Ok(a) = l.parse() {
             listen_addrs.push(a);
         }
