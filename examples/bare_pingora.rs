@@ -3,7 +3,7 @@
 //! keep-alive connections and does nothing else: no routing, no plugins, no
 //! metrics, no logging. What tollgate costs above this is what tollgate adds.
 //!
-//! Built with tollgate's own release profile:
+//! Built with tollgate's own release profile and allocator (mimalloc):
 //!
 //! ```sh
 //! cargo build --release --example bare_pingora
@@ -24,6 +24,10 @@ use pingora::prelude::*;
 use pingora::server::configuration::{Opt, ServerConf};
 use std::net::SocketAddr;
 use std::time::Duration;
+
+/// The same allocator as tollgate (see src/main.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Floor {
     upstream: SocketAddr,
