@@ -733,7 +733,7 @@ async fn card_numbers_in_paths_are_masked_in_the_logs() {
         up.last_request().unwrap().path,
         "/api/cards/4111111111111111"
     );
-    let access = access_lines(&gw);
+    let access = wait_access_lines(&gw, 3).await;
     let paths: Vec<&str> = access.iter().filter_map(|l| l["path"].as_str()).collect();
     assert!(paths.contains(&"/api/cards/************1111"), "{paths:?}");
     assert!(paths.contains(&"/nowhere/************5559"), "{paths:?}");

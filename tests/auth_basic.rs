@@ -125,6 +125,8 @@ async fn api_key_identifies_the_consumer_and_refuses_the_rest() {
     assert_eq!(up.last_request().unwrap().header("x-consumer"), None);
 
     // The access log names the consumer, and no key ever appears in the logs.
+    gw.wait_for_log("\"consumer\":\"acme\"", Duration::from_secs(10))
+        .await;
     let logs = gw.logs();
     assert!(logs.contains("\"consumer\":\"acme\""), "{logs}");
     for secret in ["sk_acme_1", "sk_globex_2", "sk_acme_2"] {

@@ -47,6 +47,38 @@ pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, nets: &[IpNet]) -> O
     Some(last_trusted)
 }
 
+/// The hop-by-hop headers present in `headers`, to be removed before
+/// forwarding: those of [`HOP_BY_HOP`] and those the `Connection` header
+/// lists. With `upgrade`, `Connection` and `Upgrade` stay (a protocol switch
+/// is forwarded). One pass over the names present, no lookup per name: most
+/// requests carry none of them, and then nothing is allocated.
+pub fn hop_by_hop(headers: &HeaderMap, upgrade: bool) -> Vec<HeaderName> {
+    let mut out: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        let hop = if name == header::CONNECTION || name == header::UPGRADE {
+            !upgrade
+        } else {
+            name == header::TE
+                || name == header::TRAILER
+                || name == header::PROXY_AUTHENTICATE
+                || name == header::PROXY_AUTHORIZATION
+                || name.as_str() == "keep-alive"
+                || name.as_str() == "proxy-connection"
+        };
+        if hop {
+            out.push(name.clone());
+        }
+    }
+    if headers.contains_key(header::CONNECTION) {
+        for n in connection_listed(headers) {
+            if !out.contains(&n) {
+                out.push(n);
+            }
+        }
+    }
+    out
+}
+
 /// Names listed in `Connection` (to be stripped with it), lowercased.
 pub fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
     let mut out = Vec::new();
@@ -107,6 +139,30 @@ pub fn quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hop_by_hop_finds_every_listed_name_and_the_connection_list() {
+        let mut m = HeaderMap::new();
+        m.insert("host", "a".parse().unwrap());
+        m.insert("x-custom", "1".parse().unwrap());
+        assert!(hop_by_hop(&m, false).is_empty());
+        for n in HOP_BY_HOP {
+            m.insert(n, "x".parse().unwrap());
+        }
+        m.insert(header::CONNECTION, "X-Custom, te, close".parse().unwrap());
+        let found = hop_by_hop(&m, false);
+        for n in HOP_BY_HOP {
+            assert_eq!(found.iter().filter(|f| f.as_str() == n).count(), 1, "{n}");
+        }
+        assert!(found.iter().any(|f| f == "x-custom"), "{found:?}");
+        assert_eq!(found.len(), HOP_BY_HOP.len() + 1, "{found:?}");
+        // A protocol switch keeps Connection and Upgrade.
+        let kept = hop_by_hop(&m, true);
+        assert!(!kept
+            .iter()
+            .any(|f| f == header::CONNECTION || f == header::UPGRADE));
+        assert_eq!(kept.len(), HOP_BY_HOP.len() - 1, "{kept:?}");
+    }
 
     fn h(xff: &str) -> HeaderMap {
         let mut m = HeaderMap::new();

@@ -331,7 +331,7 @@ fn header_bytes(req: &RequestHeader) -> usize {
         .iter()
         .map(|(n, v)| n.as_str().len() + v.len() + 4)
         .sum::<usize>()
-        + req.uri.to_string().len()
+        + req.raw_path().len()
 }
 
 fn response_header_bytes(resp: &ResponseHeader) -> usize {
@@ -554,7 +554,24 @@ impl ProxyHttp for Gateway {
             }
             _ => path.clone(),
         };
-        ctx.upstream_uri = Some(match &query {
+        // The upstream gets an origin-form target: the normalised path (prefix
+        // stripped) and the query as sent. When that is what the client sent,
+        // the request's URI is forwarded as it is, without building and
+        // parsing another.
+        // (Pingora writes the target the client sent, byte for byte, unless
+        // the URI is replaced.)
+        let raw = session.req_header().raw_path();
+        let unchanged = fwd_path == path
+            && raw.starts_with(path.as_bytes())
+            && match &query {
+                None => raw.len() == path.len(),
+                Some(q) => {
+                    raw.len() == path.len() + 1 + q.len()
+                        && raw[path.len()] == b'?'
+                        && raw.ends_with(q.as_bytes())
+                }
+            };
+        ctx.upstream_uri = (!unchanged).then(|| match &query {
             Some(q) => format!("{fwd_path}?{q}"),
             None => fwd_path,
         });
@@ -791,14 +808,8 @@ impl ProxyHttp for Gateway {
             }
         }
         let upgrade = forwarded::is_upgrade(&session.req_header().headers);
-        for n in forwarded::connection_listed(&up_req.headers) {
+        for n in forwarded::hop_by_hop(&up_req.headers, upgrade) {
             up_req.remove_header(&n);
-        }
-        for n in forwarded::HOP_BY_HOP {
-            if upgrade && (n == "connection" || n == "upgrade") {
-                continue;
-            }
-            up_req.remove_header(n);
         }
         if upgrade {
             up_req.insert_header(header::CONNECTION, "upgrade")?;
@@ -820,12 +831,14 @@ impl ProxyHttp for Gateway {
             "http"
         };
         let req = session.req_header();
-        let host = req
-            .headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| req.uri.authority().map(|a| a.as_str()))
-            .map(str::to_string);
+        // The Host value as received (a shared buffer, not a copy).
+        let host = match req.headers.get(header::HOST) {
+            Some(v) if v.to_str().is_ok() => Some(v.clone()),
+            _ => req
+                .uri
+                .authority()
+                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok()),
+        };
         if let Some(p) = peer {
             let xff = match joined(&up_req.headers, "x-forwarded-for") {
                 Some(prev) if peer_trusted => format!("{prev}, {p}"),
@@ -833,7 +846,7 @@ impl ProxyHttp for Gateway {
             };
             up_req.insert_header("x-forwarded-for", xff)?;
             let mut fwd = format!("for={};proto={proto}", forwarded::forwarded_node(p));
-            if let Some(h) = &host {
+            if let Some(h) = host.as_ref().and_then(|h| h.to_str().ok()) {
                 fwd.push_str(";host=");
                 fwd.push_str(&forwarded::quote(h));
             }
@@ -844,8 +857,8 @@ impl ProxyHttp for Gateway {
             up_req.insert_header("forwarded", fwd)?;
         }
         up_req.insert_header("x-forwarded-proto", proto)?;
-        match &host {
-            Some(h) => up_req.insert_header("x-forwarded-host", h.as_str())?,
+        match host {
+            Some(h) => up_req.insert_header("x-forwarded-host", h)?,
             None => {
                 up_req.remove_header("x-forwarded-host");
             }
@@ -907,11 +920,8 @@ impl ProxyHttp for Gateway {
             }
         }
         if resp.status != http::StatusCode::SWITCHING_PROTOCOLS {
-            for n in forwarded::connection_listed(&resp.headers) {
+            for n in forwarded::hop_by_hop(&resp.headers, false) {
                 resp.remove_header(&n);
-            }
-            for n in forwarded::HOP_BY_HOP {
-                resp.remove_header(n);
             }
         }
         if let Some(chain) = ctx.route().map(|r| r.chain.clone()) {
