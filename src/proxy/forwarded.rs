@@ -115,16 +115,17 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// The `for=` node of RFC 7239: IPv6 is quoted and bracketed.
-pub fn forwarded_node(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    }
+pub fn push_node(out: &mut String, ip: IpAddr) {
+    use std::fmt::Write as _;
+    let _ = match ip {
+        IpAddr::V4(v4) => write!(out, "{v4}"),
+        IpAddr::V6(v6) => write!(out, "\"[{v6}]\""),
+    };
 }
 
-/// A quoted-string for RFC 7239 values that are not tokens.
-pub fn quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
+/// Appends a quoted-string for RFC 7239 values that are not tokens.
+pub fn push_quoted(out: &mut String, s: &str) {
+    out.reserve(s.len() + 2);
     out.push('"');
     for c in s.chars() {
         if c == '"' || c == '\\' {
@@ -133,7 +134,6 @@ pub fn quote(s: &str) -> String {
         out.push(c);
     }
     out.push('"');
-    out
 }
 
 #[cfg(test)]
@@ -189,7 +189,17 @@ mod tests {
         );
         // Garbage stops the walk.
         assert_eq!(client_ip(Some(lb), &h("1.2.3.4, junk"), &nets), Some(lb));
-        assert_eq!(forwarded_node("::1".parse().unwrap()), "\"[::1]\"");
+    }
+
+    #[test]
+    fn forwarded_values() {
+        let mut out = String::new();
+        push_node(&mut out, "::1".parse().unwrap());
+        out.push(' ');
+        push_node(&mut out, "192.0.2.1".parse().unwrap());
+        out.push(' ');
+        push_quoted(&mut out, r#"api "x" \ y"#);
+        assert_eq!(out, r#""[::1]" 192.0.2.1 "api \"x\" \\ y""#);
     }
 
     #[test]

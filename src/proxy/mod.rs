@@ -780,10 +780,11 @@ impl ProxyHttp for Gateway {
         let Some(backend) = backend else {
             return Error::e_explain(ErrorType::HTTPStatus(503), "no healthy target");
         };
+        let now = Instant::now();
         let remaining = rt
             .limits
             .request_timeout
-            .saturating_sub(ctx.start.elapsed());
+            .saturating_sub(now.saturating_duration_since(ctx.start));
         if remaining.is_zero() {
             return Error::e_explain(ErrorType::HTTPStatus(504), "request_timeout reached");
         }
@@ -792,7 +793,7 @@ impl ProxyHttp for Gateway {
         peer.options.total_connection_timeout = Some(remaining.min(up.connect_timeout));
         ctx.target = Some(up.label(&backend));
         ctx.tried.push(backend);
-        ctx.upstream_start = Some(Instant::now());
+        ctx.upstream_start = Some(now);
         Ok(Box::new(peer))
     }
 
@@ -840,20 +841,33 @@ impl ProxyHttp for Gateway {
                 .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok()),
         };
         if let Some(p) = peer {
-            let xff = match joined(&up_req.headers, "x-forwarded-for") {
-                Some(prev) if peer_trusted => format!("{prev}, {p}"),
-                _ => p.to_string(),
-            };
+            use std::fmt::Write as _;
+            // Each value built once, in place. A chain from an untrusted peer
+            // is replaced, not extended.
+            let mut xff = String::with_capacity(48);
+            if peer_trusted {
+                if let Some(prev) = joined(&up_req.headers, "x-forwarded-for") {
+                    xff.push_str(&prev);
+                    xff.push_str(", ");
+                }
+            }
+            let _ = write!(xff, "{p}");
             up_req.insert_header("x-forwarded-for", xff)?;
-            let mut fwd = format!("for={};proto={proto}", forwarded::forwarded_node(p));
+            let mut fwd = String::with_capacity(96);
+            if peer_trusted {
+                if let Some(prev) = joined(&up_req.headers, "forwarded") {
+                    fwd.push_str(&prev);
+                    fwd.push_str(", ");
+                }
+            }
+            fwd.push_str("for=");
+            forwarded::push_node(&mut fwd, p);
+            fwd.push_str(";proto=");
+            fwd.push_str(proto);
             if let Some(h) = host.as_ref().and_then(|h| h.to_str().ok()) {
                 fwd.push_str(";host=");
-                fwd.push_str(&forwarded::quote(h));
+                forwarded::push_quoted(&mut fwd, h);
             }
-            let fwd = match joined(&up_req.headers, "forwarded") {
-                Some(prev) if peer_trusted => format!("{prev}, {fwd}"),
-                _ => fwd,
-            };
             up_req.insert_header("forwarded", fwd)?;
         }
         up_req.insert_header("x-forwarded-proto", proto)?;
