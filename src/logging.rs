@@ -2,9 +2,10 @@
 //! with `TOLLGATE_LOG_FORMAT=json`. The access log is one event per request on
 //! target `tollgate::access`; it never carries credentials or query strings.
 //!
-//! Both go to stderr. Access lines are buffered (see [`LogWriter`]): written
-//! when 32 KiB have gathered, every 100 ms, before any other log line, and when
-//! the process exits. Every other line is written at once.
+//! Both go to stderr. Per-request lines (the access log, and authentication
+//! refusals on `tollgate::auth`, at info) are buffered (see [`LogWriter`]):
+//! written when 32 KiB have gathered, every 100 ms, before any other log line,
+//! and when the process exits. Every other line is written at once.
 
 use std::fmt::{self, Write as _};
 use std::io::{self, Write as _};
@@ -20,6 +21,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
 const ACCESS_TARGET: &str = "tollgate::access";
+const AUTH_TARGET: &str = "tollgate::auth";
 
 /// The log filter when `TOLLGATE_LOG` is unset.
 pub const DEFAULT_FILTER: &str =
@@ -52,12 +54,14 @@ static OUT: Mutex<()> = Mutex::new(());
 const FLUSH_BYTES: usize = 32 * 1024;
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
-/// stderr, with access lines buffered. One `write(2)` per access line was a
-/// tenth of the access log's cost under load (`benches/load/run`); batched,
-/// a line costs its formatting and a copy. What is buffered is lost only if
-/// the process is killed (SIGKILL, abort): at most 100 ms or 32 KiB of access
-/// lines. Every other line (warnings, errors, reloads) is written at once,
-/// after the access lines before it.
+/// stderr, with per-request lines buffered: the access log, and the info-level
+/// refusals of `tollgate::auth` (expected traffic, one per refused request
+/// under a credential-stuffing run). One `write(2)` per line was a tenth of
+/// the access log's cost under load (`benches/load/run`); batched, a line
+/// costs its formatting and a copy. What is buffered is lost only if the
+/// process is killed (SIGKILL, abort): at most 100 ms or 32 KiB of lines.
+/// Every other line (warnings, errors, reloads) is written at once, after the
+/// buffered lines before it.
 pub struct LogWriter;
 
 pub struct LogLine {
@@ -70,8 +74,10 @@ impl<'a> MakeWriter<'a> for LogWriter {
         LogLine { buffered: false }
     }
     fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> LogLine {
+        let per_request = meta.target() == ACCESS_TARGET || meta.target() == AUTH_TARGET;
         LogLine {
-            buffered: meta.target() == ACCESS_TARGET,
+            // Levels compare by verbosity: info, debug and trace, not warn or error.
+            buffered: per_request && *meta.level() >= tracing::Level::INFO,
         }
     }
 }

@@ -662,6 +662,41 @@ async fn access_log_has_one_json_line_per_request_with_the_fields() {
 }
 
 #[tokio::test]
+async fn buffered_access_lines_are_all_written_by_exit() {
+    // Access lines are buffered (README, Logs): a burst followed at once by
+    // SIGINT (Pingora's fast shutdown: the process exits within milliseconds,
+    // before the 100 ms flush) still leaves one line per request when the
+    // process has exited: the buffer is written at exit.
+    let up = TestUpstream::start("burst").await;
+    let dead = unused_addr();
+    let mut gw = Gateway::start(&access_config(&up, dead)).await;
+    let client = gw.client();
+    const N: usize = 300;
+    for i in 0..N {
+        let resp = client
+            .get(gw.url("/api/burst"))
+            .header("x-request-id", format!("burst-{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    gw.signal(SIGINT);
+    assert!(
+        gw.wait_exit(WAIT).await.is_some(),
+        "no exit after SIGINT; logs:\n{}",
+        gw.logs()
+    );
+    let ids: Vec<String> = access_lines(&gw)
+        .iter()
+        .filter_map(|l| l["request_id"].as_str().map(str::to_string))
+        .filter(|id| id.starts_with("burst-"))
+        .collect();
+    let want: Vec<String> = (0..N).map(|i| format!("burst-{i}")).collect();
+    assert_eq!(ids, want, "every line, once, in order");
+}
+
+#[tokio::test]
 async fn secrets_never_appear_in_the_logs() {
     const TOKEN: &str = "s3cr3t-token-value";
     const KEY: &str = "topsecret";
