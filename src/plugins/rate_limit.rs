@@ -321,18 +321,16 @@ fn hv(n: u64) -> HeaderValue {
     HeaderValue::from(n)
 }
 
+const LIMIT: &str = "ratelimit-limit";
+const REMAINING: &str = "ratelimit-remaining";
+const RESET: &str = "ratelimit-reset";
+
 /// The `RateLimit-*` headers (and `Retry-After` on a refusal).
 pub fn headers(s: &LimitState, refused: bool) -> Vec<(HeaderName, HeaderValue)> {
     let mut h = vec![
-        (
-            HeaderName::from_static("ratelimit-limit"),
-            hv(s.limit as u64),
-        ),
-        (
-            HeaderName::from_static("ratelimit-remaining"),
-            hv(s.remaining as u64),
-        ),
-        (HeaderName::from_static("ratelimit-reset"), hv(s.reset)),
+        (HeaderName::from_static(LIMIT), hv(s.limit as u64)),
+        (HeaderName::from_static(REMAINING), hv(s.remaining as u64)),
+        (HeaderName::from_static(RESET), hv(s.reset)),
     ];
     if refused {
         h.push((http::header::RETRY_AFTER, hv(s.reset)));
@@ -390,10 +388,13 @@ where
     }
 
     fn response(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) {
+        // Names as static strings: Pingora keeps them as they are, where a
+        // `HeaderName` would be copied into a new buffer on every response
+        // (`benches/pipeline.rs`, `plugin_chain_full/one/rate_limit`).
         if let Some(s) = &ctx.rate_limit {
-            for (n, v) in headers(s, false) {
-                let _ = resp.insert_header(n, v);
-            }
+            let _ = resp.insert_header(LIMIT, hv(s.limit as u64));
+            let _ = resp.insert_header(REMAINING, hv(s.remaining as u64));
+            let _ = resp.insert_header(RESET, hv(s.reset));
         }
     }
 
