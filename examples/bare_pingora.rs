@@ -17,6 +17,8 @@
 //! One optional knob, for exploring the floor itself, off by default:
 //! `BARE_PINGORA_L4_READ_BUFFER=<bytes>` sets the downstream listener's L4 read
 //! buffer (Pingora's default is 64 KiB per connection; `0` disables it).
+//! `BARE_PINGORA_PEER_TIMEOUTS=1` gives the upstream peer tollgate's default
+//! timeouts (connect, read, write), to measure what Pingora's timers cost.
 
 use async_trait::async_trait;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
@@ -31,6 +33,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Floor {
     upstream: SocketAddr,
+    peer_timeouts: bool,
 }
 
 #[async_trait]
@@ -42,6 +45,16 @@ impl ProxyHttp for Floor {
         let mut peer = HttpPeer::new(self.upstream, false, String::new());
         // The same idle limit tollgate gives its upstream connections.
         peer.options.idle_timeout = Some(Duration::from_secs(60));
+        if self.peer_timeouts {
+            // tollgate's default upstream timeouts (connect 1 s, read and
+            // write 10 s, a total connect deadline), for measuring what
+            // Pingora's timers cost.
+            let o = &mut peer.options;
+            o.connection_timeout = Some(Duration::from_secs(1));
+            o.total_connection_timeout = Some(Duration::from_secs(1));
+            o.read_timeout = Some(Duration::from_secs(10));
+            o.write_timeout = Some(Duration::from_secs(10));
+        }
         Ok(Box::new(peer))
     }
 }
@@ -88,7 +101,13 @@ fn main() {
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
-    let mut proxy = http_proxy_service(&server.configuration, Floor { upstream });
+    let mut proxy = http_proxy_service(
+        &server.configuration,
+        Floor {
+            upstream,
+            peer_timeouts: std::env::var_os("BARE_PINGORA_PEER_TIMEOUTS").is_some(),
+        },
+    );
     let mut listener = ListenerConfig::tcp(format!("127.0.0.1:{port}"));
     if let Ok(v) = std::env::var("BARE_PINGORA_L4_READ_BUFFER") {
         let bytes: usize = v.parse().unwrap_or_else(|e| {
