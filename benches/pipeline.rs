@@ -60,6 +60,11 @@ use tollgate::proxy::{Gateway, RequestCtx, UpstreamOutcome};
 use tollgate::runtime::{compile, Reuse, Runtime};
 use tracing_subscriber::EnvFilter;
 
+/// The gateway's allocator (src/main.rs), so that allocations cost here what
+/// they cost there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// `benches/load/run`'s values.
 const JWT_SECRET: &str = "tollgate-load-bench-hs256-secret-0123456789abcdef";
 const JWT_ISSUER: &str = "https://id.bench.local";
