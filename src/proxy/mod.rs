@@ -341,14 +341,18 @@ fn response_header_bytes(resp: &ResponseHeader) -> usize {
         .sum()
 }
 
-/// All values of a list-valued header as one comma-separated string.
-fn joined(headers: &http::HeaderMap, name: &str) -> Option<String> {
-    let parts: Vec<&str> = headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    (!parts.is_empty()).then(|| parts.join(", "))
+/// A forwarding chain (`X-Forwarded-For`, `Forwarded`) to be extended with this
+/// hop: the values already sent, each followed by ", ", when the peer is a
+/// trusted proxy; empty otherwise (a chain from an untrusted peer is replaced).
+fn chain_start(headers: &http::HeaderMap, name: &str, trusted: bool) -> String {
+    let mut out = String::with_capacity(96);
+    if trusted {
+        for v in headers.get_all(name).iter().filter_map(|v| v.to_str().ok()) {
+            out.push_str(v);
+            out.push_str(", ");
+        }
+    }
+    out
 }
 
 fn hv(s: &str) -> http::HeaderValue {
@@ -842,24 +846,11 @@ impl ProxyHttp for Gateway {
         };
         if let Some(p) = peer {
             use std::fmt::Write as _;
-            // Each value built once, in place. A chain from an untrusted peer
-            // is replaced, not extended.
-            let mut xff = String::with_capacity(48);
-            if peer_trusted {
-                if let Some(prev) = joined(&up_req.headers, "x-forwarded-for") {
-                    xff.push_str(&prev);
-                    xff.push_str(", ");
-                }
-            }
+            // Each value built once, in place.
+            let mut xff = chain_start(&up_req.headers, "x-forwarded-for", peer_trusted);
             let _ = write!(xff, "{p}");
             up_req.insert_header("x-forwarded-for", xff)?;
-            let mut fwd = String::with_capacity(96);
-            if peer_trusted {
-                if let Some(prev) = joined(&up_req.headers, "forwarded") {
-                    fwd.push_str(&prev);
-                    fwd.push_str(", ");
-                }
-            }
+            let mut fwd = chain_start(&up_req.headers, "forwarded", peer_trusted);
             fwd.push_str("for=");
             forwarded::push_node(&mut fwd, p);
             fwd.push_str(";proto=");
