@@ -617,6 +617,9 @@ fn default_idempotency_methods() -> Vec<String> {
 fn default_idempotency_ttl() -> Dur {
     Dur::secs(86400)
 }
+fn default_unknown_outcome_lock() -> Dur {
+    Dur::secs(60)
+}
 
 /// `type = "idempotency"`
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -641,6 +644,10 @@ pub struct IdempotencyConfig {
     /// Default `deny` (fail closed with 503).
     #[serde(default)]
     pub on_backend_error: Option<OnBackendError>,
+    /// How long a key whose first request ended without a known outcome (the
+    /// client went away, the upstream timed out or reset) answers 409.
+    #[serde(default = "default_unknown_outcome_lock")]
+    pub unknown_outcome_lock: Dur,
 }
 
 /// `type = "ip_filter"`: CIDR lists on the client IP (after `trusted_proxies`).
@@ -805,6 +812,10 @@ pub struct ForwardAuthConfig {
     /// `deny` (default: fail closed with 503) or `allow`.
     #[serde(default)]
     pub on_error: Option<String>,
+    /// A header of the service's 2xx answer naming the request's consumer;
+    /// without it the consumer is a digest of the forwarded credentials.
+    #[serde(default)]
+    pub consumer_header: Option<String>,
 }
 
 fn default_request_id_header() -> String {

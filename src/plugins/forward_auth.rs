@@ -5,8 +5,16 @@
 //! service needs to decide (`X-Forwarded-Method`, `-Uri`, `-Host`, `-Proto`,
 //! `-For`, `X-Request-Id`) plus the client headers named in `forward_headers`.
 //! Its 2xx lets the request through with `copy_response_headers` copied onto
-//! the upstream request; its 401/403 goes back to the client; anything else
-//! fails closed (503) unless `on_error = "allow"`.
+//! the upstream request; its 4xx (401, 403, but also 431 for a huge cookie)
+//! goes back to the client; a connect error, timeout or 5xx fails closed (503)
+//! unless `on_error = "allow"`. Only those failures count against the breaker,
+//! so a client cannot open it with requests the service refuses.
+//!
+//! The request's consumer is the value of `consumer_header` in the 2xx answer,
+//! else a digest of the credentials the service was shown (the
+//! `forward_headers` names and values, length-delimited), written
+//! `cred:sha256:<hex>`; a named consumer cannot take that form. So caches and
+//! idempotency records of two credentials are never shared.
 //!
 //! Calls go through a pooled Pingora HTTP connector (one pool per plugin
 //! instance, surviving reloads with it) and a small circuit breaker: after
@@ -24,6 +32,7 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HOST, WWW_AUTHENTICATE};
 use http::{HeaderName, HeaderValue, Method};
+use sha2::{Digest, Sha256};
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
@@ -97,9 +106,16 @@ pub struct ForwardAuth {
     timeout: Duration,
     forward_headers: Vec<HeaderName>,
     copy_response_headers: Vec<HeaderName>,
+    consumer_header: Option<HeaderName>,
     allow_on_error: bool,
     breaker: Breaker,
 }
+
+/// How a consumer derived from credentials begins; a consumer named by the
+/// service's `consumer_header` may not (it would be taken for a digest).
+pub const DIGEST_PREFIX: &str = "cred:";
+/// Longest consumer name taken from `consumer_header`.
+const MAX_CONSUMER: usize = 256;
 
 fn names(
     key: &str,
@@ -200,6 +216,15 @@ impl ForwardAuth {
             COPY_RESERVED,
             &mut errs,
         );
+        let consumer_header = c.consumer_header.as_ref().and_then(|n| {
+            names(
+                "consumer_header",
+                std::slice::from_ref(n),
+                COPY_RESERVED,
+                &mut errs,
+            )
+            .pop()
+        });
         let host_header = target
             .as_ref()
             .and_then(|t| HeaderValue::from_str(&t.authority).ok());
@@ -224,6 +249,7 @@ impl ForwardAuth {
             timeout: c.timeout.0,
             forward_headers,
             copy_response_headers,
+            consumer_header,
             allow_on_error,
             breaker: Breaker::new(BREAKER_FAILURES, BREAKER_COOL_DOWN),
         })
@@ -275,6 +301,38 @@ impl ForwardAuth {
         Ok(req)
     }
 
+    /// The consumer standing for the credentials shown to the service: a
+    /// SHA-256 of each `forward_headers` name and value, length-delimited, so
+    /// that no two header sets give the same input.
+    fn credential_consumer(&self, session: &Session) -> String {
+        let headers = &session.req_header().headers;
+        let mut h = Sha256::new();
+        for n in &self.forward_headers {
+            for v in headers.get_all(n) {
+                for part in [n.as_str().as_bytes(), v.as_bytes()] {
+                    h.update((part.len() as u64).to_be_bytes());
+                    h.update(part);
+                }
+            }
+        }
+        format!("{DIGEST_PREFIX}sha256:{}", hex::encode(h.finalize()))
+    }
+
+    /// The consumer the service named in its 2xx answer, if it is usable.
+    fn named_consumer<'a>(&self, answer: &'a Answer) -> Option<&'a str> {
+        let v = answer.header.headers.get(self.consumer_header.as_ref()?)?;
+        let v = v.to_str().ok()?.trim();
+        let usable = v.len() <= MAX_CONSUMER && auth::header_safe(v) && !v.starts_with(DIGEST_PREFIX);
+        if !usable {
+            tracing::warn!(
+                target: "tollgate::auth",
+                plugin = &*self.name,
+                "the authorization service named an unusable consumer; the credential digest is used"
+            );
+        }
+        usable.then_some(v)
+    }
+
     /// One call: a pooled connection, the request, the response head and a
     /// bounded body. A pooled connection the service had already closed gets
     /// one more try on a fresh one.
@@ -300,8 +358,16 @@ impl ForwardAuth {
 
     /// The service failed (`reason`): 503, or on with the request when
     /// `on_error = "allow"`. Counted either way.
-    fn failed(&self, ctx: &RequestCtx, reason: &'static str, retry_after: Duration) -> Flow {
+    fn failed(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        reason: &'static str,
+        retry_after: Duration,
+    ) -> Flow {
         if self.allow_on_error {
+            // Unverified, but still never sharing a record with other credentials.
+            auth::set_consumer(ctx, &self.credential_consumer(session));
             let route = ctx.route().map(|r| &*r.name).unwrap_or("");
             METRICS
                 .auth_failures
@@ -330,7 +396,7 @@ impl ForwardAuth {
         )
     }
 
-    /// The service's 401/403 for the client: its status and challenge, and its
+    /// The service's 4xx for the client: its status and challenge, and its
     /// body when it is small JSON (problem+json included); otherwise a problem.
     fn denied(&self, answer: Answer, head_only: bool) -> Flow {
         let status = answer.header.status.as_u16();
@@ -365,11 +431,11 @@ impl ForwardAuth {
                 });
             }
         }
-        auth::refuse(
-            status,
-            "the authorization service denied the request",
-            challenges,
-        )
+        let detail = match status {
+            401 | 403 => "the authorization service denied the request",
+            _ => "the authorization service refused the request",
+        };
+        auth::refuse(status, detail, challenges)
     }
 }
 
@@ -455,7 +521,7 @@ impl Plugin for ForwardAuth {
     async fn request(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Flow> {
         let permit = match self.breaker.admit(Instant::now()) {
             Ok(p) => p,
-            Err(wait) => return Ok(self.failed(ctx, "breaker_open", wait)),
+            Err(wait) => return Ok(self.failed(session, ctx, "breaker_open", wait)),
         };
         let req = self.auth_request(session, ctx)?;
         let answer = match tokio::time::timeout(self.timeout, self.call(&req)).await {
@@ -474,11 +540,16 @@ impl Plugin for ForwardAuth {
                     error = e.etype().as_str(),
                     "authorization service call failed"
                 );
-                return Ok(self.failed(ctx, reason, Duration::from_secs(1)));
+                return Ok(self.failed(session, ctx, reason, Duration::from_secs(1)));
             }
             Err(_) => {
                 permit.finish(false, Instant::now());
-                return Ok(self.failed(ctx, "auth_service_timeout", Duration::from_secs(1)));
+                return Ok(self.failed(
+                    session,
+                    ctx,
+                    "auth_service_timeout",
+                    Duration::from_secs(1),
+                ));
             }
         };
         let status = answer.header.status.as_u16();
@@ -500,17 +571,40 @@ impl Plugin for ForwardAuth {
                         ctx.upstream_headers.push((n.clone(), v));
                     }
                 }
+                let consumer = match self.named_consumer(&answer) {
+                    Some(named) => named.to_string(),
+                    None => self.credential_consumer(session),
+                };
+                auth::set_consumer(ctx, &consumer);
                 Ok(Flow::Continue)
             }
-            401 | 403 => {
+            // Refusals, whatever the reason (401, 403, 431 for a huge cookie):
+            // the client's answer, and the service did its job.
+            400..=499 => {
                 permit.finish(true, Instant::now());
                 auth::count_failure(ctx, &self.name, "denied");
                 let head_only = session.req_header().method == Method::HEAD;
                 Ok(self.denied(answer, head_only))
             }
-            _ => {
+            500..=599 => {
                 permit.finish(false, Instant::now());
-                Ok(self.failed(ctx, "auth_service_error", Duration::from_secs(1)))
+                Ok(self.failed(
+                    session,
+                    ctx,
+                    "auth_service_error",
+                    Duration::from_secs(1),
+                ))
+            }
+            // A redirect or another unusable answer: not a decision, but not
+            // an outage either (SPEC §3: only connect errors, timeouts and 5xx count).
+            _ => {
+                permit.finish(true, Instant::now());
+                Ok(self.failed(
+                    session,
+                    ctx,
+                    "auth_service_error",
+                    Duration::from_secs(1),
+                ))
             }
         }
     }
@@ -677,6 +771,7 @@ mod tests {
             forward_headers: vec![],
             copy_response_headers: vec![],
             on_error: None,
+            consumer_header: None,
         }
     }
 

@@ -1,15 +1,26 @@
 //! `idempotency`: a retried request with the same `Idempotency-Key` gets the
 //! first request's final response again instead of reaching the upstream twice.
 //!
-//! * Keys are scoped by consumer; a record's fingerprint is the SHA-256 of the
-//!   method, normalised path, query and body.
+//! * Keys are scoped: by consumer (and the route's auth plugins) when an auth
+//!   plugin named one; by client IP (plus a digest of `Authorization`) when the
+//!   route authenticates without naming a consumer; by client IP on a route
+//!   with no authenticating plugin. A record's fingerprint is the SHA-256 of
+//!   the method, normalised path, query and body.
 //! * First request → forwarded; its final response (status, headers, body up
-//!   to `max_response`) is stored for `ttl`. 5xx, timeouts, truncated or
-//!   oversized responses are not stored, so the client may retry.
+//!   to `max_response`) is stored for `ttl` before the client receives its
+//!   last byte (SPEC §9). A 5xx is the upstream's answer and releases the key;
+//!   oversized responses are passed through and release it too.
+//! * A first request that may have reached the upstream but ended without a
+//!   whole answer (client gone, upstream timeout or reset) leaves its key
+//!   locked for `unknown_outcome_lock`: retries get 409 with `Retry-After`.
+//!   While the client goes away, the gateway keeps reading the upstream's
+//!   answer (HTTP/1 clients), so a retry usually finds it stored.
 //! * Same key, same fingerprint, stored → replayed with `Idempotent-Replayed:
-//!   true`; still in flight → 409; different fingerprint → 422.
-//! * The local store is bounded by `max_size` bytes (oldest records go first)
-//!   and forgets expired records on every maintenance tick.
+//!   true`; still in flight or locked → 409; different fingerprint → 422.
+//! * The local store is bounded by `max_size` bytes and [`MAX_KEYS`] records.
+//!   When full, the oldest stored responses go first; in-flight and locked keys
+//!   are never evicted: a new key then gets 503. Expired records are forgotten
+//!   on every maintenance tick.
 
 use super::{read_body, BodyError, BuildCtx, BuildError, BuildResult, Flow, Phase, Plugin, Reply};
 use crate::config::{IdempotencyConfig, StateBackend};
@@ -18,13 +29,20 @@ use crate::proxy::RequestCtx;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Method};
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// Most records (stored, in flight or locked) one local store keeps.
+pub const MAX_KEYS: usize = 100_000;
+/// Bytes a record costs beyond its key and stored response (map slot, order
+/// queue entry, allocation overhead): a conservative estimate.
+const RECORD_OVERHEAD: usize = 192;
 
 /// A stored final response.
 #[derive(Debug, Clone)]
@@ -53,6 +71,11 @@ enum Record {
         token: u64,
         expires: Instant,
     },
+    /// The first request's outcome is unknown: the key may not run again yet.
+    Locked {
+        fp: [u8; 32],
+        expires: Instant,
+    },
     Done {
         fp: [u8; 32],
         resp: Arc<Stored>,
@@ -61,23 +84,78 @@ enum Record {
     },
 }
 
+impl Record {
+    fn expires(&self) -> Instant {
+        match self {
+            Record::InFlight { expires, .. }
+            | Record::Locked { expires, .. }
+            | Record::Done { expires, .. } => *expires,
+        }
+    }
+
+    fn cost(&self, key: &str) -> usize {
+        // The key is held twice (map and eviction queue).
+        let base = 2 * key.len() + RECORD_OVERHEAD;
+        match self {
+            Record::Done { resp, .. } => base + resp.size(),
+            _ => base,
+        }
+    }
+}
+
 /// What a request with a key may do.
 #[derive(Debug)]
 pub enum Begin {
     /// First of its key: forward it; `token` identifies its in-flight marker.
     Proceed(u64),
     InFlight,
+    /// The first request's outcome is unknown for this much longer.
+    Locked(Duration),
     Mismatch,
     Replay(Arc<Stored>),
+    /// The store is full of in-flight and locked keys: nothing may be evicted.
+    Full,
 }
 
 #[derive(Default)]
 struct Inner {
     records: HashMap<String, Record>,
-    /// Stored records in insertion order, for eviction by size.
+    /// Stored records in insertion order, for eviction (entries whose `seq`
+    /// no longer matches are stale and skipped).
     order: VecDeque<(String, u64)>,
+    /// Sum of the records' `cost`.
     bytes: usize,
     next: u64,
+}
+
+impl Inner {
+    fn remove(&mut self, key: &str) -> Option<Record> {
+        let r = self.records.remove(key)?;
+        self.bytes = self.bytes.saturating_sub(r.cost(key));
+        Some(r)
+    }
+
+    fn insert(&mut self, key: &str, r: Record) {
+        self.remove(key);
+        self.bytes += r.cost(key);
+        self.records.insert(key.to_string(), r);
+    }
+
+    /// Evict the oldest stored responses until `need` more bytes and one more
+    /// record fit; false when only in-flight and locked records are left.
+    fn make_room(&mut self, need: usize, max_bytes: usize, keep: &str) -> bool {
+        while self.bytes + need > max_bytes || self.records.len() >= MAX_KEYS {
+            let Some((k, s)) = self.order.pop_front() else {
+                return false;
+            };
+            let current = k != keep
+                && matches!(self.records.get(&k), Some(Record::Done { seq, .. }) if *seq == s);
+            if current {
+                self.remove(&k);
+            }
+        }
+        true
+    }
 }
 
 /// The in-memory record store of one plugin instance.
@@ -102,80 +180,86 @@ impl LocalStore {
         let now = Instant::now();
         let mut g = self.lock();
         let inner = &mut *g;
-        let expired = match inner.records.get(key) {
-            Some(Record::InFlight { expires, .. }) | Some(Record::Done { expires, .. }) => {
-                *expires <= now
+        match inner.records.get(key) {
+            Some(r) if r.expires() > now => {
+                return match r {
+                    Record::InFlight { fp: f, .. } if *f == fp => Begin::InFlight,
+                    Record::Locked { fp: f, expires } if *f == fp => {
+                        Begin::Locked(expires.saturating_duration_since(now))
+                    }
+                    Record::Done { fp: f, resp, .. } if *f == fp => Begin::Replay(resp.clone()),
+                    _ => Begin::Mismatch,
+                };
             }
-            None => true,
-        };
-        if !expired {
-            return match inner.records.get(key) {
-                Some(Record::InFlight { fp: f, .. }) if *f == fp => Begin::InFlight,
-                Some(Record::Done { fp: f, resp, .. }) if *f == fp => Begin::Replay(resp.clone()),
-                _ => Begin::Mismatch,
-            };
-        }
-        if let Some(Record::Done { resp, .. }) = inner.records.remove(key) {
-            inner.bytes = inner.bytes.saturating_sub(resp.size());
+            Some(_) => {
+                inner.remove(key);
+            }
+            None => {}
         }
         inner.next += 1;
         let token = inner.next;
-        inner.records.insert(
-            key.to_string(),
-            Record::InFlight {
-                fp,
-                token,
-                expires: now + ttl,
-            },
-        );
+        let record = Record::InFlight {
+            fp,
+            token,
+            expires: now + ttl,
+        };
+        if !inner.make_room(record.cost(key), self.max_bytes, key) {
+            return Begin::Full;
+        }
+        inner.insert(key, record);
         Begin::Proceed(token)
     }
 
-    /// Store the response of the request holding `token`.
+    /// Store the response of the request holding `token`. False (and the key
+    /// released) when it cannot be kept.
     pub fn complete(&self, key: &str, token: u64, resp: Stored, ttl: Duration) -> bool {
         let now = Instant::now();
-        let size = resp.size();
         let mut g = self.lock();
         let inner = &mut *g;
         let fp = match inner.records.get(key) {
             Some(Record::InFlight { fp, token: t, .. }) if *t == token => *fp,
             _ => return false,
         };
-        if size > self.max_bytes {
-            inner.records.remove(key);
-            return false;
-        }
+        inner.remove(key);
         inner.next += 1;
         let seq = inner.next;
-        inner.records.insert(
-            key.to_string(),
-            Record::Done {
+        let record = Record::Done {
+            fp,
+            resp: Arc::new(resp),
+            expires: now + ttl,
+            seq,
+        };
+        if !inner.make_room(record.cost(key), self.max_bytes, key) {
+            return false;
+        }
+        inner.insert(key, record);
+        inner.order.push_back((key.to_string(), seq));
+        true
+    }
+
+    /// The request holding `token` ended without a known outcome: keep its
+    /// key locked for `lock`.
+    pub fn lock_unknown(&self, key: &str, token: u64, lock: Duration) {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let fp = match inner.records.get(key) {
+            Some(Record::InFlight { fp, token: t, .. }) if *t == token => *fp,
+            _ => return,
+        };
+        inner.insert(
+            key,
+            Record::Locked {
                 fp,
-                resp: Arc::new(resp),
-                expires: now + ttl,
-                seq,
+                expires: Instant::now() + lock,
             },
         );
-        inner.order.push_back((key.to_string(), seq));
-        inner.bytes += size;
-        while inner.bytes > self.max_bytes {
-            let Some((k, s)) = inner.order.pop_front() else {
-                break;
-            };
-            if matches!(inner.records.get(&k), Some(Record::Done { seq, .. }) if *seq == s) {
-                if let Some(Record::Done { resp, .. }) = inner.records.remove(&k) {
-                    inner.bytes = inner.bytes.saturating_sub(resp.size());
-                }
-            }
-        }
-        true
     }
 
     /// Drop the in-flight marker of `token` (the response is not stored).
     pub fn abort(&self, key: &str, token: u64) {
         let mut g = self.lock();
         if matches!(g.records.get(key), Some(Record::InFlight { token: t, .. }) if *t == token) {
-            g.records.remove(key);
+            g.remove(key);
         }
     }
 
@@ -184,18 +268,8 @@ impl LocalStore {
         let now = Instant::now();
         let mut g = self.lock();
         let inner = &mut *g;
-        let mut freed = 0;
-        inner.records.retain(|_, r| match r {
-            Record::InFlight { expires, .. } => *expires > now,
-            Record::Done { expires, resp, .. } => {
-                let keep = *expires > now;
-                if !keep {
-                    freed += resp.size();
-                }
-                keep
-            }
-        });
-        inner.bytes = inner.bytes.saturating_sub(freed);
+        inner.records.retain(|_, r| r.expires() > now);
+        inner.bytes = inner.records.iter().map(|(k, r)| r.cost(k)).sum();
         let records = &inner.records;
         inner
             .order
@@ -210,14 +284,19 @@ impl LocalStore {
         self.len() == 0
     }
 
+    /// The estimated memory the records take (what `max_size` bounds).
     pub fn bytes(&self) -> usize {
         self.lock().bytes
     }
 }
 
-/// Records in Redis, shared by every gateway with the same config. A value is
-/// `F<fingerprint><token>` while in flight, `D<fingerprint><response>` once
-/// stored; the in-flight marker is taken with `SET NX` with an expiry inside a
+/// Records in Redis, shared by every gateway with the same config.
+///
+/// Key: `tollgate:idem:<plugin>:<config digest>:<scope>:<idempotency key>`,
+/// `<scope>` being 32 hex digits (see [`scope_of`]); printable throughout.
+/// Value: `F<fingerprint hex><token>` while in flight, `L<fingerprint hex>`
+/// while locked after an unknown outcome, `D<fingerprint hex><response>` once
+/// stored. The in-flight marker is taken with `SET NX` with an expiry inside a
 /// script, so two gateways can never both proceed with one key.
 pub struct RedisStore {
     redis: Arc<crate::cluster::Redis>,
@@ -236,10 +315,14 @@ end
 local v = redis.call('GET', KEYS[1])
 if not v then return {'inflight', ''} end
 if string.sub(v, 2, 65) ~= ARGV[1] then return {'mismatch', ''} end
-if string.sub(v, 1, 1) == 'F' then return {'inflight', ''} end
+local kind = string.sub(v, 1, 1)
+if kind == 'F' then return {'inflight', ''} end
+if kind == 'L' then return {'locked', tostring(redis.call('PTTL', KEYS[1]))} end
 return {'replay', v}
 "#;
 
+/// Replace the in-flight marker `ARGV[1]` with `ARGV[2]` for `ARGV[3]` ms
+/// (a stored response, or a lock).
 const COMPLETE: &str = r#"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
@@ -297,12 +380,16 @@ fn decode(v: &[u8]) -> Option<Stored> {
     })
 }
 
+fn millis(d: Duration) -> String {
+    d.as_millis().max(1).to_string()
+}
+
 impl RedisStore {
     async fn begin(&self, key: &str, fp: [u8; 32]) -> Result<Begin, crate::cluster::BackendError> {
         let fp_hex = hex::encode(fp);
         let token: u64 = rand::random();
         let k = format!("{}{key}", self.prefix);
-        let ttl = self.inflight_ttl.as_millis().max(1).to_string();
+        let ttl = millis(self.inflight_ttl);
         let (what, value): (String, Vec<u8>) = self
             .redis
             .eval(
@@ -318,6 +405,13 @@ impl RedisStore {
         Ok(match what.as_str() {
             "proceed" => Begin::Proceed(token),
             "inflight" => Begin::InFlight,
+            "locked" => {
+                let ms = std::str::from_utf8(&value)
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(1000);
+                Begin::Locked(Duration::from_millis(ms))
+            }
             "replay" => match decode(&value) {
                 Some(s) => Begin::Replay(Arc::new(s)),
                 None => Begin::Mismatch,
@@ -326,26 +420,25 @@ impl RedisStore {
         })
     }
 
-    async fn complete(
+    /// Replace the marker of `token` with `value` for `ttl`.
+    async fn settle(
         &self,
         key: &str,
         fp: [u8; 32],
         token: u64,
-        resp: Stored,
+        value: &[u8],
         ttl: Duration,
     ) -> Result<bool, crate::cluster::BackendError> {
-        let fp_hex = hex::encode(fp);
         let k = format!("{}{key}", self.prefix);
-        let ttl = ttl.as_millis().max(1).to_string();
         let n: i64 = self
             .redis
             .eval(
                 &self.complete,
                 &[&k],
                 &[
-                    marker(&fp_hex, token).as_bytes(),
-                    &encode(&fp_hex, &resp),
-                    ttl.as_bytes(),
+                    marker(&hex::encode(fp), token).as_bytes(),
+                    value,
+                    millis(ttl).as_bytes(),
                 ],
             )
             .await?;
@@ -371,11 +464,32 @@ impl RedisStore {
     }
 }
 
+/// Run `fut` to its end before returning, on a multi-threaded runtime (the
+/// proxy's body filters are synchronous, and a record must be in Redis before
+/// the response's last byte leaves). Elsewhere it is spawned.
+fn run_to_end<F>(fut: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| h.block_on(fut))
+        }
+        Ok(h) => {
+            h.spawn(fut);
+        }
+        Err(_) => {}
+    }
+}
+
 /// The request's progress, kept in its context.
 struct Pending {
     key: String,
     fp: [u8; 32],
     token: u64,
+    /// The request was handed to an upstream connection at least once, so it
+    /// may be executing there.
+    sent: AtomicBool,
     status: Option<u16>,
     headers: Vec<(HeaderName, HeaderValue)>,
     body: BytesMut,
@@ -387,6 +501,7 @@ pub struct Idempotency {
     header: HeaderName,
     methods: Vec<Method>,
     ttl: Duration,
+    unknown_outcome_lock: Duration,
     required: bool,
     max_response: usize,
     store: LocalStore,
@@ -397,6 +512,55 @@ pub struct Idempotency {
 
 fn valid_key(v: &[u8]) -> bool {
     !v.is_empty() && v.len() <= 255 && v.iter().all(|b| (0x21..0x7f).contains(b))
+}
+
+/// The space a request's keys live in, as 32 hex digits: a digest of
+/// length-delimited parts, so that no two scopes share a digest input.
+/// * consumer named by an auth plugin: `consumer`, the route's auth plugin
+///   names, the consumer;
+/// * route authenticates but no consumer was named (a JWT without its
+///   consumer claim, `webhook_signature`): `credential`, client IP and the
+///   `Authorization` values;
+/// * no authenticating plugin on the route: `ip`, the client IP.
+pub fn scope_of(req: &RequestHeader, ctx: &RequestCtx) -> String {
+    let mut h = Sha256::new();
+    let mut part = |b: &[u8]| {
+        h.update((b.len() as u64).to_be_bytes());
+        h.update(b);
+    };
+    let auth: Vec<&str> = ctx
+        .route()
+        .map(|r| {
+            r.chain
+                .iter()
+                .filter(|i| i.phase == Phase::Auth)
+                .map(|i| &*i.name)
+                .collect()
+        })
+        .unwrap_or_default();
+    let ip = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
+    match (&ctx.consumer, auth.is_empty()) {
+        (Some(c), _) => {
+            part(b"consumer");
+            for a in &auth {
+                part(a.as_bytes());
+            }
+            part(b"");
+            part(c.as_bytes());
+        }
+        (None, false) => {
+            part(b"credential");
+            part(ip.as_bytes());
+            for v in req.headers.get_all(http::header::AUTHORIZATION) {
+                part(v.as_bytes());
+            }
+        }
+        (None, true) => {
+            part(b"ip");
+            part(ip.as_bytes());
+        }
+    }
+    hex::encode(&h.finalize()[..16])
 }
 
 impl Idempotency {
@@ -425,6 +589,12 @@ impl Idempotency {
                 message: "must be greater than zero".into(),
             });
         }
+        if c.unknown_outcome_lock.0.is_zero() {
+            errs.push(BuildError {
+                key: "unknown_outcome_lock".into(),
+                message: "must be greater than zero (a key whose outcome is unknown must not run again at once)".into(),
+            });
+        }
         let redis = match c.backend {
             StateBackend::Local => None,
             StateBackend::Redis => match bx.redis("backend") {
@@ -451,6 +621,7 @@ impl Idempotency {
                 header,
                 methods,
                 ttl: c.ttl.0,
+                unknown_outcome_lock: c.unknown_outcome_lock.0,
                 required: c.required,
                 max_response: c.max_response.0 as usize,
                 store: LocalStore::new(c.max_size.0 as usize),
@@ -474,6 +645,8 @@ impl Idempotency {
             .inc();
     }
 
+    /// The whole upstream response is known: store it (before the client gets
+    /// its last byte), or release the key for a 5xx or an oversized response.
     fn finish_pending(&self, ctx: &mut RequestCtx) {
         let Some(p) = ctx.take_state::<Pending>(self.owner()) else {
             return;
@@ -497,15 +670,14 @@ impl Idempotency {
             }
             return;
         };
-        // The response is already on its way to the client: record it without
-        // holding the request up. Until it lands, the key answers 409.
         let route = ctx.route().map(|r| r.name.to_string()).unwrap_or_default();
         let (ttl, errors) = (self.ttl, self.errors.clone());
-        tokio::spawn(async move {
+        run_to_end(async move {
             let r = match store {
                 Some(resp) => {
+                    let value = encode(&hex::encode(p.fp), &resp);
                     redis
-                        .complete(&p.key, p.fp, p.token, resp, ttl)
+                        .settle(&p.key, p.fp, p.token, &value, ttl)
                         .await
                         .map(|stored| {
                             if stored {
@@ -570,6 +742,7 @@ impl Plugin for Idempotency {
             }
             Some(v) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
         };
+        let scoped = format!("{}:{key}", scope_of(req, ctx));
         let method = req.method.clone();
         let query = req.uri.query().map(str::to_string);
         let body = match read_body(session, ctx).await {
@@ -604,7 +777,6 @@ impl Plugin for Idempotency {
         }
         h.update(&body);
         let fp: [u8; 32] = h.finalize().into();
-        let scoped = format!("{}\u{0}{key}", ctx.consumer.as_deref().unwrap_or(""));
         let begun = match &self.redis {
             None => self.store.begin(&scoped, fp, self.ttl),
             Some(r) => match r.begin(&scoped, fp).await {
@@ -624,12 +796,16 @@ impl Plugin for Idempotency {
         };
         match begun {
             Begin::Proceed(token) => {
+                // A client that goes away does not end the exchange: the
+                // upstream's answer is still read and stored for its retry.
+                session.as_mut().set_abort_on_close(false);
                 ctx.set_state(
                     self.owner(),
                     Pending {
                         key: scoped,
                         fp,
                         token,
+                        sent: AtomicBool::new(false),
                         status: None,
                         headers: Vec::new(),
                         body: BytesMut::new(),
@@ -645,6 +821,22 @@ impl Plugin for Idempotency {
                     "a request with this idempotency key is still being processed",
                 ))
             }
+            Begin::Locked(left) => {
+                Self::count(ctx, "conflict");
+                let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+                Ok(Flow::Respond(Reply::Problem {
+                    status: 409,
+                    detail: "the first request with this idempotency key ended without a known \
+                             outcome and may still be executing; retry later"
+                        .into(),
+                    headers: vec![(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)))],
+                }))
+            }
+            Begin::Full => Ok(Flow::Respond(Reply::Problem {
+                status: 503,
+                detail: "too many idempotency keys are in flight; retry later".into(),
+                headers: vec![(http::header::RETRY_AFTER, HeaderValue::from(1u64))],
+            })),
             Begin::Mismatch => {
                 Self::count(ctx, "mismatch");
                 Ok(Flow::problem(
@@ -663,26 +855,36 @@ impl Plugin for Idempotency {
         }
     }
 
+    fn upstream_request(&self, _req: &mut RequestHeader, ctx: &RequestCtx) -> pingora::Result<()> {
+        if let Some(p) = ctx.state::<Pending>(self.owner()) {
+            p.sent.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     fn upstream_response(&self, resp: &ResponseHeader, ctx: &mut RequestCtx) {
         let max = self.max_response;
-        if let Some(p) = ctx.state_mut::<Pending>(self.owner()) {
-            p.status = Some(resp.status.as_u16());
-            p.headers = resp
-                .headers
-                .iter()
-                .filter(|(n, _)| *n != http::header::DATE && *n != http::header::CONTENT_LENGTH)
-                .map(|(n, v)| (n.clone(), v.clone()))
-                .collect();
-            p.body = BytesMut::new();
-            p.oversized = false;
-            let declared = resp
-                .headers
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<usize>().ok());
-            if declared.is_some_and(|n| n > max) {
-                p.oversized = true;
-            }
+        let status = resp.status.as_u16();
+        let declared = resp
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let Some(p) = ctx.state_mut::<Pending>(self.owner()) else {
+            return;
+        };
+        p.status = Some(status);
+        p.headers = resp
+            .headers
+            .iter()
+            .filter(|(n, _)| *n != http::header::DATE && *n != http::header::CONTENT_LENGTH)
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
+        p.body = BytesMut::new();
+        p.oversized = declared.is_some_and(|n| n > max);
+        // A response without a body gets no body callback: it is complete now.
+        if declared == Some(0) || matches!(status, 204 | 304) {
+            self.finish_pending(ctx);
         }
     }
 
@@ -704,19 +906,38 @@ impl Plugin for Idempotency {
     }
 
     fn finish(&self, ctx: &mut RequestCtx) {
-        // Still pending here: the response never completed (error, timeout,
-        // client gone). Release the key so the client may retry.
-        if let Some(p) = ctx.take_state::<Pending>(self.owner()) {
-            match self.redis.clone() {
-                None => self.store.abort(&p.key, p.token),
-                Some(r) => {
-                    let errors = self.errors.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = r.abort(&p.key, p.fp, p.token).await {
-                            errors.report(&e);
-                        }
-                    });
-                }
+        // Still pending here: no whole answer was read. A request that never
+        // reached an upstream, or whose upstream answered 5xx, releases its
+        // key; any other may be executing (client gone, timeout, reset, a
+        // broken body): its key stays locked for `unknown_outcome_lock`.
+        let Some(p) = ctx.take_state::<Pending>(self.owner()) else {
+            return;
+        };
+        // (A retried 5xx that ran out of attempts never reached `upstream_response`.)
+        let status = p
+            .status
+            .or(ctx.upstream_outcome.and_then(|o| o.status));
+        let release = !p.sent.load(Ordering::Relaxed) || status.is_some_and(|s| s >= 500);
+        let lock = self.unknown_outcome_lock;
+        match self.redis.clone() {
+            None if release => self.store.abort(&p.key, p.token),
+            None => self.store.lock_unknown(&p.key, p.token, lock),
+            Some(r) => {
+                let errors = self.errors.clone();
+                // Until this lands the in-flight marker stays: retries get 409 either way.
+                tokio::spawn(async move {
+                    let res = if release {
+                        r.abort(&p.key, p.fp, p.token).await
+                    } else {
+                        let value = format!("L{}", hex::encode(p.fp));
+                        r.settle(&p.key, p.fp, p.token, value.as_bytes(), lock)
+                            .await
+                            .map(|_| ())
+                    };
+                    if let Err(e) = res {
+                        errors.report(&e);
+                    }
+                });
             }
         }
     }
@@ -797,6 +1018,74 @@ mod tests {
         tokio::time::advance(Duration::from_secs(61)).await;
         s.expire();
         assert_eq!((s.len(), s.bytes()), (0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unknown_outcome_locks_the_key_for_its_duration() {
+        let s = LocalStore::new(1 << 20);
+        let ttl = Duration::from_secs(3600);
+        let Begin::Proceed(t) = s.begin("k", [1; 32], ttl) else {
+            panic!()
+        };
+        s.lock_unknown("k", t, Duration::from_secs(60));
+        match s.begin("k", [1; 32], ttl) {
+            Begin::Locked(left) => assert_eq!(left, Duration::from_secs(60)),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(s.begin("k", [2; 32], ttl), Begin::Mismatch));
+        // The late completion of the locked request changes nothing.
+        assert!(!s.complete("k", t, resp("late"), ttl));
+        tokio::time::advance(Duration::from_secs(59)).await;
+        assert!(matches!(s.begin("k", [1; 32], ttl), Begin::Locked(_)));
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(matches!(s.begin("k", [1; 32], ttl), Begin::Proceed(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_store_evicts_stored_responses_but_never_in_flight_or_locked_keys() {
+        let s = LocalStore::new(20 * (RECORD_OVERHEAD + 2 * 4));
+        let ttl = Duration::from_secs(60);
+        let mut tokens = Vec::new();
+        let mut i = 0;
+        loop {
+            let k = format!("k{i:03}");
+            match s.begin(&k, [0; 32], ttl) {
+                Begin::Proceed(t) => tokens.push((k, t)),
+                Begin::Full => break,
+                other => panic!("{other:?}"),
+            }
+            i += 1;
+        }
+        assert!(s.bytes() <= 20 * (RECORD_OVERHEAD + 8), "{}", s.bytes());
+        let held = tokens.len();
+        assert!(held >= 10, "{held}");
+        // Every marker is still there: refused, not forgotten.
+        for (k, _) in &tokens {
+            assert!(matches!(s.begin(k, [0; 32], ttl), Begin::InFlight), "{k}");
+        }
+        // Locks survive too; a released key makes room for a new one.
+        let (k0, t0) = tokens[0].clone();
+        s.lock_unknown(&k0, t0, Duration::from_secs(60));
+        assert!(matches!(s.begin(&k0, [0; 32], ttl), Begin::Locked(_)));
+        let (k1, t1) = tokens[1].clone();
+        s.abort(&k1, t1);
+        assert!(matches!(s.begin("new", [0; 32], ttl), Begin::Proceed(_)));
+        assert!(matches!(s.begin(&k0, [0; 32], ttl), Begin::Locked(_)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn distinct_keys_never_grow_the_store_past_its_bound() {
+        let max = 256 << 10;
+        let s = LocalStore::new(max);
+        let ttl = Duration::from_secs(60);
+        for i in 0..50_000 {
+            let k = format!("{i:0>200}");
+            if let Begin::Proceed(t) = s.begin(&k, [0; 32], ttl) {
+                s.complete(&k, t, resp("{}"), ttl);
+            }
+            assert!(s.bytes() <= max);
+        }
+        assert!(s.len() <= max / (RECORD_OVERHEAD + 400));
     }
 
     #[test]
