@@ -79,7 +79,8 @@ async fn serve_auth(mut s: TcpStream, hits: Arc<AtomicUsize>) {
             .map(|h| String::from_utf8_lossy(h.value).into_owned());
         let out = match cookie {
             Some(c) if c.len() > 8192 => {
-                "HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n\r\n".to_string()
+                "HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n\r\n"
+                    .to_string()
             }
             Some(c) => {
                 let user = c.strip_prefix("sid=").unwrap_or("nobody");
@@ -213,11 +214,19 @@ async fn forward_auth_users_never_get_each_others_cache_hits() {
         assert_eq!(s, 200, "{alice}");
         assert!(alice.contains("sid=alice"), "{alice}");
         let (_, cache, again) = get_as(&gw, path, "alice").await;
-        assert_eq!(cache.as_deref(), Some("HIT"), "{path}: Alice's own copy is cached");
+        assert_eq!(
+            cache.as_deref(),
+            Some("HIT"),
+            "{path}: Alice's own copy is cached"
+        );
         assert_eq!(again, alice);
         let (s, cache, bob) = get_as(&gw, path, "bob").await;
         assert_eq!(s, 200);
-        assert_ne!(cache.as_deref(), Some("HIT"), "{path}: Bob got Alice's entry");
+        assert_ne!(
+            cache.as_deref(),
+            Some("HIT"),
+            "{path}: Bob got Alice's entry"
+        );
         assert!(
             bob.contains("sid=bob") && !bob.contains("alice"),
             "{path}: {bob}"
@@ -232,18 +241,49 @@ async fn forward_auth_users_never_share_idempotency_records() {
     let gw = Gateway::start(&config(up.addr(), auth.addr, "")).await;
     for (i, path) in ["/pay", "/pay-digest"].into_iter().enumerate() {
         let key = format!("pay-key-{i}");
-        let alice = post(&gw, path, &key, r#"{"amount":100}"#, &[("cookie", "sid=alice")]).await;
+        let alice = post(
+            &gw,
+            path,
+            &key,
+            r#"{"amount":100}"#,
+            &[("cookie", "sid=alice")],
+        )
+        .await;
         assert_eq!(alice.status(), 200);
-        let replay = post(&gw, path, &key, r#"{"amount":100}"#, &[("cookie", "sid=alice")]).await;
+        let replay = post(
+            &gw,
+            path,
+            &key,
+            r#"{"amount":100}"#,
+            &[("cookie", "sid=alice")],
+        )
+        .await;
         assert!(replayed(&replay), "{path}: Alice's own retry is a replay");
 
-        let bob = post(&gw, path, &key, r#"{"amount":100}"#, &[("cookie", "sid=bob")]).await;
+        let bob = post(
+            &gw,
+            path,
+            &key,
+            r#"{"amount":100}"#,
+            &[("cookie", "sid=bob")],
+        )
+        .await;
         assert_eq!(bob.status(), 200);
         assert!(!replayed(&bob), "{path}: Bob got Alice's stored response");
         let body = bob.text().await.unwrap();
-        assert!(body.contains("sid=bob") && !body.contains("alice"), "{body}");
+        assert!(
+            body.contains("sid=bob") && !body.contains("alice"),
+            "{body}"
+        );
 
-        let carol = post(&gw, path, &key, r#"{"amount":5}"#, &[("cookie", "sid=carol")]).await;
+        let carol = post(
+            &gw,
+            path,
+            &key,
+            r#"{"amount":5}"#,
+            &[("cookie", "sid=carol")],
+        )
+        .await;
         assert_eq!(
             carol.status(),
             200,
@@ -251,7 +291,11 @@ async fn forward_auth_users_never_share_idempotency_records() {
         );
         assert!(!replayed(&carol));
     }
-    assert_eq!(up.hits(), 6, "Alice once per route, Bob and Carol each once");
+    assert_eq!(
+        up.hits(),
+        6,
+        "Alice once per route, Bob and Carol each once"
+    );
 }
 
 #[tokio::test]
@@ -376,7 +420,12 @@ async fn a_client_that_gives_up_and_retries_never_runs_the_request_twice() {
 async fn timeouts_and_resets_lock_the_key_until_unknown_outcome_lock_ends() {
     let up = TestUpstream::start("up").await;
     let auth = AuthService::start().await;
-    let gw = Gateway::start(&config(up.addr(), auth.addr, r#"unknown_outcome_lock = "2s""#)).await;
+    let gw = Gateway::start(&config(
+        up.addr(),
+        auth.addr,
+        r#"unknown_outcome_lock = "2s""#,
+    ))
+    .await;
     for (path, status) in [("/hang", 504), ("/reset", 502), ("/reset-mid-body", 0)] {
         let before = up.hits();
         let key = format!("k{path}");
@@ -392,7 +441,11 @@ async fn timeouts_and_resets_lock_the_key_until_unknown_outcome_lock_ends() {
             .parse()
             .unwrap();
         assert!((1..=2).contains(&after), "{path}: Retry-After {after}");
-        assert_eq!(up.hits(), before + 1, "{path}: the retry reached the upstream");
+        assert_eq!(
+            up.hits(),
+            before + 1,
+            "{path}: the retry reached the upstream"
+        );
         // Once the lock has run out, the key may run again.
         wait_until(WAIT, || async {
             post(&gw, path, &key, "{}", &[]).await.status() != 409
@@ -402,7 +455,10 @@ async fn timeouts_and_resets_lock_the_key_until_unknown_outcome_lock_ends() {
     }
     // A 5xx is the upstream's final answer: not stored, the key is free at once.
     for _ in 0..2 {
-        assert_eq!(post(&gw, "/status/500", "k500", "{}", &[]).await.status(), 500);
+        assert_eq!(
+            post(&gw, "/status/500", "k500", "{}", &[]).await.status(),
+            500
+        );
     }
     assert_eq!(up.hits(), 8);
 }
@@ -436,11 +492,22 @@ impl RedisServer {
     async fn start() -> RedisServer {
         let port = free_port();
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start redis-server ({e}): install it (apt-get install redis-server)"));
+            .unwrap_or_else(|e| {
+                panic!("cannot start redis-server ({e}): install it (apt-get install redis-server)")
+            });
         let r = RedisServer { port, child };
         wait_until(WAIT, || async move {
             TcpStream::connect(("127.0.0.1", port)).await.is_ok()
@@ -549,4 +616,30 @@ async fn with_redis_a_timed_out_key_is_locked_on_every_instance() {
         .unwrap();
     assert!((1..=30).contains(&after), "{after}");
     assert_eq!(up.hits(), 1);
+}
+
+#[test]
+fn new_keys_are_validated_with_their_place() {
+    assert_plugin_errors(
+        "idempotency",
+        "idem",
+        &[(
+            r#"unknown_outcome_lock = "0s""#,
+            "plugins.idem.unknown_outcome_lock",
+        )],
+    );
+    assert_plugin_errors(
+        "forward_auth",
+        "fa",
+        &[
+            (
+                "url = \"http://127.0.0.1:9/\"\nconsumer_header = \"bad name\"",
+                "plugins.fa.consumer_header",
+            ),
+            (
+                "url = \"http://127.0.0.1:9/\"\nconsumer_header = \"content-length\"",
+                "plugins.fa.consumer_header",
+            ),
+        ],
+    );
 }

@@ -32,12 +32,12 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HOST, WWW_AUTHENTICATE};
 use http::{HeaderName, HeaderValue, Method};
-use sha2::{Digest, Sha256};
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::HttpPeer;
 use pingora::proxy::Session;
 use pingora::{Error, ErrorType};
+use sha2::{Digest, Sha256};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -322,7 +322,8 @@ impl ForwardAuth {
     fn named_consumer<'a>(&self, answer: &'a Answer) -> Option<&'a str> {
         let v = answer.header.headers.get(self.consumer_header.as_ref()?)?;
         let v = v.to_str().ok()?.trim();
-        let usable = v.len() <= MAX_CONSUMER && auth::header_safe(v) && !v.starts_with(DIGEST_PREFIX);
+        let usable =
+            v.len() <= MAX_CONSUMER && auth::header_safe(v) && !v.starts_with(DIGEST_PREFIX);
         if !usable {
             tracing::warn!(
                 target: "tollgate::auth",
@@ -588,23 +589,13 @@ impl Plugin for ForwardAuth {
             }
             500..=599 => {
                 permit.finish(false, Instant::now());
-                Ok(self.failed(
-                    session,
-                    ctx,
-                    "auth_service_error",
-                    Duration::from_secs(1),
-                ))
+                Ok(self.failed(session, ctx, "auth_service_error", Duration::from_secs(1)))
             }
             // A redirect or another unusable answer: not a decision, but not
             // an outage either (SPEC §3: only connect errors, timeouts and 5xx count).
             _ => {
                 permit.finish(true, Instant::now());
-                Ok(self.failed(
-                    session,
-                    ctx,
-                    "auth_service_error",
-                    Duration::from_secs(1),
-                ))
+                Ok(self.failed(session, ctx, "auth_service_error", Duration::from_secs(1)))
             }
         }
     }

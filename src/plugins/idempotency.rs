@@ -72,10 +72,7 @@ enum Record {
         expires: Instant,
     },
     /// The first request's outcome is unknown: the key may not run again yet.
-    Locked {
-        fp: [u8; 32],
-        expires: Instant,
-    },
+    Locked { fp: [u8; 32], expires: Instant },
     Done {
         fp: [u8; 32],
         resp: Arc<Stored>,
@@ -914,9 +911,7 @@ impl Plugin for Idempotency {
             return;
         };
         // (A retried 5xx that ran out of attempts never reached `upstream_response`.)
-        let status = p
-            .status
-            .or(ctx.upstream_outcome.and_then(|o| o.status));
+        let status = p.status.or(ctx.upstream_outcome.and_then(|o| o.status));
         let release = !p.sent.load(Ordering::Relaxed) || status.is_some_and(|s| s >= 500);
         let lock = self.unknown_outcome_lock;
         match self.redis.clone() {
