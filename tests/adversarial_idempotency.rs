@@ -417,6 +417,36 @@ async fn a_client_that_gives_up_and_retries_never_runs_the_request_twice() {
 }
 
 #[tokio::test]
+async fn a_client_that_resets_its_connection_never_gets_the_request_run_twice() {
+    let up = TestUpstream::start("up").await;
+    let auth = AuthService::start().await;
+    let gw = Gateway::start(&config(up.addr(), auth.addr, "")).await;
+    let body = r#"{"amount":"20.00"}"#;
+    let mut s = TcpStream::connect(gw.addr()).await.unwrap();
+    s.write_all(keyed_post("/slow?ms=600", "pay-rst", body).as_bytes())
+        .await
+        .unwrap();
+    wait_until(WAIT, || async { up.hits() == 1 }).await;
+    // An abortive close (RST), not a FIN.
+    s.set_zero_linger().unwrap();
+    drop(s);
+    // Retries get 409 until the outcome is settled: the answer read to its end and
+    // replayed, or the key locked (409 with Retry-After). Never a second upstream call.
+    let settled = wait_for(WAIT, || async {
+        let r = post(&gw, "/slow?ms=600", "pay-rst", body, &[]).await;
+        let locked = r.status() == 409 && r.headers().contains_key("retry-after");
+        (r.status() != 409 || locked).then_some(r)
+    })
+    .await;
+    assert!(
+        replayed(&settled) || settled.status() == 409,
+        "{}",
+        settled.status()
+    );
+    assert_eq!(up.hits(), 1, "the upstream received the payment once");
+}
+
+#[tokio::test]
 async fn timeouts_and_resets_lock_the_key_until_unknown_outcome_lock_ends() {
     let up = TestUpstream::start("up").await;
     let auth = AuthService::start().await;

@@ -919,8 +919,9 @@ impl Plugin for Idempotency {
             None => self.store.lock_unknown(&p.key, p.token, lock),
             Some(r) => {
                 let errors = self.errors.clone();
-                // Until this lands the in-flight marker stays: retries get 409 either way.
-                tokio::spawn(async move {
+                // Settled before the gateway answers the client, so that its
+                // retry, on any instance, sees the lock (or the free key).
+                run_to_end(async move {
                     let res = if release {
                         r.abort(&p.key, p.fp, p.token).await
                     } else {
