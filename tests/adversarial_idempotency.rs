@@ -673,3 +673,63 @@ fn new_keys_are_validated_with_their_place() {
         ],
     );
 }
+
+#[tokio::test]
+async fn tokens_without_a_consumer_claim_never_share_records() {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    let up = TestUpstream::start("up").await;
+    let cfg = format!(
+        r#"
+[server]
+listen = "{{LISTEN}}"
+admin_listen = "{{ADMIN}}"
+
+[plugins.jwt]
+type = "jwt"
+algorithms = ["HS256"]
+secret_env = "IDEM_JWT_SECRET"
+
+[plugins.idem]
+type = "idempotency"
+
+[upstreams.up]
+targets = ["{}"]
+
+[[routes]]
+name = "r"
+upstream = "up"
+path = "/"
+plugins = ["jwt", "idem"]
+"#,
+        up.addr()
+    );
+    let secret = "a-test-secret-of-32-bytes-length!";
+    let gw = Gateway::builder(&cfg)
+        .env("IDEM_JWT_SECRET", secret)
+        .start()
+        .await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 300;
+    // No `sub`: the jwt plugin names no consumer.
+    let token = |who: &str| {
+        let t = encode(
+            &Header::new(Algorithm::HS256),
+            &serde_json::json!({ "exp": exp, "name": who }),
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap();
+        format!("Bearer {t}")
+    };
+    let (alice, bob) = (token("alice"), token("bob"));
+    let a = post(&gw, "/pay", "k", "{}", &[("authorization", &alice)]).await;
+    assert_eq!(a.status(), 200);
+    let a2 = post(&gw, "/pay", "k", "{}", &[("authorization", &alice)]).await;
+    assert!(replayed(&a2));
+    let b = post(&gw, "/pay", "k", "{}", &[("authorization", &bob)]).await;
+    assert_eq!(b.status(), 200);
+    assert!(!replayed(&b), "another token's record was replayed");
+    assert_eq!(up.hits(), 2);
+}

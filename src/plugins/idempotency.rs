@@ -2,9 +2,9 @@
 //! first request's final response again instead of reaching the upstream twice.
 //!
 //! * Keys are scoped: by consumer (and the route's auth plugins) when an auth
-//!   plugin named one; by client IP (plus a digest of `Authorization`) when the
-//!   route authenticates without naming a consumer; by client IP on a route
-//!   with no authenticating plugin. A record's fingerprint is the SHA-256 of
+//!   plugin named one; by the `Authorization` credential when the route
+//!   authenticates without naming a consumer; by client IP on a route with no
+//!   authenticating plugin. A record's fingerprint is the SHA-256 of
 //!   the method, normalised path, query and body.
 //! * First request → forwarded; its final response (status, headers, body up
 //!   to `max_response`) is stored for `ttl` before the client receives its
@@ -516,8 +516,9 @@ fn valid_key(v: &[u8]) -> bool {
 /// * consumer named by an auth plugin: `consumer`, the route's auth plugin
 ///   names, the consumer;
 /// * route authenticates but no consumer was named (a JWT without its
-///   consumer claim, `webhook_signature`): `credential`, client IP and the
-///   `Authorization` values;
+///   consumer claim, `webhook_signature`): `credential`, the route's auth
+///   plugin names, the `Authorization` values (none for a webhook, whose
+///   verified secret has one holder);
 /// * no authenticating plugin on the route: `ip`, the client IP.
 pub fn scope_of(req: &RequestHeader, ctx: &RequestCtx) -> String {
     let mut h = Sha256::new();
@@ -535,7 +536,6 @@ pub fn scope_of(req: &RequestHeader, ctx: &RequestCtx) -> String {
                 .collect()
         })
         .unwrap_or_default();
-    let ip = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
     match (&ctx.consumer, auth.is_empty()) {
         (Some(c), _) => {
             part(b"consumer");
@@ -547,12 +547,16 @@ pub fn scope_of(req: &RequestHeader, ctx: &RequestCtx) -> String {
         }
         (None, false) => {
             part(b"credential");
-            part(ip.as_bytes());
+            for a in &auth {
+                part(a.as_bytes());
+            }
+            part(b"");
             for v in req.headers.get_all(http::header::AUTHORIZATION) {
                 part(v.as_bytes());
             }
         }
         (None, true) => {
+            let ip = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
             part(b"ip");
             part(ip.as_bytes());
         }
