@@ -117,6 +117,12 @@ url = "http://{auth}/check"
 timeout = "2s"
 forward_headers = ["cookie"]
 
+[plugins.fa_pair]
+type = "forward_auth"
+url = "http://{auth}/check"
+timeout = "2s"
+forward_headers = ["cookie", "x-session"]
+
 [plugins.cache]
 type = "cache"
 ttl = "60s"
@@ -152,6 +158,12 @@ name = "pay-digest"
 upstream = "up"
 path = "/pay-digest"
 plugins = ["fa_digest", "idem"]
+
+[[routes]]
+name = "pair"
+upstream = "up"
+path = "/pair"
+plugins = ["fa_pair"]
 
 [[routes]]
 name = "open"
@@ -319,6 +331,36 @@ async fn a_consumer_named_like_a_credential_digest_is_not_believed() {
         up.last_request().unwrap().header("x-consumer"),
         Some("alice")
     );
+}
+
+#[tokio::test]
+async fn credential_digests_of_different_header_sets_never_collide() {
+    let up = TestUpstream::start("up").await;
+    let auth = AuthService::start().await;
+    let gw = Gateway::start(&config(up.addr(), auth.addr, "")).await;
+    let sets: [&[(&str, &str)]; 4] = [
+        &[("cookie", "sid=ab")],
+        &[("cookie", "sid=a"), ("x-session", "b")],
+        &[("cookie", "sid=a"), ("cookie", "b")],
+        &[("cookie", "sid=a, b")],
+    ];
+    let mut seen = Vec::new();
+    for headers in sets {
+        let mut r = gw.client().get(gw.url("/pair"));
+        for (n, v) in headers {
+            r = r.header(*n, *v);
+        }
+        assert_eq!(r.send().await.unwrap().status(), 200);
+        let consumer = up
+            .last_request()
+            .unwrap()
+            .header("x-consumer")
+            .unwrap()
+            .to_string();
+        assert!(consumer.starts_with("cred:sha256:"), "{consumer}");
+        assert!(!seen.contains(&consumer), "{headers:?} collided");
+        seen.push(consumer);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
