@@ -192,3 +192,20 @@ pub fn render() -> Vec<u8> {
     let _ = enc.encode(&METRICS.registry.gather(), &mut out);
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::method_label;
+    use http::Method;
+
+    #[test]
+    fn method_labels_are_a_fixed_set() {
+        for m in ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"] {
+            assert_eq!(method_label(&Method::from_bytes(m.as_bytes()).unwrap()), m);
+        }
+        let long = "X".repeat(30_000);
+        for m in ["post", "Get", "PROPFIND", "M-SEARCH", long.as_str()] {
+            assert_eq!(method_label(&Method::from_bytes(m.as_bytes()).unwrap()), "_OTHER");
+        }
+    }
+}

@@ -25,6 +25,7 @@ use sha2::Sha256;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 const SW_KEY: &[u8] = b"memory-test-standard-webhooks-k!";
 
@@ -219,7 +220,12 @@ async fn fifty_thousand_requests_of_new_methods_keys_and_ids_leave_memory_bounde
         );
     }
 
-    // /metrics: the methods are one `_OTHER` series; nothing a client sent is a label.
+    // /metrics: the methods are one `_OTHER` series; nothing a client sent is a label. A
+    // request is counted once its response is written: wait for the last ones.
+    wait_until_msg(Duration::from_secs(10), "every request counted", || async {
+        gw.metric_sum("tollgate_requests_total").await == (WARM_UP + REQUESTS) as f64
+    })
+    .await;
     let metrics = gw.metrics().await;
     assert!(
         metrics.len() < metrics_before.len() + 4096,
@@ -241,4 +247,45 @@ async fn fifty_thousand_requests_of_new_methods_keys_and_ids_leave_memory_bounde
         (WARM_UP + REQUESTS) * 3 / 4
     );
     assert!(!metrics.contains("MMMM"), "a client's method became a label");
+}
+
+#[tokio::test]
+async fn a_method_label_is_a_standard_method_or_other() {
+    let up = TestUpstream::start("up").await;
+    let gw = Gateway::start(&config(up.addr())).await;
+    let long = format!("X{}", "M".repeat(30_000));
+    let methods = ["GET", "PROPFIND", "post", "Get", "M-SEARCH", long.as_str()];
+    for m in methods {
+        let mut conn = RawConn::connect(gw.addr()).await;
+        conn.send(format!("{m} /nowhere HTTP/1.1\r\nHost: t\r\n\r\n"))
+            .await
+            .unwrap();
+        let r = conn.read_response().await;
+        assert!((400..500).contains(&r.status), "{m:.20}: {}", r.status);
+    }
+    // A request is counted once its response is written: wait for the last one.
+    wait_until_msg(Duration::from_secs(10), "six requests counted", || async {
+        gw.metric_sum("tollgate_requests_total").await == 6.0
+    })
+    .await;
+    let metrics = gw.metrics().await;
+    let standard = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "_OTHER",
+    ];
+    for line in metrics.lines().filter(|l| l.starts_with("tollgate_requests_total{")) {
+        let label = line
+            .split("method=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no method label: {line:.200}"));
+        assert!(standard.contains(&label), "method label {label:.40}");
+    }
+    assert_eq!(
+        sum_metrics(&metrics, r#"tollgate_requests_total{method="GET"}"#),
+        1.0
+    );
+    assert_eq!(
+        sum_metrics(&metrics, r#"tollgate_requests_total{method="_OTHER"}"#),
+        5.0
+    );
 }
