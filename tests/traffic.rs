@@ -352,3 +352,16 @@ async fn circuit_breaker_doc_example() {
     assert_eq!(r.headers()["retry-after"], "30");
     assert_eq!(up.hits(), 4);
 }
+
+#[test]
+fn max_keys_is_validated_with_its_place() {
+    assert_plugin_errors(
+        "rate_limit",
+        "rl",
+        &[
+            ("rate = \"1/s\"\nmax_keys = 0", "plugins.rl.max_keys"),
+            // A wrong type is refused too (serde places it on the plugin's table).
+            ("rate = \"1/s\"\nmax_keys = -1", "plugins.rl"),
+        ],
+    );
+}
