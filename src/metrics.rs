@@ -200,12 +200,17 @@ mod tests {
 
     #[test]
     fn method_labels_are_a_fixed_set() {
-        for m in ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"] {
+        for m in [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+        ] {
             assert_eq!(method_label(&Method::from_bytes(m.as_bytes()).unwrap()), m);
         }
         let long = "X".repeat(30_000);
         for m in ["post", "Get", "PROPFIND", "M-SEARCH", long.as_str()] {
-            assert_eq!(method_label(&Method::from_bytes(m.as_bytes()).unwrap()), "_OTHER");
+            assert_eq!(
+                method_label(&Method::from_bytes(m.as_bytes()).unwrap()),
+                "_OTHER"
+            );
         }
     }
 }

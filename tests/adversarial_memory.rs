@@ -100,9 +100,13 @@ plugins = ["hooks", "per_tenant", "once"]
 /// Request `i`: a new method (every 4th), or a signed delivery with a new webhook id, tenant
 /// and idempotency key. Returns the bytes and whether it is a delivery.
 fn request(i: usize, ts: &str) -> (Vec<u8>, bool) {
-    if i % 4 == 0 {
+    if i.is_multiple_of(4) {
         // Mostly a few KB, every 100th 30 KB.
-        let len = if i % 100 == 0 { 30_000 } else { (i % 7) * 1000 };
+        let len = if i.is_multiple_of(100) {
+            30_000
+        } else {
+            (i % 7) * 1000
+        };
         let method = format!("X{i}{}", "M".repeat(len));
         let req = format!("{method} /nowhere HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n");
         return (req.into_bytes(), false);
@@ -243,10 +247,16 @@ async fn fifty_thousand_requests_of_new_methods_keys_and_ids_leave_memory_bounde
     );
     assert_eq!(other as usize, (WARM_UP + REQUESTS) / 4);
     assert_eq!(
-        sum_metrics(&metrics, r#"tollgate_requests_total{route="hooks",method="POST"}"#) as usize,
+        sum_metrics(
+            &metrics,
+            r#"tollgate_requests_total{route="hooks",method="POST"}"#
+        ) as usize,
         (WARM_UP + REQUESTS) * 3 / 4
     );
-    assert!(!metrics.contains("MMMM"), "a client's method became a label");
+    assert!(
+        !metrics.contains("MMMM"),
+        "a client's method became a label"
+    );
 }
 
 #[tokio::test]
@@ -272,7 +282,10 @@ async fn a_method_label_is_a_standard_method_or_other() {
     let standard = [
         "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "_OTHER",
     ];
-    for line in metrics.lines().filter(|l| l.starts_with("tollgate_requests_total{")) {
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("tollgate_requests_total{"))
+    {
         let label = line
             .split("method=\"")
             .nth(1)

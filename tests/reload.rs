@@ -488,7 +488,11 @@ async fn a_requested_reload_that_finds_no_change_is_recorded_and_counted() {
     let text = gw.metrics().await;
     for result in ["success", "failure"] {
         let series = format!(r#"tollgate_config_reloads_total{{result="{result}"}}"#);
-        assert_eq!(find_metric(&text, &series), Some(0.0), "{series} in:\n{text}");
+        assert_eq!(
+            find_metric(&text, &series),
+            Some(0.0),
+            "{series} in:\n{text}"
+        );
     }
     let st = config_status(&gw).await;
     assert!(st["last_reload"].is_null(), "{st}");

@@ -160,7 +160,10 @@ async fn a_429_says_when_to_retry_and_when_the_bucket_is_full() {
     assert_eq!(r.status(), 429);
     let h = r.headers();
     assert_eq!(h["retry-after"], "20", "{h:?}");
-    assert_eq!(h["ratelimit-reset"], "60", "seconds until the bucket is full: {h:?}");
+    assert_eq!(
+        h["ratelimit-reset"], "60",
+        "seconds until the bucket is full: {h:?}"
+    );
     assert_eq!(h["ratelimit-remaining"], "0");
     assert_eq!(h["ratelimit-limit"], "3");
 }

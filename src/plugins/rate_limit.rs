@@ -207,7 +207,10 @@ impl KeySource {
                     ctx.route().map(|r| r.name.as_bytes()).unwrap_or_default(),
                 )
             }
-            KeySource::Consumer => ctx.consumer.as_deref().map(|c| bucket_key('c', c.as_bytes())),
+            KeySource::Consumer => ctx
+                .consumer
+                .as_deref()
+                .map(|c| bucket_key('c', c.as_bytes())),
             KeySource::Header(h) => session
                 .req_header()
                 .headers
@@ -674,7 +677,10 @@ mod tests {
         assert_eq!(k.len(), 2 + 64, "{k}");
         assert!(k.starts_with("h#"));
         assert_ne!(k, bucket_key('h', &long[1..]));
-        assert_eq!(bucket_key('h', &[b'a'; MAX_KEY_VALUE]).len(), 2 + MAX_KEY_VALUE);
+        assert_eq!(
+            bucket_key('h', &[b'a'; MAX_KEY_VALUE]).len(),
+            2 + MAX_KEY_VALUE
+        );
         assert!(bucket_key('h', &[b'a'; MAX_KEY_VALUE + 1]).starts_with("h#"));
         // Two different invalid byte strings are two buckets (no lossy U+FFFD).
         assert_ne!(bucket_key('h', b"\xff"), bucket_key('h', b"\xfe"));
