@@ -106,7 +106,7 @@ impl BoundedStore {
             return;
         }
         self.map.retain(|_, s| tat(s) > now);
-        let target = self.max_keys - self.max_keys / 8;
+        let target = self.max_keys - (self.max_keys / 8).max(1);
         if self.map.len() > target {
             let mut tats: Vec<u64> = self.map.iter().map(|e| tat(e.value())).collect();
             let excess = tats.len().saturating_sub(target);
@@ -696,6 +696,15 @@ mod tests {
         for i in 0..50_000 {
             assert!(rl.check(&format!("k{i}")).is_ok());
             assert!(rl.keys() <= 1000, "{} keys after {i}", rl.keys());
+        }
+    }
+
+    #[test]
+    fn a_single_key_limiter_holds_one_key() {
+        let rl = bounded("1/h", Some(1), 1);
+        for i in 0..10 {
+            assert!(rl.check(&format!("k{i}")).is_ok());
+            assert_eq!(rl.keys(), 1);
         }
     }
 
