@@ -1,6 +1,11 @@
 //! Prometheus metrics (SPEC §7: the names are part of the contract). One
 //! process-wide registry, so counters survive reloads; label sets that depend
 //! only on config are resolved when a snapshot is compiled.
+//!
+//! Every label value comes from a bounded set, never from what a client
+//! sends: route, plugin and upstream names and targets come from the config;
+//! `method` is [`method_label`]; `status` is a three-digit status code; `kind`,
+//! `reason` and `result` are fixed codes (`&'static str`).
 
 use once_cell::sync::Lazy;
 use prometheus::{
@@ -59,7 +64,7 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
     .expect("valid metric definition");
     r.register(Box::new(upstream_healthy.clone()))
         .expect("metric registered once");
-    Metrics {
+    let m = Metrics {
         requests_total: counter(
             &r,
             "tollgate_requests_total",
@@ -138,8 +143,34 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
             &["route", "result"],
         ),
         registry: r,
+    };
+    // Both outcomes exist from startup, at 0, so that `rate()` and alerts on
+    // failures work before the first reload.
+    for result in ["success", "failure"] {
+        m.config_reloads.with_label_values(&[result]);
     }
+    m
 });
+
+/// The `method` label of `tollgate_requests_total`: a standard method as
+/// written, anything else (extension methods, wrong case, 30 KB of garbage)
+/// `_OTHER` (SPEC §7). Every label value comes from a bounded set: the
+/// client's method string never becomes a series of its own.
+pub fn method_label(m: &http::Method) -> &'static str {
+    use http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => "_OTHER",
+    }
+}
 
 /// Label sets of one route, resolved once per snapshot.
 pub struct RouteMetrics {
@@ -160,4 +191,26 @@ pub fn render() -> Vec<u8> {
     let enc = TextEncoder::new();
     let _ = enc.encode(&METRICS.registry.gather(), &mut out);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::method_label;
+    use http::Method;
+
+    #[test]
+    fn method_labels_are_a_fixed_set() {
+        for m in [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+        ] {
+            assert_eq!(method_label(&Method::from_bytes(m.as_bytes()).unwrap()), m);
+        }
+        let long = "X".repeat(30_000);
+        for m in ["post", "Get", "PROPFIND", "M-SEARCH", long.as_str()] {
+            assert_eq!(
+                method_label(&Method::from_bytes(m.as_bytes()).unwrap()),
+                "_OTHER"
+            );
+        }
+    }
 }

@@ -51,23 +51,53 @@ impl Live {
         hex::encode(h.finalize())
     }
 
-    /// Make the running config match the files: reload when the config file or
-    /// a file it names differs from what the running snapshot was built from.
-    /// Unchanged files are not read again: the answer is the running hash, or
-    /// the errors of the last refused attempt at these same files. Every
-    /// trigger (watcher, SIGHUP, `POST /reload`) goes through here, so one edit
-    /// seen by several of them is one reload, counted once.
+    /// A reload someone asked for (`POST /reload`, `SIGHUP`): make the running
+    /// config match the files, and record and count the outcome even when
+    /// nothing changed. A reload that finds the running config already up to
+    /// date is a successful reload (issue 12, item 26); files unchanged since a
+    /// refused attempt are refused again with that attempt's errors, without
+    /// compiling them again.
     pub fn sync(&self) -> Result<String, Vec<String>> {
+        self.sync_files(true)
+    }
+
+    /// The file watcher's reload: like [`Live::sync`], but an event that
+    /// changed nothing (the edit was already applied by `SIGHUP` or
+    /// `POST /reload`, or the file was only touched) is no reload and is not
+    /// counted, so one edit seen by the watcher and a request is applied once.
+    pub fn sync_on_change(&self) -> Result<String, Vec<String>> {
+        self.sync_files(false)
+    }
+
+    fn sync_files(&self, requested: bool) -> Result<String, Vec<String>> {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let current = self.runtime.load_full();
         let digest = Self::sources_digest(&current);
         if digest == *self.loaded_digest.lock().unwrap_or_else(|p| p.into_inner()) {
-            return Ok(current.hash().to_string());
+            let hash = current.hash().to_string();
+            if requested {
+                METRICS.config_reloads.with_label_values(&["success"]).inc();
+                tracing::info!(hash = %hash, "config reloaded: unchanged");
+                *last = Some(LastReload {
+                    ok: true,
+                    at: SystemTime::now(),
+                    errors: vec![],
+                    digest: None,
+                });
+            }
+            return Ok(hash);
         }
         if let Some(l) = last
-            .as_ref()
+            .as_mut()
             .filter(|l| !l.ok && l.digest.as_deref() == Some(digest.as_str()))
         {
+            if requested {
+                METRICS.config_reloads.with_label_values(&["failure"]).inc();
+                for e in &l.errors {
+                    tracing::error!(error = %e, "config reload refused; the running config stays");
+                }
+                l.at = SystemTime::now();
+            }
             return Err(l.errors.clone());
         }
         self.reload_locked(&mut last)

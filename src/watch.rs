@@ -118,7 +118,7 @@ impl BackgroundService for ConfigWatcher {
                 }
             }
             let live = self.live.clone();
-            if let Err(e) = tokio::task::spawn_blocking(move || live.sync()).await {
+            if let Err(e) = tokio::task::spawn_blocking(move || live.sync_on_change()).await {
                 tracing::error!(error = %e, "reload task failed");
             }
         }

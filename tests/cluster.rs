@@ -138,7 +138,12 @@ async fn a_burst_spread_over_three_gateways_admits_exactly_the_burst() {
             200 => ok += 1,
             429 => {
                 refused += 1;
-                assert!(r.headers().contains_key("retry-after"));
+                // 1/h, burst 10: one request back within the hour, the bucket full in 10 h.
+                let secs =
+                    |name: &str| -> u64 { r.headers()[name].to_str().unwrap().parse().unwrap() };
+                let (retry, reset) = (secs("retry-after"), secs("ratelimit-reset"));
+                assert!(retry > 3000 && retry <= 3600, "{retry}");
+                assert!(reset > 9 * 3600 + 3000 && reset <= 10 * 3600, "{reset}");
             }
             s => panic!("unexpected {s}"),
         }

@@ -420,7 +420,7 @@ async fn a_reload_that_changes_listen_is_refused_and_says_a_restart_or_upgrade_i
 // ---------------------------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_edit_seen_by_the_watcher_sighup_and_post_reload_is_one_reload() {
+async fn one_edit_seen_by_the_watcher_sighup_and_post_reload_is_applied_once() {
     let up = TestUpstream::start("tri").await;
     let base = [
         SERVER,
@@ -432,8 +432,22 @@ async fn one_edit_seen_by_the_watcher_sighup_and_post_reload_is_one_reload() {
     let c = gw.client();
     assert_eq!(reloads(&gw, "success").await, 0.0);
 
+    // The watcher alone: an edit is one reload, and the events that follow it (the file was
+    // written, then closed) change nothing and count nothing.
     let edit = format!("{base}{}", route("two", "backend", "/two", &[]));
     gw.write_config(&edit);
+    wait_until_msg(WAIT, "the watcher to apply the edit", || async {
+        status_of(&c, &gw.url("/two")).await == 200
+    })
+    .await;
+    wait_applied(&gw, "the edit in /config/status").await;
+    assert_eq!(reloads(&gw, "success").await, 1.0, "one edit, one reload");
+
+    // One edit seen by the watcher, SIGHUP and POST /reload: whichever comes first applies it,
+    // the others find it applied. The config is swapped once (one `loaded_at`), and each
+    // request for a reload is answered with the running hash.
+    let edit2 = format!("{edit}{}", route("three", "backend", "/three", &[]));
+    gw.write_config(&edit2);
     let hash = file_hash(&gw);
     gw.signal(SIGHUP);
     let resp = gw.admin_post("/reload", "").await;
@@ -441,29 +455,85 @@ async fn one_edit_seen_by_the_watcher_sighup_and_post_reload_is_one_reload() {
     let v: serde_json::Value = resp.json().await.expect("reload JSON");
     assert_eq!(v["result"], "success", "{v}");
     assert_eq!(v["hash"], hash.as_str(), "{v}");
-    assert_eq!(status_of(&c, &gw.url("/two")).await, 200);
+    assert_eq!(status_of(&c, &gw.url("/three")).await, 200);
+    let loaded_at = config_status(&gw).await["loaded_at"].clone();
     gw.wait_for_log("SIGHUP", WAIT).await;
-    // A second POST finds nothing to do and still answers with the running hash.
     let v: serde_json::Value = gw.admin_post("/reload", "").await.json().await.unwrap();
     assert_eq!(v["hash"], hash.as_str(), "{v}");
-    assert_eq!(reloads(&gw, "success").await, 1.0, "one edit, one reload");
-
-    // The watcher handles events one batch at a time: once it has applied a second edit it
-    // has also finished with the first one, which therefore still counts once.
-    let edit2 = format!("{edit}{}", route("three", "backend", "/three", &[]));
-    gw.write_config(&edit2);
-    wait_until_msg(WAIT, "the watcher to apply the second edit", || async {
-        status_of(&c, &gw.url("/three")).await == 200
+    // SIGHUP and both POSTs were requested reloads, each successful (the watcher may have
+    // applied the edit first: it counts only if it did).
+    wait_until_msg(WAIT, "the SIGHUP reload to be counted", || async {
+        reloads(&gw, "success").await >= 4.0
     })
     .await;
-    wait_applied(&gw, "the second edit in /config/status").await;
-    assert_eq!(
-        reloads(&gw, "success").await,
-        2.0,
-        "two edits are two reloads, whatever saw them"
-    );
+    assert!(reloads(&gw, "success").await <= 5.0);
+    let st = config_status(&gw).await;
+    assert_eq!(st["loaded_at"], loaded_at, "swapped once: {st}");
+    assert_eq!(st["hash"], hash.as_str(), "{st}");
     assert_eq!(reloads(&gw, "failure").await, 0.0);
     assert!(gw.try_wait().is_none(), "SIGHUP must not stop the gateway");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_requested_reload_that_finds_no_change_is_recorded_and_counted() {
+    let up = TestUpstream::start("same").await;
+    let base = [
+        SERVER,
+        &upstream("backend", up.addr()),
+        &route("one", "backend", "/one", &[]),
+    ]
+    .concat();
+    let gw = Gateway::start(&base).await;
+    // Both outcomes are exported from startup, at 0.
+    let text = gw.metrics().await;
+    for result in ["success", "failure"] {
+        let series = format!(r#"tollgate_config_reloads_total{{result="{result}"}}"#);
+        assert_eq!(
+            find_metric(&text, &series),
+            Some(0.0),
+            "{series} in:\n{text}"
+        );
+    }
+    let st = config_status(&gw).await;
+    assert!(st["last_reload"].is_null(), "{st}");
+    let (hash, loaded_at) = (st["hash"].clone(), st["loaded_at"].clone());
+
+    for n in 1..=2 {
+        let resp = gw.admin_post("/reload", "").await;
+        assert_eq!(resp.status(), 200);
+        let v: serde_json::Value = resp.json().await.expect("reload JSON");
+        assert_eq!(v["hash"], hash, "{v}");
+        let st = config_status(&gw).await;
+        assert_eq!(st["last_reload"]["result"], "success", "{st}");
+        assert!(st["last_reload"]["at"].is_string(), "{st}");
+        assert_eq!(st["last_reload"]["errors"], serde_json::json!([]), "{st}");
+        assert_eq!(st["loaded_at"], loaded_at, "nothing was swapped: {st}");
+        assert_eq!(reloads(&gw, "success").await, n as f64);
+    }
+    // SIGHUP is a request for a reload as well.
+    gw.signal(SIGHUP);
+    wait_until_msg(WAIT, "the SIGHUP reload to be counted", || async {
+        reloads(&gw, "success").await == 3.0
+    })
+    .await;
+
+    // A broken file is refused by the watcher once; asking again refuses it again, with the
+    // same errors, recorded and counted.
+    gw.write_config(&format!("{base}\n[[routes]]\nname = \"bad\"\n"));
+    wait_until_msg(WAIT, "the watcher to refuse the broken file", || async {
+        reloads(&gw, "failure").await == 1.0
+    })
+    .await;
+    let first = config_status(&gw).await["last_reload"].clone();
+    let resp = gw.admin_post("/reload", "").await;
+    assert_eq!(resp.status(), 422);
+    let v: serde_json::Value = resp.json().await.expect("reload JSON");
+    assert_eq!(v["errors"], first["errors"], "{v}");
+    assert_eq!(reloads(&gw, "failure").await, 2.0);
+    let st = config_status(&gw).await;
+    assert_eq!(st["last_reload"]["result"], "failure", "{st}");
+    assert_eq!(st["hash"], hash, "the old config stays: {st}");
+    assert_eq!(reloads(&gw, "success").await, 3.0);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -142,6 +142,77 @@ async fn keys_by_header_and_several_limits_on_one_route() {
     assert_eq!(up.hits(), 4);
 }
 
+#[tokio::test]
+async fn a_429_says_when_to_retry_and_when_the_bucket_is_full() {
+    let up = TestUpstream::start("up").await;
+    // 3/min: one request comes back every 20 s, the whole burst of 3 in 60 s.
+    let cfg = limited(
+        up.addr(),
+        "\"per_ip\"",
+        "[plugins.per_ip]\ntype = \"rate_limit\"\nrate = \"3/min\"\nburst = 3",
+    );
+    let gw = Gateway::start(&cfg).await;
+    let c = gw.client();
+    for _ in 0..3 {
+        assert_eq!(status_of(&c, gw.url("/"), &[]).await.status(), 200);
+    }
+    let r = status_of(&c, gw.url("/"), &[]).await;
+    assert_eq!(r.status(), 429);
+    let h = r.headers();
+    assert_eq!(h["retry-after"], "20", "{h:?}");
+    assert_eq!(
+        h["ratelimit-reset"], "60",
+        "seconds until the bucket is full: {h:?}"
+    );
+    assert_eq!(h["ratelimit-remaining"], "0");
+    assert_eq!(h["ratelimit-limit"], "3");
+}
+
+#[tokio::test]
+async fn failing_open_on_an_unreachable_redis_keeps_the_ratelimit_headers() {
+    let up = TestUpstream::start("up").await;
+    let defs = format!(
+        "[redis]\nurl = \"redis://{}\"\ntimeout = \"200ms\"\n\n[plugins.fleet]\ntype = \"rate_limit\"\nrate = \"10/min\"\nburst = 5\nkey = \"global\"\nbackend = \"redis\"",
+        unused_addr()
+    );
+    let gw = Gateway::start(&limited(up.addr(), "\"fleet\"", &defs)).await;
+    let c = gw.client();
+    for _ in 0..3 {
+        let r = status_of(&c, gw.url("/"), &[]).await;
+        assert_eq!(r.status(), 200, "fails open");
+        let h = r.headers();
+        // The shared bucket is unknown: the headers describe the limit itself, as a bucket
+        // that has just admitted this request (one request comes back in 6 s).
+        assert_eq!(h["ratelimit-limit"], "5", "{h:?}");
+        assert_eq!(h["ratelimit-remaining"], "4", "{h:?}");
+        assert_eq!(h["ratelimit-reset"], "6", "{h:?}");
+    }
+    assert_eq!(up.hits(), 3);
+    assert!(
+        gw.metric(r#"tollgate_backend_errors_total{plugin="fleet",backend="redis"}"#)
+            .await
+            .unwrap_or(0.0)
+            >= 1.0
+    );
+}
+
+#[tokio::test]
+async fn long_header_keys_are_still_one_bucket_per_value() {
+    let up = TestUpstream::start("up").await;
+    let defs = "[plugins.per_tenant]\ntype = \"rate_limit\"\nrate = \"1/h\"\nburst = 1\nkey = \"header:x-tenant\"\nmax_keys = 10";
+    let gw = Gateway::start(&limited(up.addr(), "\"per_tenant\"", defs)).await;
+    let c = gw.client();
+    let long_a = "a".repeat(8000);
+    let long_b = format!("{}b", "a".repeat(7999));
+    let mut statuses = Vec::new();
+    for v in [&long_a, &long_a, &long_b, &long_b] {
+        let r = status_of(&c, gw.url("/"), &[("x-tenant", v.as_str())]).await;
+        statuses.push(r.status().as_u16());
+    }
+    // The same long value is one bucket; a value differing in its last byte has its own.
+    assert_eq!(statuses, [200, 429, 200, 429]);
+}
+
 fn breaker_config(targets: &str, breaker: &str) -> String {
     format!(
         r#"
@@ -283,4 +354,17 @@ async fn circuit_breaker_doc_example() {
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "30");
     assert_eq!(up.hits(), 4);
+}
+
+#[test]
+fn max_keys_is_validated_with_its_place() {
+    assert_plugin_errors(
+        "rate_limit",
+        "rl",
+        &[
+            ("rate = \"1/s\"\nmax_keys = 0", "plugins.rl.max_keys"),
+            // A wrong type is refused too (serde places it on the plugin's table).
+            ("rate = \"1/s\"\nmax_keys = -1", "plugins.rl"),
+        ],
+    );
 }

@@ -532,6 +532,13 @@ pub struct RateLimitConfig {
     /// Default `allow` (fail open).
     #[serde(default)]
     pub on_backend_error: Option<OnBackendError>,
+    /// Most keys a local limiter tracks (idle keys are evicted first).
+    #[serde(default = "default_max_keys")]
+    pub max_keys: usize,
+}
+
+fn default_max_keys() -> usize {
+    100_000
 }
 
 fn default_window() -> Dur {

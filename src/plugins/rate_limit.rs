@@ -1,8 +1,13 @@
 //! `rate_limit`: GCRA (as `governor`) per key. Every response of a limited
 //! route carries `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`
 //! (the most restrictive limit when several apply); a refusal is a 429 problem
-//! with `Retry-After`. Idle keys are evicted on every maintenance tick, so
-//! memory follows the number of *active* keys, not of keys ever seen.
+//! with `Retry-After`.
+//!
+//! Memory is bounded whatever clients send (SPEC §3): a key value longer than
+//! [`MAX_KEY_VALUE`] bytes (or not UTF-8) is replaced by its SHA-256, and a
+//! local limiter tracks at most `max_keys` keys ([`BoundedStore`]). Idle keys
+//! are also evicted on every maintenance tick, so memory follows the number of
+//! *active* keys, not of keys ever seen.
 
 use super::{BuildCtx, BuildError, BuildResult, Flow, Phase, Plugin, Reply};
 use crate::config::{OnBackendError, RateLimitConfig, StateBackend};
@@ -11,16 +16,151 @@ use crate::proxy::RequestCtx;
 use async_trait::async_trait;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::{NoOpMiddleware, StateInformationMiddleware};
-use governor::state::keyed::DefaultKeyedStateStore;
+use governor::nanos::Nanos;
+use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
+use governor::state::{InMemoryState, NotKeyed, StateStore};
 use governor::{Quota, RateLimiter};
 use http::{HeaderName, HeaderValue};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
+use sha2::{Digest, Sha256};
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-type Limiter<C> =
-    RateLimiter<String, DefaultKeyedStateStore<String>, C, StateInformationMiddleware>;
+type Limiter<C> = RateLimiter<String, BoundedStore, C, StateInformationMiddleware>;
+
+/// Key values longer than this (in bytes) are counted under their SHA-256.
+pub const MAX_KEY_VALUE: usize = 128;
+
+/// `<kind>:<value>` for a short UTF-8 value, else `<kind>#<sha-256 hex>`: a
+/// key costs at most ~130 bytes whatever the client sent, and the two forms
+/// never collide (`:` vs `#`). Non-UTF-8 values are hashed rather than
+/// lossily converted, so two different byte strings never share a bucket.
+fn bucket_key(kind: char, value: &[u8]) -> String {
+    match std::str::from_utf8(value) {
+        Ok(s) if s.len() <= MAX_KEY_VALUE => {
+            let mut k = String::with_capacity(2 + s.len());
+            k.push(kind);
+            k.push(':');
+            k.push_str(s);
+            k
+        }
+        _ => format!("{kind}#{}", hex::encode(Sha256::digest(value))),
+    }
+}
+
+/// governor's keyed state with a bound on the number of keys.
+///
+/// Hand-written because governor's own keyed stores (`DashMapStateStore`,
+/// `HashMapStateStore`) have no size limit: `retain_recent` only drops keys
+/// whose bucket is full again, so every distinct key seen within one refill
+/// period stays (issue 12, item 9: 2,000 requests with distinct 32 KiB
+/// `header:` keys held 64 MB). This is governor's own `DashMap` store with a
+/// cap in front; governor still runs the GCRA (`StateStore` is its public
+/// extension point), and each key's state is governor's `InMemoryState`.
+///
+/// When a new key arrives and `max_keys` are tracked, one sweep makes room:
+/// first every idle key goes (its bucket is full again, so forgetting it
+/// changes no decision); if that is not enough, the keys closest to a full
+/// bucket (smallest theoretical arrival time) go, down to 7/8 of the cap, so
+/// the O(n) sweep runs at most once per `max_keys / 8` new keys. Only one
+/// thread sweeps at a time; the others insert meanwhile, so the map may pass
+/// the cap by the keys inserted during one sweep.
+pub struct BoundedStore {
+    map: DashMapStateStore<String>,
+    max_keys: usize,
+    /// The emission interval in nanoseconds (governor's `t`).
+    t: u64,
+    sweeping: AtomicBool,
+}
+
+/// The theoretical arrival time stored in a state, read through governor's
+/// public API (a measurement that changes nothing).
+fn tat(s: &InMemoryState) -> u64 {
+    match s.measure_and_replace(&NotKeyed::NonKey, |prev| {
+        Err::<((), Nanos), u64>(prev.map_or(0, Nanos::as_u64))
+    }) {
+        Ok(()) => 0,
+        Err(t) => t,
+    }
+}
+
+impl BoundedStore {
+    pub fn new(max_keys: usize, interval: Duration) -> Self {
+        BoundedStore {
+            map: DashMapStateStore::default(),
+            max_keys: max_keys.max(1),
+            t: (interval.as_nanos().min(u64::MAX as u128) as u64).max(1),
+            sweeping: AtomicBool::new(false),
+        }
+    }
+
+    /// Make room for one key at time `now` (nanoseconds on the limiter's clock).
+    fn make_room(&self, now: u64) {
+        if self
+            .sweeping
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        self.map.retain(|_, s| tat(s) > now);
+        let target = self.max_keys - (self.max_keys / 8).max(1);
+        if self.map.len() > target {
+            let mut tats: Vec<u64> = self.map.iter().map(|e| tat(e.value())).collect();
+            let excess = tats.len().saturating_sub(target);
+            if excess > 0 {
+                let (_, cut, _) = tats.select_nth_unstable(excess - 1);
+                let cut = *cut;
+                self.map.retain(|_, s| tat(s) > cut);
+            }
+        }
+        self.map.shrink_to_fit();
+        self.sweeping.store(false, Ordering::Release);
+    }
+}
+
+impl StateStore for BoundedStore {
+    type Key = String;
+
+    fn measure_and_replace<T, F, E>(&self, key: &String, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        if let Some(s) = self.map.get(key) {
+            return s.measure_and_replace(&NotKeyed::NonKey, f);
+        }
+        if self.map.len() >= self.max_keys {
+            // A new key's first admission is always `now + t`: that gives `now`
+            // without a clock of our own.
+            if let Ok((_, next)) = f(None) {
+                self.make_room(next.as_u64().saturating_sub(self.t));
+            }
+        }
+        let s = self.map.entry(key.clone()).or_default();
+        s.measure_and_replace(&NotKeyed::NonKey, f)
+    }
+}
+
+impl ShrinkableKeyedStateStore<String> for BoundedStore {
+    fn retain_recent(&self, drop_below: Nanos) {
+        let drop_below = drop_below.as_u64();
+        self.map.retain(|_, s| tat(s) > drop_below);
+    }
+
+    fn shrink_to_fit(&self) {
+        self.map.shrink_to_fit();
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
 
 /// What a request is counted under.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,23 +195,30 @@ impl KeySource {
     }
 
     /// The bucket key of a request; a request without the key is counted under
-    /// its IP (SPEC). Prefixes keep the key spaces apart.
+    /// its IP (SPEC). Prefixes keep the key spaces apart; long values are
+    /// hashed ([`bucket_key`]).
     pub fn key(&self, session: &Session, ctx: &RequestCtx) -> String {
         let found = match self {
             KeySource::Ip => None,
             KeySource::Global => return "g".to_string(),
             KeySource::Route => {
-                return format!("r:{}", ctx.route().map(|r| &*r.name).unwrap_or(""))
+                return bucket_key(
+                    'r',
+                    ctx.route().map(|r| r.name.as_bytes()).unwrap_or_default(),
+                )
             }
-            KeySource::Consumer => ctx.consumer.as_deref().map(|c| format!("c:{c}")),
+            KeySource::Consumer => ctx
+                .consumer
+                .as_deref()
+                .map(|c| bucket_key('c', c.as_bytes())),
             KeySource::Header(h) => session
                 .req_header()
                 .headers
                 .get(h)
-                .map(|v| format!("h:{}", String::from_utf8_lossy(v.as_bytes()))),
+                .map(|v| bucket_key('h', v.as_bytes())),
             KeySource::Claim(c) => ctx.claims.as_ref().and_then(|m| m.get(c)).map(|v| match v {
-                serde_json::Value::String(s) => format!("j:{s}"),
-                other => format!("j:{other}"),
+                serde_json::Value::String(s) => bucket_key('j', s.as_bytes()),
+                other => bucket_key('j', other.to_string().as_bytes()),
             }),
         };
         found.unwrap_or_else(|| match ctx.client_ip {
@@ -86,8 +233,11 @@ impl KeySource {
 pub struct LimitState {
     pub limit: u32,
     pub remaining: u32,
-    /// Seconds until the bucket is full again (or, refused, until a retry can pass).
+    /// Seconds until the bucket is full again (`RateLimit-Reset`).
     pub reset: u64,
+    /// Seconds until the next request can pass (`Retry-After` of a refusal;
+    /// 0 while requests pass).
+    pub retry_after: u64,
 }
 
 impl LimitState {
@@ -168,18 +318,24 @@ impl RedisGcra {
             )
             .await?;
         let micros: u64 = micros.parse().unwrap_or(0);
-        let secs = micros.div_ceil(1_000_000);
-        let state = LimitState {
-            limit: self.burst,
-            remaining: remaining.clamp(0, self.burst as i64) as u32,
-            reset: secs,
-        };
+        let remaining = remaining.clamp(0, self.burst as i64) as u32;
         Ok(if admitted == 1 {
-            Ok(state)
+            // `micros` is the new TAT minus now: the bucket is full then.
+            Ok(LimitState {
+                limit: self.burst,
+                remaining,
+                reset: micros.div_ceil(1_000_000),
+                retry_after: 0,
+            })
         } else {
+            // `micros` is the wait until the next request conforms; the bucket
+            // is full one burst tolerance (`interval * (burst - 1)`) later.
+            let tau = self.interval_us * u64::from(self.burst.saturating_sub(1));
             Err(LimitState {
-                reset: secs.max(1),
-                ..state
+                limit: self.burst,
+                remaining: 0,
+                reset: (micros + tau).div_ceil(1_000_000).max(1),
+                retry_after: micros.div_ceil(1_000_000).max(1),
             })
         })
     }
@@ -217,14 +373,24 @@ impl<C: Clock + Clone> RateLimit<C> {
                 message: "must be at least 1".into(),
             });
         }
+        if c.max_keys == 0 {
+            errs.push(BuildError {
+                key: "max_keys".into(),
+                message: "must be at least 1".into(),
+            });
+        }
         let interval = c.rate.interval();
         let redis = match c.backend {
             StateBackend::Local => None,
             StateBackend::Redis => match bx.redis("backend") {
                 Ok(r) => {
-                    use sha2::Digest;
+                    // `max_keys` bounds only local state: it does not split the shared buckets.
+                    let shared = RateLimitConfig {
+                        max_keys: 0,
+                        ..c.clone()
+                    };
                     let digest =
-                        hex::encode(&sha2::Sha256::digest(format!("{c:?}").as_bytes())[..6]);
+                        hex::encode(&Sha256::digest(format!("{shared:?}").as_bytes())[..6]);
                     Some(RedisGcra {
                         redis: r,
                         script: redis::Script::new(GCRA),
@@ -246,14 +412,9 @@ impl<C: Clock + Clone> RateLimit<C> {
                 key,
                 burst,
                 interval,
-                limiter: RateLimiter::<
-                    String,
-                    DefaultKeyedStateStore<String>,
-                    C,
-                    NoOpMiddleware<C::Instant>,
-                >::new(
+                limiter: RateLimiter::<String, BoundedStore, C, NoOpMiddleware<C::Instant>>::new(
                     q.allow_burst(b),
-                    DefaultKeyedStateStore::default(),
+                    BoundedStore::new(c.max_keys, interval),
                     clock.clone(),
                 )
                 .with_middleware::<StateInformationMiddleware>(),
@@ -281,14 +442,19 @@ impl<C: Clock + Clone> RateLimit<C> {
                     limit: self.burst,
                     remaining,
                     reset: secs_ceil(self.interval * used),
+                    retry_after: 0,
                 })
             }
             Err(not_until) => {
+                // GCRA: the next request conforms at TAT - tau, the bucket is
+                // full at TAT, tau = interval * (burst - 1) later.
                 let wait = not_until.wait_time_from(self.clock.now());
+                let tau = self.interval * self.burst.saturating_sub(1);
                 Err(LimitState {
                     limit: self.burst,
                     remaining: 0,
-                    reset: secs_ceil(wait).max(1),
+                    reset: secs_ceil(wait + tau).max(1),
+                    retry_after: secs_ceil(wait).max(1),
                 })
             }
         }
@@ -302,6 +468,17 @@ impl<C: Clock + Clone> RateLimit<C> {
         match &self.redis {
             None => Ok(self.check(key)),
             Some(r) => r.check(key).await,
+        }
+    }
+
+    /// The headers' state when the backend cannot say (fail open): the bucket
+    /// of a key seen for the first time, after admitting this request.
+    pub fn unknown_state(&self) -> LimitState {
+        LimitState {
+            limit: self.burst,
+            remaining: self.burst.saturating_sub(1),
+            reset: secs_ceil(self.interval),
+            retry_after: 0,
         }
     }
 
@@ -340,7 +517,7 @@ pub fn headers(s: &LimitState, refused: bool) -> Vec<(HeaderName, HeaderValue)> 
         .map(|(n, v)| (HeaderName::from_static(n), v))
         .collect();
     if refused {
-        h.push((http::header::RETRY_AFTER, hv(s.reset)));
+        h.push((http::header::RETRY_AFTER, hv(s.retry_after.max(1))));
     }
     h
 }
@@ -362,6 +539,11 @@ where
             Err(e) => {
                 self.errors.report(&e);
                 if self.fail_open {
+                    // The shared bucket is unknown: answer with what is known,
+                    // the limit itself, as a bucket that just admitted this one
+                    // request (plugins/rate_limit.md, "When Redis fails").
+                    let state = self.unknown_state();
+                    ctx.rate_limit = Some(LimitState::merge(ctx.rate_limit, state));
                     return Ok(Flow::Continue);
                 }
                 return Ok(Flow::Respond(Reply::Problem {
@@ -387,7 +569,7 @@ where
                     .inc();
                 Ok(Flow::Respond(Reply::Problem {
                     status: 429,
-                    detail: format!("rate limit exceeded; retry in {} s", state.reset),
+                    detail: format!("rate limit exceeded; retry in {} s", state.retry_after),
                     headers: headers(&state, true),
                 }))
             }
@@ -415,6 +597,10 @@ mod tests {
     use governor::clock::FakeRelativeClock;
 
     fn limiter(rate: &str, burst: Option<u32>) -> RateLimit<FakeRelativeClock> {
+        bounded(rate, burst, 100_000)
+    }
+
+    fn bounded(rate: &str, burst: Option<u32>, max_keys: usize) -> RateLimit<FakeRelativeClock> {
         let cfg = crate::config::load_str(
             "[upstreams.u]\ntargets = [\"127.0.0.1:1\"]\n[[routes]]\nname = \"r\"\nupstream = \"u\"\n",
             None,
@@ -432,6 +618,7 @@ mod tests {
                 key: "ip".into(),
                 backend: StateBackend::Local,
                 on_backend_error: None,
+                max_keys,
             },
             &bx,
             FakeRelativeClock::default(),
@@ -451,9 +638,126 @@ mod tests {
         assert!(states.iter().all(|s| s.limit == 3));
         let refused = rl.check("a").unwrap_err();
         assert_eq!(refused.remaining, 0);
-        assert!(refused.reset > 3000 && refused.reset <= 3600, "{refused:?}");
+        assert!(
+            refused.retry_after > 3000 && refused.retry_after <= 3600,
+            "{refused:?}"
+        );
+        assert!(
+            refused.reset > 3000 + 7200 && refused.reset <= 3 * 3600,
+            "{refused:?}"
+        );
         // Another key has its own bucket.
         assert_eq!(rl.check("b").unwrap().remaining, 2);
+    }
+
+    #[test]
+    fn a_refusal_resets_when_the_bucket_is_full_and_retries_after_one_interval() {
+        let rl = limiter("1/s", Some(3));
+        for _ in 0..3 {
+            rl.check("a").unwrap();
+        }
+        let refused = rl.check("a").unwrap_err();
+        // One request's worth comes back in 1 s; all three in 3 s.
+        assert_eq!((refused.retry_after, refused.reset), (1, 3));
+        let h = headers(&refused, true);
+        let get = |n: &str| h.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+        assert_eq!(get("retry-after"), Some(HeaderValue::from(1u64)));
+        assert_eq!(get("ratelimit-reset"), Some(HeaderValue::from(3u64)));
+        rl.clock.advance(Duration::from_millis(1500));
+        assert!(rl.check("a").is_ok());
+        assert!(rl.check("a").is_err(), "1.5 s gave back one request only");
+    }
+
+    #[test]
+    fn long_and_binary_key_values_are_hashed_and_never_collide_with_short_ones() {
+        let short = bucket_key('h', b"tenant-a");
+        assert_eq!(short, "h:tenant-a");
+        let long = vec![b'x'; 64 * 1024];
+        let k = bucket_key('h', &long);
+        assert_eq!(k.len(), 2 + 64, "{k}");
+        assert!(k.starts_with("h#"));
+        assert_ne!(k, bucket_key('h', &long[1..]));
+        assert_eq!(
+            bucket_key('h', &[b'a'; MAX_KEY_VALUE]).len(),
+            2 + MAX_KEY_VALUE
+        );
+        assert!(bucket_key('h', &[b'a'; MAX_KEY_VALUE + 1]).starts_with("h#"));
+        // Two different invalid byte strings are two buckets (no lossy U+FFFD).
+        assert_ne!(bucket_key('h', b"\xff"), bucket_key('h', b"\xfe"));
+        // A short value that looks like a digest is still its own key.
+        let hexed = k[2..].to_string();
+        assert_ne!(bucket_key('h', hexed.as_bytes()), k);
+    }
+
+    #[test]
+    fn distinct_keys_never_grow_the_store_past_max_keys() {
+        let rl = bounded("1/h", Some(2), 1000);
+        // Every key stays refilling for an hour: none is idle.
+        for i in 0..50_000 {
+            assert!(rl.check(&format!("k{i}")).is_ok());
+            assert!(rl.keys() <= 1000, "{} keys after {i}", rl.keys());
+        }
+    }
+
+    #[test]
+    fn a_single_key_limiter_holds_one_key() {
+        let rl = bounded("1/h", Some(1), 1);
+        for i in 0..10 {
+            assert!(rl.check(&format!("k{i}")).is_ok());
+            assert_eq!(rl.keys(), 1);
+        }
+    }
+
+    #[test]
+    fn idle_keys_go_first_and_busy_keys_keep_their_count() {
+        let rl = bounded("10/s", Some(5), 100);
+        for i in 0..99 {
+            rl.check(&format!("idle{i}")).unwrap();
+        }
+        // The idle keys' buckets are full again after 100 ms; "busy" spends 4 of 5.
+        rl.clock.advance(Duration::from_millis(200));
+        for _ in 0..4 {
+            rl.check("busy").unwrap();
+        }
+        // A flood of new keys: the full map evicts idle keys, then the least-used.
+        for i in 0..1000 {
+            let _ = rl.check(&format!("new{i}"));
+        }
+        assert!(rl.keys() <= 100);
+        assert_eq!(
+            rl.check("busy").unwrap().remaining,
+            0,
+            "busy kept its count through the flood"
+        );
+        assert!(rl.check("busy").is_err());
+    }
+
+    #[test]
+    fn max_keys_must_be_positive() {
+        let cfg = crate::config::load_str(
+            "[upstreams.u]\ntargets = [\"127.0.0.1:1\"]\n[[routes]]\nname = \"r\"\nupstream = \"u\"\n",
+            None,
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let bx = BuildCtx {
+            name: "rl",
+            config: &cfg,
+        };
+        let errs = RateLimit::new(
+            &RateLimitConfig {
+                rate: parse_rate("1/s").unwrap(),
+                burst: None,
+                key: "ip".into(),
+                backend: StateBackend::Local,
+                on_backend_error: None,
+                max_keys: 0,
+            },
+            &bx,
+        )
+        .err()
+        .unwrap();
+        assert_eq!(errs[0].key, "max_keys");
     }
 
     #[test]
@@ -495,11 +799,13 @@ mod tests {
             limit: 10,
             remaining: 3,
             reset: 5,
+            retry_after: 0,
         };
         let b = LimitState {
             limit: 100,
             remaining: 50,
             reset: 1,
+            retry_after: 0,
         };
         assert_eq!(LimitState::merge(Some(a), b), a);
         assert_eq!(LimitState::merge(Some(b), a), a);

@@ -1081,12 +1081,13 @@ impl ProxyHttp for Gateway {
         let route = ctx.route().map(|r| &*r.name).unwrap_or("");
         let method = session.req_header().method.as_str();
         let elapsed = ctx.start.elapsed();
+        let method_label = crate::metrics::method_label(&session.req_header().method);
         // StatusCode's text comes from a static table: no allocation per request.
         let code = http::StatusCode::from_u16(status).ok();
         let code_label = code.as_ref().map_or("0", |c| c.as_str());
         METRICS
             .requests_total
-            .with_label_values(&[route, method, code_label])
+            .with_label_values(&[route, method_label, code_label])
             .inc();
         if let Some(r) = ctx.route() {
             r.metrics.duration.observe(elapsed.as_secs_f64());

@@ -2231,3 +2231,14 @@ pub fn assert_plugin_errors(ty: &str, name: &str, cases: &[(&str, &str)]) {
         assert!(out.contains(place), "{keys}: expected {place} in:\n{out}");
     }
 }
+
+/// Resident memory of process `pid` in KiB (`VmRSS` of `/proc/<pid>/status`; Linux).
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status:\n{status}"))
+}
