@@ -507,10 +507,8 @@ async fn malformed_request_lines_and_targets_are_refused_and_closed() {
             format!("{line}\r\nHost: gw.test\r\n\r\n").into_bytes(),
         ));
     }
-    cases.push((
-        "HTTP/2 prior knowledge on the HTTP/1 listener".into(),
-        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec(),
-    ));
+    // HTTP/2 prior knowledge gets an HTTP/2 answer instead (GOAWAY, or h2c when
+    // enabled): tests/adversarial_proxy.rs, `h2c_prior_knowledge_*`.
 
     for (what, bytes) in &cases {
         expect_refused(&gw, bytes, 400, what).await;
