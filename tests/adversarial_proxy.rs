@@ -172,55 +172,88 @@ async fn stalled_uploads_get_408_and_never_open_the_breaker() {
 // ---------------------------------------------------------------------------------------
 // Item 11: a pooled connection holding unread bytes is never reused.
 
-/// The upstream answers, then (after the answer reached the client) sends the same
-/// answer again on the idle keep-alive connection. The next client must get its own
-/// response, never the stray copy of the previous one.
+/// The upstream answers, then (after the answer reached the client) sends stray bytes on
+/// the idle keep-alive connection: a copy of the answer, or garbage. The next request,
+/// from another client or from the same client on its keep-alive connection, must get
+/// its own response, never the stray copy of the previous one: Pingora tests a pooled
+/// connection for unread bytes while it is idle and again when it is taken.
 #[tokio::test]
-async fn stray_bytes_after_a_response_never_reach_the_next_client() {
-    let (stray_tx, mut stray_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let stray_tx = Arc::new(stray_tx);
-    let up = raw_upstream(move |mut s, _| {
-        let stray_tx = stray_tx.clone();
-        async move {
-            let mut buf = Vec::new();
-            while let Some(head) = read_request(&mut s, &mut buf).await {
-                let answer = ok_response(&target(&head));
-                if s.write_all(answer.as_bytes()).await.is_err() {
-                    return;
-                }
-                if target(&head) == "/first" {
-                    // Stray bytes shortly after the response: a copy of it.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    let _ = s.write_all(answer.as_bytes()).await;
-                    let _ = stray_tx.send(());
+async fn stray_bytes_after_a_response_never_reach_the_next_request() {
+    for (what, stray) in [
+        ("a copy of the response", None),
+        (
+            "another response",
+            Some("HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nLEAKED"),
+        ),
+        ("garbage", Some("\0\0garbage\r\n")),
+    ] {
+        let (stray_tx, mut stray_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let stray_tx = Arc::new(stray_tx);
+        let up = raw_upstream(move |mut s, _| {
+            let stray_tx = stray_tx.clone();
+            async move {
+                let mut buf = Vec::new();
+                while let Some(head) = read_request(&mut s, &mut buf).await {
+                    let answer = ok_response(&target(&head));
+                    if s.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    if target(&head).starts_with("/first") {
+                        // Stray bytes shortly after the response.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        let _ = s.write_all(stray.unwrap_or(&answer).as_bytes()).await;
+                        let _ = stray_tx.send(());
+                    }
                 }
             }
-        }
-    })
-    .await;
-    let gw = Gateway::start(&config(up, "", "", "")).await;
+        })
+        .await;
+        let gw = Gateway::start(&config(up, "", "", "")).await;
 
-    let r = raw_request(
-        gw.addr(),
-        b"GET /first HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    assert!(
-        String::from_utf8_lossy(&r).ends_with("\r\n\r\n/first"),
-        "{}",
-        String::from_utf8_lossy(&r)
-    );
-    tokio::time::timeout(WAIT, stray_rx.recv())
-        .await
-        .expect("the upstream sent its stray bytes");
-    for path in ["/second", "/third"] {
+        // Another client next.
+        let r = raw_request(
+            gw.addr(),
+            b"GET /first HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        let text = String::from_utf8_lossy(&r);
+        assert!(text.ends_with("\r\n\r\n/first"), "{what}: {text}");
+        tokio::time::timeout(WAIT, stray_rx.recv())
+            .await
+            .expect("the upstream sent its stray bytes");
+        for path in ["/second", "/third"] {
+            let mut conn = RawConn::connect(gw.addr()).await;
+            conn.send(format!("GET {path} HTTP/1.1\r\nHost: a.test\r\n\r\n"))
+                .await
+                .unwrap();
+            let r = conn.read_response().await;
+            assert_eq!(r.status, 200, "{what}: {path}");
+            assert_eq!(
+                r.body_str(),
+                path,
+                "{what}: the client got its own response"
+            );
+        }
+
+        // The same client, on its keep-alive connection.
         let mut conn = RawConn::connect(gw.addr()).await;
-        conn.send(format!("GET {path} HTTP/1.1\r\nHost: a.test\r\n\r\n"))
+        conn.send("GET /first-again HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(conn.read_response().await.body_str(), "/first-again");
+        tokio::time::timeout(WAIT, stray_rx.recv())
+            .await
+            .expect("the upstream sent its stray bytes");
+        conn.send("GET /fourth HTTP/1.1\r\nHost: a.test\r\n\r\n")
             .await
             .unwrap();
         let r = conn.read_response().await;
-        assert_eq!(r.status, 200, "{path}");
-        assert_eq!(r.body_str(), path, "the client got its own response");
+        assert_eq!(r.status, 200, "{what}");
+        assert_eq!(
+            r.body_str(),
+            "/fourth",
+            "{what}: same client, its own response"
+        );
     }
 }
 
@@ -430,6 +463,30 @@ async fn expect_100_continue_is_answered_by_the_gateway() {
     .await;
     assert_eq!(r.status, 200);
     assert_eq!(up.last_request().unwrap().body, b"hello".to_vec());
+}
+
+/// An upstream that sends its own `100 Continue` anyway (it never sees `Expect`): the
+/// client still gets exactly one 100, then the final response.
+#[tokio::test]
+async fn expect_100_continue_is_sent_once_even_when_the_upstream_sends_100() {
+    let up = raw_upstream(|mut s, _| async move {
+        let mut buf = Vec::new();
+        while let Some(head) = read_request(&mut s, &mut buf).await {
+            assert!(!head.to_ascii_lowercase().contains("expect:"), "{head}");
+            let _ = s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+            let _ = s.write_all(ok_response("done").as_bytes()).await;
+        }
+    })
+    .await;
+    let gw = Gateway::start(&config(up, "", "", "")).await;
+    let r = expect_continue(
+        &gw,
+        "POST /x HTTP/1.1\r\nHost: a.test\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n",
+        b"body",
+    )
+    .await;
+    assert_eq!(r.status, 200, "one 100 only, then the final response");
+    assert_eq!(r.body_str(), "done");
 }
 
 /// A request refused on its head gets the final status and no 100.
