@@ -82,10 +82,12 @@ async fn read_head(
         if preface && buf.len() >= H2_PREFACE.len() {
             return Head::H2(buf);
         }
-        match (!preface)
-            .then(|| scanner.feed(&buf))
-            .unwrap_or(Progress::Partial)
-        {
+        let progress = if preface {
+            Progress::Partial
+        } else {
+            scanner.feed(&buf)
+        };
+        match progress {
             Progress::Complete(s) if s.end > limits.max_header_size => {
                 return Head::Refuse(431, "the request's header section is too large");
             }
