@@ -276,7 +276,7 @@ async fn unsolicited_101_gives_502() {
         }
     })
     .await;
-    let gw = Gateway::start(&config(up, "", "", "")).await;
+    let gw = Gateway::start(&config(up, "h2c = true", "", "")).await;
     for request in [
         "GET /plain HTTP/1.1\r\nHost: a.test\r\n\r\n",
         "POST /plain HTTP/1.1\r\nHost: a.test\r\nContent-Length: 2\r\n\r\nhi",
@@ -293,7 +293,11 @@ async fn unsolicited_101_gives_502() {
             "no tunnel after a refused 101"
         );
     }
-    // Over HTTP/2 too (no upgrade exists there), through the h2c listener.
+    // Over HTTP/2 too (no upgrade exists there).
+    let r = h2c_client().get(gw.url("/plain")).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 502);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
 }
 
 // ---------------------------------------------------------------------------------------
