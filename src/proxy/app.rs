@@ -259,8 +259,7 @@ const H2C_DISABLED: &[u8] =
     b"cleartext HTTP/2 (h2c) is not enabled on this listener: use HTTP/1.1, or HTTP/2 over TLS";
 
 /// An HTTP/2 server preface (empty SETTINGS) and a GOAWAY `HTTP_1_1_REQUIRED`
-/// whose debug data says why: what an HTTP/2 client can read and report (and
-/// curl, for one, retries over HTTP/1.1).
+/// whose debug data says why: what an HTTP/2 client can read and report.
 fn h2c_refusal() -> Vec<u8> {
     let mut out = Vec::with_capacity(9 + 9 + 8 + H2C_DISABLED.len());
     out.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
