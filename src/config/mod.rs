@@ -195,6 +195,11 @@ pub struct ServerConfig {
     /// How long a graceful shutdown waits for requests in flight.
     #[serde(default = "default_grace")]
     pub grace_period: Dur,
+    /// Cleartext HTTP/2 with prior knowledge (h2c) on the plain `listen`
+    /// addresses. Off: such a connection is refused with a GOAWAY
+    /// `HTTP_1_1_REQUIRED` saying so. TLS listeners offer h2 through ALPN either way.
+    #[serde(default)]
+    pub h2c: bool,
     #[serde(default)]
     pub tls: Vec<TlsListenerConfig>,
 }
@@ -217,6 +222,7 @@ impl Default for ServerConfig {
             body_timeout: default_body_timeout(),
             min_body_rate: default_min_body_rate(),
             grace_period: default_grace(),
+            h2c: false,
             tls: vec![],
         }
     }

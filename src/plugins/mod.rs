@@ -300,7 +300,11 @@ async fn read_to_limit(
 /// is refused before anything is forwarded; its rest is read and dropped (up to
 /// `max_request_body`, within the request's deadline) so that the refusal
 /// reaches a client that is still sending, or the connection is closed after it.
+/// A client that sent `Expect: 100-continue` gets its `100 Continue` first.
 pub async fn read_body(session: &mut Session, ctx: &RequestCtx) -> Result<Bytes, BodyError> {
+    // A client waiting for `100 Continue` sends nothing before it: the plugins up to
+    // this one accepted the head, so the body may come.
+    crate::proxy::send_continue(session, ctx).await;
     let max_total = ctx.rt.limits.max_request_body;
     let limit = MAX_BUFFERED_BODY.min(max_total);
     session.as_mut().enable_retry_buffering();

@@ -6,7 +6,10 @@
 //! endings, request line, field syntax; pingora#945), then hands the bytes to
 //! Pingora's parser as a prefix. A refused head gets a problem+json answer and
 //! the connection is closed.
-//! HTTP/2 connections go straight to Pingora.
+//! HTTP/2 connections go straight to Pingora: through ALPN on TLS, and with prior
+//! knowledge (h2c, its connection preface read here) on plain listeners when
+//! `[server] h2c` is on; when it is off, such a connection gets a GOAWAY
+//! `HTTP_1_1_REQUIRED` that says so (an HTTP/1 answer would be unreadable to it).
 
 use super::head::{ChunkedBody, HeadScanner, Progress};
 use super::{problem, Gateway};
@@ -14,7 +17,7 @@ use crate::runtime::{Limits, Runtime};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::BytesMut;
-use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID, ALPN,
@@ -36,9 +39,13 @@ enum Head {
     /// The bytes read (the head, maybe more), and the state of a chunked body
     /// not complete in them.
     Ready(BytesMut, Option<ChunkedBody>),
+    /// An HTTP/2 connection preface (prior knowledge), and what followed it.
+    H2(BytesMut),
     Closed,
     Refuse(u16, &'static str),
 }
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 async fn read_head(
     stream: &mut Stream,
@@ -69,7 +76,18 @@ async fn read_head(
     // refused at its first bad line, before the rest is waited for.
     let mut scanner = HeadScanner::new(limits.max_headers);
     loop {
-        match scanner.feed(&buf) {
+        // A connection's first bytes may be the HTTP/2 preface; its request line is
+        // not valid HTTP/1, so it is looked for before the head is validated.
+        let preface = !reused && H2_PREFACE.starts_with(&buf[..buf.len().min(H2_PREFACE.len())]);
+        if preface && buf.len() >= H2_PREFACE.len() {
+            return Head::H2(buf);
+        }
+        let progress = if preface {
+            Progress::Partial
+        } else {
+            scanner.feed(&buf)
+        };
+        match progress {
             Progress::Complete(s) if s.end > limits.max_header_size => {
                 return Head::Refuse(431, "the request's header section is too large");
             }
@@ -157,11 +175,13 @@ impl GatewayApp {
                     if let Some(body) = chunked {
                         stream = Box::new(ChunkGuard {
                             inner: stream,
-                            body,
+                            body: Some(body),
+                            replay: BytesMut::new(),
                         });
                     }
                     h
                 }
+                Head::H2(read) => return self.serve_h2c(stream, read, shutdown).await,
                 Head::Closed => return,
                 Head::Refuse(status, detail) => {
                     let id = crate::plugins::request_id::new_id();
@@ -208,14 +228,88 @@ impl GatewayApp {
     }
 }
 
-/// The connection while Pingora reads a chunked request body: every byte read
-/// passes [`ChunkedBody`] first, and a read that breaks the chunked framing
-/// fails (the request is aborted, the upstream never gets a complete request,
-/// the connection is closed). Past the end of the body it is a plain pass-through.
+impl GatewayApp {
+    /// A plain connection that opened with the HTTP/2 preface (`read`: the bytes
+    /// read so far, preface included).
+    async fn serve_h2c(&self, mut stream: Stream, read: BytesMut, shutdown: &ShutdownWatch) {
+        let enabled = self.state.load().config.server.h2c;
+        if enabled && stream.get_ssl_digest().is_none() {
+            let mut options = self.proxy.server_options().cloned().unwrap_or_default();
+            options.h2c = true;
+            let app = Arc::new(H2c {
+                proxy: Arc::clone(&self.proxy),
+                options,
+            });
+            let stream: Stream = Box::new(ChunkGuard {
+                inner: stream,
+                body: None,
+                replay: read,
+            });
+            ServerApp::process_new(&app, stream, shutdown).await;
+            return;
+        }
+        tracing::info!(target: "tollgate::access", "HTTP/2 without TLS (h2c) refused: [server] h2c is off");
+        let _ = stream.write_all(&h2c_refusal()).await;
+        let _ = stream.flush().await;
+        linger(&mut stream).await;
+    }
+}
+
+const H2C_DISABLED: &[u8] =
+    b"cleartext HTTP/2 (h2c) is not enabled on this listener: use HTTP/1.1, or HTTP/2 over TLS";
+
+/// An HTTP/2 server preface (empty SETTINGS) and a GOAWAY `HTTP_1_1_REQUIRED`
+/// whose debug data says why: what an HTTP/2 client can read and report.
+fn h2c_refusal() -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + 9 + 8 + H2C_DISABLED.len());
+    out.extend_from_slice(&[0, 0, 0, 0x4, 0, 0, 0, 0, 0]);
+    let len = (8 + H2C_DISABLED.len()) as u32;
+    out.extend_from_slice(&len.to_be_bytes()[1..]);
+    out.extend_from_slice(&[0x7, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(&0u32.to_be_bytes());
+    out.extend_from_slice(&0xdu32.to_be_bytes());
+    out.extend_from_slice(H2C_DISABLED);
+    out
+}
+
+/// Pingora's HTTP/2 server with h2c on, for one connection whose preface the
+/// gateway has read: the same proxy serves its requests.
+struct H2c {
+    proxy: Arc<HttpProxy<Gateway>>,
+    options: HttpServerOptions,
+}
+
+#[async_trait]
+impl HttpServerApp for H2c {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        self.proxy.process_new_http(session, shutdown).await
+    }
+
+    fn h2_options(&self) -> Option<pingora::protocols::http::v2::server::H2Options> {
+        self.proxy.h2_options()
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        Some(&self.options)
+    }
+}
+
+/// The connection wrapped for Pingora: first the bytes the gateway already read
+/// from it (`replay`: an h2c preface), then, while Pingora reads a chunked
+/// request body, every byte read passes [`ChunkedBody`] first, and a read that
+/// breaks the chunked framing fails with the [`ChunkError`](super::head::ChunkError)
+/// (the request is aborted with a 400 when nothing was answered yet, the upstream
+/// never gets a complete request, the connection is closed). Past the end of the
+/// body it is a plain pass-through.
 #[derive(Debug)]
 struct ChunkGuard {
     inner: Stream,
-    body: ChunkedBody,
+    body: Option<ChunkedBody>,
+    replay: BytesMut,
 }
 
 impl AsyncRead for ChunkGuard {
@@ -224,11 +318,17 @@ impl AsyncRead for ChunkGuard {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if !self.replay.is_empty() {
+            let n = self.replay.len().min(buf.remaining());
+            buf.put_slice(&self.replay.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
-        if !self.body.is_done() {
+        let this = &mut *self;
+        if let Some(body) = this.body.as_mut().filter(|b| !b.is_done()) {
             let new = &buf.filled()[before..];
-            if let Err(e) = self.body.feed(new) {
+            if let Err(e) = body.feed(new) {
                 buf.set_filled(before);
                 return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
             }
@@ -323,6 +423,10 @@ impl GetSocketDigest for ChunkGuard {
 #[async_trait]
 impl Peek for ChunkGuard {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        if !self.replay.is_empty() {
+            // Not peeked: Pingora then trusts its options (h2c on, for a replayed preface).
+            return Ok(false);
+        }
         self.inner.try_peek(buf).await
     }
 }

@@ -77,6 +77,11 @@ pub struct RequestCtx {
     /// Set when the response was written by the gateway.
     pub status: u16,
     pub failure_counted: bool,
+    /// The client sent `Expect: 100-continue` (the header itself is removed: the
+    /// gateway answers it, see [`send_continue`]).
+    pub expect_continue: bool,
+    /// A retry after a pooled upstream connection failed was already made.
+    pub stale_retried: bool,
 }
 
 impl RequestCtx {
@@ -186,6 +191,11 @@ impl Gateway {
         }
         self.decorate(&mut resp, ctx);
         ctx.status = status;
+        if ctx.expect_continue && session.response_written().is_none() && !session.is_body_done() {
+            // Refused before `100 Continue`: the client may never send the body it
+            // announced, so the connection cannot carry another request.
+            session.set_keepalive(None);
+        }
         let head_only = session.req_header().method == http::Method::HEAD;
         if session
             .write_response_header(Box::new(resp), head_only)
@@ -260,6 +270,13 @@ impl Gateway {
         let Some(route) = ctx.route() else {
             return false;
         };
+        ctx.tried.len() <= route.upstream.retry.attempts && self.resendable(session, ctx)
+    }
+
+    /// Whether this request may be sent again at all: idempotent (by method or an
+    /// `Idempotency-Key`), its body still whole in the retry buffer, nothing answered
+    /// yet and time left before `request_timeout`.
+    fn resendable(&self, session: &Session, ctx: &RequestCtx) -> bool {
         let req = session.req_header();
         let idempotent = matches!(
             req.method,
@@ -270,8 +287,8 @@ impl Gateway {
                 | http::Method::DELETE
         ) || req.headers.contains_key("idempotency-key");
         idempotent
-            && ctx.tried.len() <= route.upstream.retry.attempts
             && !session.as_ref().retry_buffer_truncated()
+            && !final_response_written(session)
             && ctx.rt.limits.request_timeout > ctx.start.elapsed()
     }
 
@@ -284,6 +301,39 @@ impl Gateway {
         }
         ctx.failure_counted = true;
     }
+}
+
+/// Send `100 Continue` now, when the client asked for it and nothing was answered
+/// yet: called once the plugins accepted the request head, before the body is read
+/// (by a plugin, or by Pingora while proxying). Any `1xx` the upstream sends after
+/// it is not relayed: the client gets one `100`.
+pub async fn send_continue(session: &mut Session, ctx: &RequestCtx) {
+    if !ctx.expect_continue || session.response_written().is_some() {
+        return;
+    }
+    if session.write_continue_response().await.is_ok() {
+        session.set_ignore_info_resp(true);
+    }
+}
+
+/// Whether a final (non-1xx) response head was sent to the client.
+fn final_response_written(session: &Session) -> bool {
+    session
+        .response_written()
+        .is_some_and(|r| !r.status.is_informational())
+}
+
+/// Why a chunked request body was refused mid-stream by the connection's guard
+/// (`app::ChunkGuard`, whose read error carries the [`head::ChunkError`]).
+fn broken_chunk(e: &Error) -> Option<&'static str> {
+    let root = e.root_cause();
+    root.downcast_ref::<head::ChunkError>()
+        .or_else(|| {
+            root.downcast_ref::<std::io::Error>()?
+                .get_ref()?
+                .downcast_ref::<head::ChunkError>()
+        })
+        .map(|c| c.detail())
 }
 
 fn is_timeout(e: &Error) -> bool {
@@ -387,7 +437,25 @@ impl ProxyHttp for Gateway {
             plugin_state: Vec::new(),
             status: 0,
             failure_counted: false,
+            expect_continue: false,
+            stale_retried: false,
         }
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        // `Expect` is answered by the gateway, never forwarded: the upstream would
+        // answer it a second time, or not at all (SPEC §4).
+        let req = session.req_header_mut();
+        if let Some(v) = req.remove_header(&header::EXPECT) {
+            ctx.expect_continue = v.as_bytes().eq_ignore_ascii_case(b"100-continue")
+                && req.version != http::Version::HTTP_10
+                && req.version != http::Version::HTTP_09;
+        }
+        Ok(())
     }
 
     async fn request_filter(
@@ -614,6 +682,8 @@ impl ProxyHttp for Gateway {
                 }
             }
         }
+        // Every plugin accepted the request: the body may come now.
+        send_continue(session, ctx).await;
         Ok(true)
     }
 
@@ -900,6 +970,15 @@ impl ProxyHttp for Gateway {
                 "upstream response header section over max_header_size",
             );
         }
+        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS && !session.is_upgrade_req() {
+            // Nothing asked to switch protocols: a broken upstream (SPEC §4).
+            ctx.record_outcome(None, true);
+            self.count_failure(ctx, "status");
+            return Error::e_explain(
+                ErrorType::HTTPStatus(502),
+                "upstream answered 101 to a request that asked for no upgrade",
+            );
+        }
         if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
             // A tunnel now: reads from the client wait up to idle_timeout, not body_timeout.
             session.set_read_timeout(Some(ctx.rt.limits.idle_timeout));
@@ -995,6 +1074,24 @@ impl ProxyHttp for Gateway {
     ) -> Box<Error> {
         let _ = peer;
         let mut e = e;
+        // Pingora marks what may have failed only because a pooled connection was
+        // stale as "retry if reused": decide that first (`retry()` panics on it).
+        e.retry.decide_reuse(client_reused);
+        if e.esource() == &ErrorSource::Upstream
+            && is_timeout(&e)
+            && !session.is_body_done()
+            && !final_response_written(session)
+        {
+            // The upstream was still waiting for a request body the client stalled:
+            // the client's fault, not the upstream's (SPEC §4: 408, no breaker, no
+            // failure metric).
+            ctx.upstream_outcome = None;
+            session.set_keepalive(None);
+            return Error::explain(
+                ErrorType::HTTPStatus(408),
+                "request body stalled while the upstream waited for it",
+            );
+        }
         if e.esource() == &ErrorSource::Upstream && !matches!(e.etype(), ErrorType::HTTPStatus(_)) {
             let timeout = is_timeout(&e);
             ctx.record_outcome(None, true);
@@ -1004,9 +1101,15 @@ impl ProxyHttp for Gateway {
             let policy_ok = ctx
                 .route()
                 .is_some_and(|r| timeout && r.upstream.retry.on_timeout);
-            // A pooled connection the upstream had already closed is always worth one more try.
-            let stale = client_reused && e.retry();
-            e.set_retry((policy_ok || stale) && self.retryable(session, ctx));
+            // A pooled connection the upstream closed or reset: one more try, on a
+            // fresh connection, whatever the retry policy (within request_timeout).
+            let stale = client_reused && e.retry() && !ctx.stale_retried;
+            if stale && self.resendable(session, ctx) {
+                ctx.stale_retried = true;
+                e.set_retry(true);
+            } else {
+                e.set_retry(policy_ok && self.retryable(session, ctx));
+            }
         } else if !matches!(e.etype(), ErrorType::HTTPStatus(_)) {
             e.set_retry(false);
         }
@@ -1029,6 +1132,7 @@ impl ProxyHttp for Gateway {
                         502
                     }
                 }
+                ErrorSource::Downstream if broken_chunk(e).is_some() => 400,
                 ErrorSource::Downstream => match e.etype() {
                     ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
                     ErrorType::ReadTimedout => 408,
@@ -1045,7 +1149,7 @@ impl ProxyHttp for Gateway {
                 code
             };
         self.finish_chain(ctx);
-        if code > 0 && session.response_written().is_none() {
+        if code > 0 && !final_response_written(session) {
             // The connection is not reused after an error (see below): say so.
             session.set_keepalive(None);
             let (detail, extra) = match code {
@@ -1060,7 +1164,7 @@ impl ProxyHttp for Gateway {
                 504 => ("the upstream service did not answer in time", vec![]),
                 413 => ("the request body is larger than the limit", vec![]),
                 408 => ("the request body was not received in time", vec![]),
-                400 => ("malformed request", vec![]),
+                400 => (broken_chunk(e).unwrap_or("malformed request"), vec![]),
                 _ => ("the gateway could not complete the request", vec![]),
             };
             self.respond_problem(session, ctx, code, detail, extra)

@@ -1,0 +1,680 @@
+//! The proxy core under attack and under misbehaving upstreams (issue 12, items 5, 11,
+//! 17, 20, 23, 29 and 37): stalled request bodies, stray bytes on pooled upstream
+//! connections, unsolicited `101`, chunked bodies that break mid-stream,
+//! `Expect: 100-continue`, cleartext HTTP/2 and upstreams that reset a reused connection.
+//!
+//! Upstreams that misbehave on purpose are tiny scripted TCP servers in this file
+//! ([`raw_upstream`]); clients that an HTTP library would normalise are raw sockets.
+
+mod common;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A scripted upstream: every accepted connection is handed to `serve`, with its index
+/// (0 for the first connection).
+async fn raw_upstream<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(TcpStream, usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let serve = Arc::new(serve);
+    tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok((s, _)) = listener.accept().await {
+            let _ = s.set_nodelay(true);
+            tokio::spawn(serve(s, n));
+            n += 1;
+        }
+    });
+    addr
+}
+
+/// Reads one request (head, and a Content-Length body) from `s`, keeping what follows in
+/// `buf`. Returns the head as text, or None when the connection closed first.
+async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    let (n, v) = l.split_once(':')?;
+                    n.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            while buf.len() < end + 4 + len {
+                let mut chunk = [0u8; 4096];
+                match s.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            buf.drain(..end + 4 + len);
+            return Some(head);
+        }
+        let mut chunk = [0u8; 4096];
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// The request target of a request head.
+fn target(head: &str) -> String {
+    head.split(' ').nth(1).unwrap_or("").to_string()
+}
+
+fn ok_response(body: &str) -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: text/plain\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn config(up: SocketAddr, server_extra: &str, upstream_extra: &str, route_extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "{{LISTEN}}"
+admin_listen = "{{ADMIN}}"
+{server_extra}
+
+[upstreams.up]
+targets = ["{up}"]
+{upstream_extra}
+
+[[routes]]
+name = "all"
+upstream = "up"
+path = "/"
+{route_extra}
+"#
+    )
+}
+
+fn assert_problem(r: &RawResponse, status: u16, what: &str) {
+    assert_eq!(r.status, status, "{what}: {}", r.body_str());
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/problem+json"),
+        "{what}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&r.body)
+        .unwrap_or_else(|e| panic!("{what}: problem body is not JSON ({e}): {}", r.body_str()));
+    assert_eq!(v["status"], status, "{what}: {v}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Item 5: a stalled request body is the client's fault: 408, never an upstream failure.
+
+/// Stalled uploads, whichever timer fires first (the gateway's `body_timeout`, or the
+/// upstream's `read_timeout` while the upstream is still waiting for the body), get 408,
+/// and neither a `consecutive_failures = 2` breaker nor
+/// `tollgate_upstream_failures_total` counts them: the next request still reaches the
+/// upstream.
+#[tokio::test]
+async fn stalled_uploads_get_408_and_never_open_the_breaker() {
+    for (what, body_timeout, read_timeout) in [
+        ("upstream read_timeout fires first", "2s", "500ms"),
+        ("body_timeout fires first", "500ms", "5s"),
+    ] {
+        let up = TestUpstream::start("up").await;
+        let cfg = config(
+            up.addr(),
+            &format!("body_timeout = \"{body_timeout}\"\nmin_body_rate = \"0B\""),
+            &format!("read_timeout = \"{read_timeout}\""),
+            "plugins = [\"breaker\"]",
+        ) + "\n[plugins.breaker]\ntype = \"circuit_breaker\"\nconsecutive_failures = 2\nopen_for = \"1m\"\n";
+        let gw = Gateway::start(&cfg).await;
+
+        for (i, request) in [
+            "POST /upload HTTP/1.1\r\nHost: a.test\r\nContent-Length: 100\r\n\r\nonly-part",
+            "POST /upload HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+            "PUT /upload HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\n",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let mut conn = RawConn::connect(gw.addr()).await;
+            conn.send(request).await.unwrap();
+            let r = conn.read_response().await;
+            assert_problem(&r, 408, &format!("{what}: stalled upload {i}"));
+        }
+        let r = gw.client().get(gw.url("/after")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{what}: the breaker stayed closed");
+        assert_eq!(
+            up.last_request().map(|r| r.path_only().to_string()),
+            Some("/after".into()),
+            "{what}"
+        );
+        assert_eq!(
+            gw.metric_sum("tollgate_upstream_failures_total").await,
+            0.0,
+            "{what}: a stalled client is not an upstream failure"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Item 11: a pooled connection holding unread bytes is never reused.
+
+/// The upstream answers, then (after the answer reached the client) sends stray bytes on
+/// the idle keep-alive connection: a copy of the answer, or garbage. The next request,
+/// from another client or from the same client on its keep-alive connection, must get
+/// its own response, never the stray copy of the previous one: Pingora tests a pooled
+/// connection for unread bytes while it is idle and again when it is taken.
+#[tokio::test]
+async fn stray_bytes_after_a_response_never_reach_the_next_request() {
+    for (what, stray) in [
+        ("a copy of the response", None),
+        (
+            "another response",
+            Some("HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nLEAKED"),
+        ),
+        ("garbage", Some("\0\0garbage\r\n")),
+    ] {
+        let (stray_tx, mut stray_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let stray_tx = Arc::new(stray_tx);
+        let up = raw_upstream(move |mut s, _| {
+            let stray_tx = stray_tx.clone();
+            async move {
+                let mut buf = Vec::new();
+                while let Some(head) = read_request(&mut s, &mut buf).await {
+                    let answer = ok_response(&target(&head));
+                    if s.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    if target(&head).starts_with("/first") {
+                        // Stray bytes shortly after the response.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        let _ = s.write_all(stray.unwrap_or(&answer).as_bytes()).await;
+                        let _ = stray_tx.send(());
+                    }
+                }
+            }
+        })
+        .await;
+        let gw = Gateway::start(&config(up, "", "", "")).await;
+
+        // Another client next.
+        let r = raw_request(
+            gw.addr(),
+            b"GET /first HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        let text = String::from_utf8_lossy(&r);
+        assert!(text.ends_with("\r\n\r\n/first"), "{what}: {text}");
+        tokio::time::timeout(WAIT, stray_rx.recv())
+            .await
+            .expect("the upstream sent its stray bytes");
+        for path in ["/second", "/third"] {
+            let mut conn = RawConn::connect(gw.addr()).await;
+            conn.send(format!("GET {path} HTTP/1.1\r\nHost: a.test\r\n\r\n"))
+                .await
+                .unwrap();
+            let r = conn.read_response().await;
+            assert_eq!(r.status, 200, "{what}: {path}");
+            assert_eq!(
+                r.body_str(),
+                path,
+                "{what}: the client got its own response"
+            );
+        }
+
+        // The same client, on its keep-alive connection.
+        let mut conn = RawConn::connect(gw.addr()).await;
+        conn.send("GET /first-again HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(conn.read_response().await.body_str(), "/first-again");
+        tokio::time::timeout(WAIT, stray_rx.recv())
+            .await
+            .expect("the upstream sent its stray bytes");
+        conn.send("GET /fourth HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .await
+            .unwrap();
+        let r = conn.read_response().await;
+        assert_eq!(r.status, 200, "{what}");
+        assert_eq!(
+            r.body_str(),
+            "/fourth",
+            "{what}: same client, its own response"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Item 17: an unsolicited 101 is a broken upstream.
+
+#[tokio::test]
+async fn unsolicited_101_gives_502() {
+    let up = raw_upstream(|mut s, _| async move {
+        let mut buf = Vec::new();
+        if read_request(&mut s, &mut buf).await.is_some() {
+            let _ = s
+                .write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nRAW-TUNNEL-BYTES",
+                )
+                .await;
+            // Keep the "tunnel" open for a while.
+            let mut sink = [0u8; 1024];
+            let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut sink)).await;
+        }
+    })
+    .await;
+    let gw = Gateway::start(&config(up, "h2c = true", "", "")).await;
+    for request in [
+        "GET /plain HTTP/1.1\r\nHost: a.test\r\n\r\n",
+        "POST /plain HTTP/1.1\r\nHost: a.test\r\nContent-Length: 2\r\n\r\nhi",
+        // Connection: upgrade without Upgrade is not an upgrade request either.
+        "GET /plain HTTP/1.1\r\nHost: a.test\r\nConnection: upgrade\r\n\r\n",
+    ] {
+        let mut conn = RawConn::connect(gw.addr()).await;
+        conn.send(request).await.unwrap();
+        let r = conn.read_response().await;
+        assert_problem(&r, 502, request);
+        assert!(!r.body_str().contains("RAW-TUNNEL"), "{}", r.body_str());
+        assert!(
+            conn.closed_within(WAIT).await,
+            "no tunnel after a refused 101"
+        );
+    }
+    // Over HTTP/2 too (no upgrade exists there).
+    let r = h2c_client().get(gw.url("/plain")).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 502);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+}
+
+// ---------------------------------------------------------------------------------------
+// Item 20: a chunked body that breaks mid-stream gets the promised 400.
+
+#[tokio::test]
+async fn chunked_body_broken_mid_stream_gets_400() {
+    // The upstream waits for the whole request; it never answers a broken one.
+    let up = TestUpstream::start("up").await;
+    let gw = Gateway::start(&config(up.addr(), "", "", "")).await;
+    for (what, rest) in [
+        ("bad chunk size", "zz\r\nhello\r\n0\r\n\r\n"),
+        (
+            "missing CRLF after data",
+            "5\r\nhelloXX3\r\nabc\r\n0\r\n\r\n",
+        ),
+        ("bare LF after size", "3\nabc\r\n0\r\n\r\n"),
+        ("chunk extension garbage", "3;\x01\r\nabc\r\n0\r\n\r\n"),
+        ("oversized size", "fffffffffffffffffffff\r\n"),
+    ] {
+        let conns = up.connections();
+        let mut conn = RawConn::connect(gw.addr()).await;
+        // The head and a first good chunk, then (once the request is on its way) the break.
+        conn.send("POST /upload HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n4\r\ngood\r\n")
+            .await
+            .unwrap();
+        let hits = up.hits();
+        wait_until(WAIT, || async { up.connections() > conns }).await;
+        let _ = conn.send(rest).await;
+        let r = conn.read_response().await;
+        assert_problem(&r, 400, what);
+        assert!(conn.closed_within(WAIT).await, "{what}: closed after");
+        assert_eq!(up.hits(), hits, "{what}: no complete request upstream");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Item 23: Expect: 100-continue.
+
+fn github_signature(secret: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut m = <Hmac<sha2::Sha256> as Mac>::new_from_slice(secret.as_bytes()).unwrap();
+    m.update(body);
+    format!("sha256={}", hex::encode(m.finalize().into_bytes()))
+}
+
+fn expect_config(up: SocketAddr) -> String {
+    format!(
+        r#"
+[server]
+listen = "{{LISTEN}}"
+admin_listen = "{{ADMIN}}"
+max_request_body = "1KiB"
+
+[plugins.gh]
+type = "webhook_signature"
+scheme = "github"
+secrets = ["gh-secret"]
+
+[plugins.idem]
+type = "idempotency"
+ttl = "1h"
+
+[plugins.keys]
+type = "api_key"
+keys = [{{ consumer = "acme", key_sha256 = "afacab3575137afa4e00d9cbcafcb14c9ae25f779d964eb0ea5b2c4eb5dfd163" }}]
+
+[upstreams.up]
+targets = ["{up}"]
+
+[[routes]]
+name = "hooks"
+upstream = "up"
+path = "/hooks"
+plugins = ["gh"]
+
+[[routes]]
+name = "pay"
+upstream = "up"
+path = "/pay"
+plugins = ["idem"]
+
+[[routes]]
+name = "private"
+upstream = "up"
+path = "/private"
+plugins = ["keys"]
+
+[[routes]]
+name = "plain"
+upstream = "up"
+path = "/"
+"#
+    )
+}
+
+/// Sends `head` (with `Expect: 100-continue`), waits for the gateway's `100 Continue`,
+/// then sends `body`; returns the final response.
+async fn expect_continue(gw: &Gateway, head: &str, body: &[u8]) -> RawResponse {
+    let mut conn = RawConn::connect(gw.addr()).await;
+    conn.send(head).await.unwrap();
+    let (status, _) = tokio::time::timeout(Duration::from_secs(5), conn.read_response_head())
+        .await
+        .unwrap_or_else(|_| panic!("no 100 Continue within 5 s for {head:?}"));
+    assert_eq!(status, 100, "{head:?}");
+    conn.send(body).await.unwrap();
+    conn.read_response().await
+}
+
+/// The gateway answers `Expect: 100-continue` itself once the plugins accepted the head
+/// (also where a plugin reads the whole body in its request hook, and where the upstream
+/// never sends 100); the upstream never sees `Expect` and the client gets one 100 only.
+#[tokio::test]
+async fn expect_100_continue_is_answered_by_the_gateway() {
+    let up = TestUpstream::start("up").await;
+    let gw = Gateway::start(&expect_config(up.addr())).await;
+
+    let body = br#"{"event":"paid"}"#;
+    let sig = github_signature("gh-secret", body);
+    let cases = [
+        (
+            "webhook_signature",
+            format!(
+                "POST /hooks HTTP/1.1\r\nHost: a.test\r\nExpect: 100-continue\r\nX-Hub-Signature-256: {sig}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            ),
+        ),
+        (
+            "idempotency",
+            format!(
+                "POST /pay HTTP/1.1\r\nHost: a.test\r\nExpect: 100-continue\r\nIdempotency-Key: k-1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            ),
+        ),
+        (
+            "plain route",
+            format!(
+                "PUT /things/1 HTTP/1.1\r\nHost: a.test\r\nExpect: 100-Continue\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            ),
+        ),
+        (
+            "api_key accepted",
+            format!(
+                "POST /private HTTP/1.1\r\nHost: a.test\r\nExpect: 100-continue\r\nX-API-Key: acme-key\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            ),
+        ),
+    ];
+    for (what, head) in &cases {
+        let r = expect_continue(&gw, head, body).await;
+        assert_eq!(r.status, 200, "{what}: {}", r.body_str());
+        let got = up.last_request().expect("the upstream got the request");
+        assert_eq!(got.body, body.to_vec(), "{what}");
+        assert_eq!(
+            got.header("expect"),
+            None,
+            "{what}: Expect is not forwarded"
+        );
+    }
+    // Chunked, too.
+    let r = expect_continue(
+        &gw,
+        "POST /things HTTP/1.1\r\nHost: a.test\r\nExpect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(up.last_request().unwrap().body, b"hello".to_vec());
+}
+
+/// An upstream that sends its own `100 Continue` anyway (it never sees `Expect`): the
+/// client still gets exactly one 100, then the final response.
+#[tokio::test]
+async fn expect_100_continue_is_sent_once_even_when_the_upstream_sends_100() {
+    let up = raw_upstream(|mut s, _| async move {
+        let mut buf = Vec::new();
+        while let Some(head) = read_request(&mut s, &mut buf).await {
+            assert!(!head.to_ascii_lowercase().contains("expect:"), "{head}");
+            let _ = s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+            let _ = s.write_all(ok_response("done").as_bytes()).await;
+        }
+    })
+    .await;
+    let gw = Gateway::start(&config(up, "", "", "")).await;
+    let r = expect_continue(
+        &gw,
+        "POST /x HTTP/1.1\r\nHost: a.test\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n",
+        b"body",
+    )
+    .await;
+    assert_eq!(r.status, 200, "one 100 only, then the final response");
+    assert_eq!(r.body_str(), "done");
+}
+
+/// A request refused on its head gets the final status and no 100.
+#[tokio::test]
+async fn expect_100_continue_refused_head_gets_final_status_without_100() {
+    let up = TestUpstream::start("up").await;
+    let gw = Gateway::start(&expect_config(up.addr())).await;
+    for (what, head, status) in [
+        (
+            "missing API key",
+            "POST /private HTTP/1.1\r\nHost: a.test\r\nExpect: 100-continue\r\nContent-Length: 10\r\n\r\n",
+            401,
+        ),
+        (
+            "Content-Length over max_request_body",
+            "POST /things HTTP/1.1\r\nHost: a.test\r\nExpect: 100-continue\r\nContent-Length: 5000\r\n\r\n",
+            413,
+        ),
+        (
+            "no route method",
+            "POST /private HTTP/1.1\r\nHost: a.test\r\nExpect: 100-continue\r\nX-API-Key: wrong\r\nContent-Length: 10\r\n\r\n",
+            401,
+        ),
+    ] {
+        let mut conn = RawConn::connect(gw.addr()).await;
+        conn.send(head).await.unwrap();
+        let r = conn.read_response().await;
+        assert_problem(&r, status, what);
+    }
+    assert_eq!(up.hits(), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Item 29: cleartext HTTP/2 with prior knowledge.
+
+fn h2c_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .no_proxy()
+        .timeout(WAIT)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn h2c_prior_knowledge_is_served_when_enabled() {
+    let up = TestUpstream::start("up").await;
+    let gw = Gateway::start(&config(up.addr(), "h2c = true", "", "")).await;
+    let c = h2c_client();
+    for i in 0..3 {
+        let r = c
+            .post(gw.url(&format!("/over-h2c/{i}")))
+            .body("payload")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.status(), 200);
+        let got = up.last_request().unwrap();
+        assert_eq!(got.path_only(), format!("/over-h2c/{i}"));
+        assert_eq!(got.body, b"payload".to_vec());
+    }
+    // HTTP/1.1 still works on the same listener.
+    let r = gw.client().get(gw.url("/h1")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), reqwest::Version::HTTP_11);
+    // A bad route over h2c gets the usual problem.
+    let r = c.get(gw.url("/%zz")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+/// Off by default: the HTTP/2 client gets a clear refusal (GOAWAY `HTTP_1_1_REQUIRED`, with
+/// a reason naming h2c), not an HTTP/1 answer it cannot read, and nothing goes upstream.
+#[tokio::test]
+async fn h2c_prior_knowledge_is_refused_clearly_when_disabled() {
+    let up = TestUpstream::start("up").await;
+    let gw = Gateway::start(&config(up.addr(), "", "", "")).await;
+    let err = h2c_client()
+        .get(gw.url("/x"))
+        .send()
+        .await
+        .expect_err("h2c is off");
+    let text = format!("{err:?}");
+    assert!(
+        text.contains("HTTP_1_1_REQUIRED") || text.contains("HTTP/1.1 required"),
+        "{text}"
+    );
+
+    // On the wire: a SETTINGS frame, then GOAWAY(HTTP_1_1_REQUIRED) whose debug data says why.
+    let mut conn = RawConn::connect(gw.addr()).await;
+    conn.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let bytes = conn.read_to_end().await;
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(!text.starts_with("HTTP/1"), "{text:?}");
+    assert!(text.contains("h2c"), "{text:?}");
+    let mut i = 0;
+    let mut goaway = None;
+    while i + 9 <= bytes.len() {
+        let len = u32::from_be_bytes([0, bytes[i], bytes[i + 1], bytes[i + 2]]) as usize;
+        let ty = bytes[i + 3];
+        if ty == 7 && i + 9 + 8 <= bytes.len() {
+            let p = &bytes[i + 9..];
+            goaway = Some(u32::from_be_bytes([p[4], p[5], p[6], p[7]]));
+        }
+        i += 9 + len;
+    }
+    assert_eq!(
+        goaway,
+        Some(0xd),
+        "GOAWAY with HTTP_1_1_REQUIRED: {bytes:?}"
+    );
+    assert_eq!(up.hits(), 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Item 37: an upstream that resets a reused pooled connection.
+
+/// The upstream serves the first request of each connection, then resets the connection
+/// when the next request arrives on it. A non-idempotent request gets a 502 problem (not a
+/// silent close); an idempotent one is retried once on a fresh connection and succeeds.
+#[tokio::test]
+async fn reset_on_a_reused_pooled_connection_gets_502_or_a_retry() {
+    let resets = Arc::new(AtomicUsize::new(0));
+    let r2 = resets.clone();
+    let up = raw_upstream(move |mut s, _| {
+        let resets = r2.clone();
+        async move {
+            let mut buf = Vec::new();
+            let Some(head) = read_request(&mut s, &mut buf).await else {
+                return;
+            };
+            if s.write_all(ok_response(&target(&head)).as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+            if read_request(&mut s, &mut buf).await.is_some() {
+                resets.fetch_add(1, Ordering::SeqCst);
+                // RST instead of FIN (a zero linger does not block on drop).
+                #[allow(deprecated)]
+                let _ = s.set_linger(Some(Duration::ZERO));
+                drop(s);
+            }
+        }
+    })
+    .await;
+    let gw = Gateway::start(&config(up, "", "", "")).await;
+
+    for (method, idempotent) in [("POST", false), ("GET", true), ("DELETE", true)] {
+        // Until the request lands on a pooled connection: a request served on a fresh
+        // connection leaves that connection in the pool for the next one.
+        let mut tries = 0;
+        let (mut conn, head) = loop {
+            tries += 1;
+            assert!(tries < 50, "{method}: never sent on a pooled connection");
+            let before = resets.load(Ordering::SeqCst);
+            let mut conn = RawConn::connect(gw.addr()).await;
+            conn.send(format!(
+                "{method} /target HTTP/1.1\r\nHost: a.test\r\nContent-Length: 2\r\n\r\nhi"
+            ))
+            .await
+            .unwrap();
+            let head = conn
+                .try_read_response_head()
+                .await
+                .unwrap_or_else(|e| panic!("{method}: no response: {e}"));
+            if resets.load(Ordering::SeqCst) > before {
+                break (conn, head);
+            }
+            assert_eq!(head.0, 200, "{method}: served on a fresh connection");
+            assert_eq!(conn.read_body(&head.1).await, b"/target".to_vec());
+        };
+        if idempotent {
+            assert_eq!(head.0, 200, "{method}: retried once on a fresh connection");
+            assert_eq!(conn.read_body(&head.1).await, b"/target".to_vec());
+        } else {
+            assert_eq!(head.0, 502, "{method}");
+            assert_eq!(
+                header(&head.1, "content-type"),
+                Some("application/problem+json")
+            );
+        }
+    }
+}
