@@ -283,47 +283,100 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-/// Card numbers (PANs: Luhn-valid runs of 13–19 digits) masked to their last
-/// four digits, for anything that reaches a log line.
+/// Card numbers (PANs) masked to their last four digits, for anything that
+/// reaches a log line (SPEC §8). A PAN is 13–19 Luhn-valid digits, written
+/// together or in groups joined by single separators (`-`, `.`, space, `%20`):
+/// `4111111111111111`, `4111-1111-1111-1111`, `4111%201111%201111%201111`.
+/// Within a chain of such groups every window of whole groups holding a
+/// Luhn-valid 13–19 digits is masked, so a card written next to other numbers
+/// (`/t/12 4111 1111 1111 1111`) is still caught; separators are kept. A run of
+/// more than 19 digits is not a card and ends a chain. Nothing is allocated
+/// when nothing matches.
 pub fn mask_pans(s: &str) -> std::borrow::Cow<'_, str> {
     let b = s.as_bytes();
-    let mut out: Option<String> = None;
+    let mut out: Option<Vec<u8>> = None;
+    // The groups of the current chain (byte ranges), newest last; only the
+    // last `MAX_PAN` can share a window with the next group.
+    let mut groups = [(0usize, 0usize); MAX_PAN];
+    let mut len = 0;
     let mut i = 0;
     while i < b.len() {
         if !b[i].is_ascii_digit() {
-            i += 1;
+            // The digits of an encoded space are no group of their own.
+            i += if b[i..].starts_with(b"%20") { 3 } else { 1 };
             continue;
         }
         let start = i;
         while i < b.len() && b[i].is_ascii_digit() {
             i += 1;
         }
-        let run = &s[start..i];
-        if (13..=19).contains(&run.len()) && luhn(run) {
-            let o = out.get_or_insert_with(|| s.to_string());
-            // Same length, so byte offsets in `o` still match `s`.
-            o.replace_range(start..i - 4, &"*".repeat(run.len() - 4));
+        if i - start > MAX_PAN {
+            len = 0;
+            continue;
         }
+        // Does this group continue the chain (one separator after the last)?
+        let continues = len > 0 && {
+            let prev_end = groups[len - 1].1;
+            matches!(&b[prev_end..start], b"-" | b"." | b" " | b"%20")
+        };
+        if !continues {
+            len = 0;
+        }
+        if len == MAX_PAN {
+            groups.copy_within(1.., 0);
+            len -= 1;
+        }
+        groups[len] = (start, i);
+        len += 1;
+        mask_windows_ending_here(b, &groups[..len], &mut out);
     }
     match out {
-        Some(o) => std::borrow::Cow::Owned(o),
+        // Only ASCII digits were replaced, with ASCII: still UTF-8.
+        Some(o) => std::borrow::Cow::Owned(
+            String::from_utf8(o).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into()),
+        ),
         None => std::borrow::Cow::Borrowed(s),
     }
 }
 
-fn luhn(digits: &str) -> bool {
+/// The most digits a card number has.
+const MAX_PAN: usize = 19;
+
+/// Checks every window of whole groups that ends with the last one (Luhn from
+/// the right, as the check digit is last) and masks the valid ones.
+fn mask_windows_ending_here(b: &[u8], groups: &[(usize, usize)], out: &mut Option<Vec<u8>>) {
+    let mut digits = 0;
     let mut sum = 0;
-    for (i, d) in digits.bytes().rev().enumerate() {
-        let mut v = u32::from(d - b'0');
-        if i % 2 == 1 {
-            v *= 2;
-            if v > 9 {
-                v -= 9;
+    for (first, &(start, end)) in groups.iter().enumerate().rev() {
+        for &d in b[start..end].iter().rev() {
+            let mut v = u32::from(d - b'0');
+            if digits % 2 == 1 {
+                v *= 2;
+                if v > 9 {
+                    v -= 9;
+                }
+            }
+            sum += v;
+            digits += 1;
+        }
+        if digits > MAX_PAN {
+            return;
+        }
+        if digits >= 13 && sum % 10 == 0 {
+            let o = out.get_or_insert_with(|| b.to_vec());
+            // Every digit of the window but its last four.
+            let mut keep = 4;
+            for &(gs, ge) in groups[first..].iter().rev() {
+                for c in o[gs..ge].iter_mut().rev() {
+                    if keep > 0 {
+                        keep -= 1;
+                    } else {
+                        *c = b'*';
+                    }
+                }
             }
         }
-        sum += v;
     }
-    sum % 10 == 0
 }
 
 pub struct Access<'a> {
@@ -477,5 +530,54 @@ mod tests {
             mask_pans("/plain/path"),
             std::borrow::Cow::Borrowed(_)
         ));
+    }
+
+    #[test]
+    fn pans_with_separators_are_masked() {
+        for (input, masked) in [
+            ("/c/4111-1111-1111-1111", "/c/****-****-****-1111"),
+            ("/c/4111 1111 1111 1111/x", "/c/**** **** **** 1111/x"),
+            ("/c/4111.1111.1111.1111", "/c/****.****.****.1111"),
+            ("/c/4111%201111%201111%201111", "/c/****%20****%20****%201111"),
+            // Amex grouping (4-6-5), mixed separators, a 19-digit PAN.
+            ("/c/3782-822463-10005", "/c/****-******-*0005"),
+            ("/c/5500 0055.5555-5559", "/c/**** ****.****-5559"),
+            ("/c/6011-0009-9013-9424-009", "/c/****-****-****-***4-009"),
+            // Next to other numbers: the card's window is still found.
+            ("/c/12 4111 1111 1111 1111", "/c/12 **** **** **** 1111"),
+            ("/c/4111-1111-1111-1111-12", "/c/****-****-****-1111-12"),
+            // Two cards in one path.
+            (
+                "/a/4111111111111111/b/5500-0055-5555-5559",
+                "/a/************1111/b/****-****-****-5559",
+            ),
+        ] {
+            assert_eq!(mask_pans(input), masked, "{input}");
+        }
+    }
+
+    #[test]
+    fn ordinary_numbers_are_left_alone() {
+        for input in [
+            // Not Luhn-valid with separators.
+            "/c/4111-1111-1111-1112",
+            // Dates, times, versions, addresses: too few digits.
+            "/r/2026-12-05/10.20.30",
+            "/r/2026-12-05T10:30:00Z",
+            "/ip/192.168.100.200",
+            // Separators that do not join groups: doubled, or other characters.
+            "/c/4111--1111--1111--1111",
+            "/c/4111/1111/1111/1111",
+            "/c/4111_1111_1111_1111",
+            "/c/4111%2D1111%2D1111%2D1111",
+            // More than 19 digits in one run is not a card.
+            "/t/41111111111111111111-1111",
+        ] {
+            assert!(
+                matches!(mask_pans(input), std::borrow::Cow::Borrowed(_)),
+                "{input} -> {}",
+                mask_pans(input)
+            );
+        }
     }
 }
