@@ -2,10 +2,11 @@
 //! with `TOLLGATE_LOG_FORMAT=json`. The access log is one event per request on
 //! target `tollgate::access`; it never carries credentials or query strings.
 //!
-//! Both go to stderr. Per-request lines (the access log, and authentication
-//! refusals on `tollgate::auth`, at info) are buffered (see [`LogWriter`]):
-//! written when 32 KiB have gathered, every 100 ms, before any other log line,
-//! and when the process exits. Every other line is written at once.
+//! Both go to stderr, coloured only when stderr is a terminal. Per-request
+//! lines (the access log, and authentication refusals on `tollgate::auth`, at
+//! info) are buffered (see [`LogWriter`]): written when 32 KiB have gathered,
+//! every 100 ms, before any other log line, and when the process exits. Every
+//! other line is written at once.
 
 use std::fmt::{self, Write as _};
 use std::io::{self, Write as _};
@@ -33,6 +34,7 @@ pub fn init() {
     let json = std::env::var("TOLLGATE_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour())
         .with_writer(LogWriter);
     let installed = if json {
         builder.event_format(JsonLines).try_init()
@@ -42,6 +44,13 @@ pub fn init() {
     if installed.is_ok() {
         start_flusher();
     }
+}
+
+/// Colour escape codes only on a terminal (SPEC §8): a file or a pipe gets
+/// plain text. `NO_COLOR` (no-color.org) turns them off on a terminal too.
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 // ---------------------------------------------------------------------------
@@ -285,7 +294,8 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 /// Card numbers (PANs) masked to their last four digits, for anything that
 /// reaches a log line (SPEC §8). A PAN is 13–19 Luhn-valid digits, written
-/// together or in groups joined by single separators (`-`, `.`, space, `%20`):
+/// together or in groups joined by single separators (`-`, `.`, space, also
+/// percent-encoded: `%20`, `%2D`, `%2E`):
 /// `4111111111111111`, `4111-1111-1111-1111`, `4111%201111%201111%201111`.
 /// Within a chain of such groups every window of whole groups holding a
 /// Luhn-valid 13–19 digits is masked, so a card written next to other numbers
@@ -302,8 +312,11 @@ pub fn mask_pans(s: &str) -> std::borrow::Cow<'_, str> {
     let mut i = 0;
     while i < b.len() {
         if !b[i].is_ascii_digit() {
-            // The digits of an encoded space are no group of their own.
-            i += if b[i..].starts_with(b"%20") { 3 } else { 1 };
+            // The hex digits of an escape (`%20`) are no group of their own.
+            let escape = b[i] == b'%'
+                && b.len() - i >= 3
+                && b[i + 1..i + 3].iter().all(u8::is_ascii_hexdigit);
+            i += if escape { 3 } else { 1 };
             continue;
         }
         let start = i;
@@ -317,7 +330,7 @@ pub fn mask_pans(s: &str) -> std::borrow::Cow<'_, str> {
         // Does this group continue the chain (one separator after the last)?
         let continues = len > 0 && {
             let prev_end = groups[len - 1].1;
-            matches!(&b[prev_end..start], b"-" | b"." | b" " | b"%20")
+            is_separator(&b[prev_end..start])
         };
         if !continues {
             len = 0;
@@ -336,6 +349,17 @@ pub fn mask_pans(s: &str) -> std::borrow::Cow<'_, str> {
             String::from_utf8(o).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into()),
         ),
         None => std::borrow::Cow::Borrowed(s),
+    }
+}
+
+/// What may stand between the digit groups of a card number: `-`, `.` or a
+/// space, also percent-encoded (a path refused before normalisation is logged
+/// as it came).
+fn is_separator(between: &[u8]) -> bool {
+    match between {
+        [b'-' | b'.' | b' '] => true,
+        [b'%', b'2', c] => matches!(c.to_ascii_uppercase(), b'0' | b'D' | b'E'),
+        _ => false,
     }
 }
 
@@ -538,7 +562,14 @@ mod tests {
             ("/c/4111-1111-1111-1111", "/c/****-****-****-1111"),
             ("/c/4111 1111 1111 1111/x", "/c/**** **** **** 1111/x"),
             ("/c/4111.1111.1111.1111", "/c/****.****.****.1111"),
-            ("/c/4111%201111%201111%201111", "/c/****%20****%20****%201111"),
+            (
+                "/c/4111%201111%201111%201111",
+                "/c/****%20****%20****%201111",
+            ),
+            (
+                "/c/4111%2d1111%2E1111%2D1111",
+                "/c/****%2d****%2E****%2D1111",
+            ),
             // Amex grouping (4-6-5), mixed separators, a 19-digit PAN.
             ("/c/3782-822463-10005", "/c/****-******-*0005"),
             ("/c/5500 0055.5555-5559", "/c/**** ****.****-5559"),
@@ -569,7 +600,8 @@ mod tests {
             "/c/4111--1111--1111--1111",
             "/c/4111/1111/1111/1111",
             "/c/4111_1111_1111_1111",
-            "/c/4111%2D1111%2D1111%2D1111",
+            "/c/4111%2F1111%2F1111%2F1111",
+            "/c/4111%20%201111%201111%201111",
             // More than 19 digits in one run is not a card.
             "/t/41111111111111111111-1111",
         ] {
