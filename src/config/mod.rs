@@ -195,6 +195,12 @@ pub struct ServerConfig {
     /// How long a graceful shutdown waits for requests in flight.
     #[serde(default = "default_grace")]
     pub grace_period: Dur,
+    /// TLS listeners refuse the handshake of a client whose SNI names none of
+    /// their certificates, or that sends no SNI. By default such a client gets
+    /// the listener's first certificate (the first `[[server.tls]]` block on
+    /// that address).
+    #[serde(default)]
+    pub strict_sni: bool,
     #[serde(default)]
     pub tls: Vec<TlsListenerConfig>,
 }
@@ -217,6 +223,7 @@ impl Default for ServerConfig {
             body_timeout: default_body_timeout(),
             min_body_rate: default_min_body_rate(),
             grace_period: default_grace(),
+            strict_sni: false,
             tls: vec![],
         }
     }
