@@ -299,9 +299,10 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 /// `4111111111111111`, `4111-1111-1111-1111`, `4111%201111%201111%201111`.
 /// Within a chain of such groups every window of whole groups holding a
 /// Luhn-valid 13–19 digits is masked, so a card written next to other numbers
-/// (`/t/12 4111 1111 1111 1111`) is still caught; separators are kept. A run of
-/// more than 19 digits is not a card and ends a chain. Nothing is allocated
-/// when nothing matches.
+/// (`/t/12 4111 1111 1111 1111`) is still caught; separators are kept. A
+/// window of several groups that continues a word (a letter right before or
+/// after it, as in a UUID) is not a card. A run of more than 19 digits is not
+/// a card and ends a chain. Nothing is allocated when nothing matches.
 pub fn mask_pans(s: &str) -> std::borrow::Cow<'_, str> {
     let b = s.as_bytes();
     let mut out: Option<Vec<u8>> = None;
@@ -363,6 +364,16 @@ fn is_separator(between: &[u8]) -> bool {
     }
 }
 
+/// A letter right before `at` (not one of an escape's hex digits, `%2D`).
+fn letter_before(b: &[u8], at: usize) -> bool {
+    let escape = at >= 3 && b[at - 3] == b'%' && b[at - 2].is_ascii_hexdigit();
+    at > 0 && b[at - 1].is_ascii_alphabetic() && !escape
+}
+
+fn letter_after(b: &[u8], at: usize) -> bool {
+    b.get(at).is_some_and(u8::is_ascii_alphabetic)
+}
+
 /// The most digits a card number has.
 const MAX_PAN: usize = 19;
 
@@ -386,7 +397,11 @@ fn mask_windows_ending_here(b: &[u8], groups: &[(usize, usize)], out: &mut Optio
         if digits > MAX_PAN {
             return;
         }
-        if digits >= 13 && sum % 10 == 0 {
+        // Several groups must stand on their own: not part of a word such as a
+        // UUID (`…-a716-446655440006`), whose digit runs are no card.
+        let whole = first == groups.len() - 1
+            || !(letter_before(b, start) || letter_after(b, groups[groups.len() - 1].1));
+        if digits >= 13 && sum % 10 == 0 && whole {
             let o = out.get_or_insert_with(|| b.to_vec());
             // Every digit of the window but its last four.
             let mut keep = 4;
@@ -570,6 +585,11 @@ mod tests {
                 "/c/4111%2d1111%2E1111%2D1111",
                 "/c/****%2d****%2E****%2D1111",
             ),
+            (
+                "/c%2D4111-1111-1111-1111%2Dx",
+                "/c%2D****-****-****-1111%2Dx",
+            ),
+            ("/o/716-446655440006", "/o/***-********0006"),
             // Amex grouping (4-6-5), mixed separators, a 19-digit PAN.
             ("/c/3782-822463-10005", "/c/****-******-*0005"),
             ("/c/5500 0055.5555-5559", "/c/**** ****.****-5559"),
@@ -588,6 +608,39 @@ mod tests {
     }
 
     #[test]
+    fn masking_only_replaces_digits_on_any_input() {
+        // Deterministic pseudo-random paths over the bytes that matter here.
+        const ALPHABET: &[u8] = b"0123456789012345678901234567890123456789-. %2Dax/";
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut masked = 0;
+        for _ in 0..20_000 {
+            let len = (next() % 80) as usize;
+            let input: String = (0..len)
+                .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize] as char)
+                .collect();
+            let out = mask_pans(&input);
+            assert_eq!(out.len(), input.len(), "{input}");
+            for (a, b) in input.bytes().zip(out.bytes()) {
+                assert!(
+                    a == b || (a.is_ascii_digit() && b == b'*'),
+                    "{input} -> {out}"
+                );
+            }
+            masked += usize::from(matches!(out, std::borrow::Cow::Owned(_)));
+        }
+        assert!(
+            masked > 0,
+            "the inputs never held a card: the test tests nothing"
+        );
+    }
+
+    #[test]
     fn ordinary_numbers_are_left_alone() {
         for input in [
             // Not Luhn-valid with separators.
@@ -602,6 +655,11 @@ mod tests {
             "/c/4111_1111_1111_1111",
             "/c/4111%2F1111%2F1111%2F1111",
             "/c/4111%20%201111%201111%201111",
+            // Digit runs of a UUID or another word are no card, even when they make a
+            // Luhn-valid 15 digits together (716446655440006).
+            "/o/550e8400-e29b-41d4-a716-446655440006",
+            "/o/x716-446655440006",
+            "/o/716-446655440006y",
             // More than 19 digits in one run is not a card.
             "/t/41111111111111111111-1111",
         ] {
