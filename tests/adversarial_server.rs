@@ -393,10 +393,8 @@ fn pem_to_der(pem: &str) -> Vec<u8> {
         .to_vec()
 }
 
-async fn two_cert_gateway(up: &TestUpstream, server_extra: &str) -> (Gateway, TestCerts, String) {
-    let certs = TestCerts::generate(&["a.test"]);
-    let (b_cert, b_key) = certs.leaf(&["b.test"]);
-    let template = format!(
+fn two_cert_template(up: &TestUpstream, server_extra: &str) -> String {
+    format!(
         r#"{}
 [[server.tls]]
 listen = "{{TLS_LISTEN}}"
@@ -409,8 +407,13 @@ cert = "b.pem"
 key = "b.key"
 "#,
         config(up.addr(), server_extra)
-    );
-    let gw = Gateway::builder(&template)
+    )
+}
+
+async fn two_cert_gateway(up: &TestUpstream, server_extra: &str) -> (Gateway, TestCerts, String) {
+    let certs = TestCerts::generate(&["a.test"]);
+    let (b_cert, b_key) = certs.leaf(&["b.test"]);
+    let gw = Gateway::builder(&two_cert_template(up, server_extra))
         .file("a.pem", &certs.cert_pem)
         .file("a.key", &certs.key_pem)
         .file("b.pem", &b_cert)
@@ -464,6 +467,28 @@ async fn strict_sni_refuses_unknown_and_absent_names() {
         .expect_err("unknown.test must be refused");
     assert!(err.is_connect() || err.is_request(), "{err:?}");
     assert_eq!(up.hits(), 1);
+}
+
+#[tokio::test]
+async fn strict_sni_follows_a_reload() {
+    let up = TestUpstream::start("sni-reload").await;
+    let (gw, _, _) = two_cert_gateway(&up, "").await;
+    assert!(handshake(&gw, Some("unknown.test")).await.is_ok());
+    for (extra, refused) in [("strict_sni = true", true), ("", false)] {
+        gw.write_config(&two_cert_template(&up, extra));
+        let resp = gw.admin_post("/reload", "").await;
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+        for sni in [Some("unknown.test"), None] {
+            let r = handshake(&gw, sni).await;
+            assert_eq!(
+                r.is_err(),
+                refused,
+                "{extra:?}, {sni:?}: {:?}",
+                r.map(|_| ())
+            );
+        }
+        assert!(handshake(&gw, Some("a.test")).await.is_ok(), "{extra:?}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
