@@ -57,10 +57,13 @@ static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 /// The proxy app, counting its requests in flight (see [`exit_when_drained`]).
 pub struct Counted<A>(pub Arc<A>);
 
-struct InFlight;
+/// Holds a graceful shutdown up while alive (up to the grace period). Every
+/// proxied request holds one; work that outlives its request and must not be
+/// cut by the exit (a detached task storing a response) can hold one too.
+pub struct InFlight;
 
 impl InFlight {
-    fn enter() -> InFlight {
+    pub fn enter() -> InFlight {
         IN_FLIGHT.fetch_add(1, Ordering::AcqRel);
         InFlight
     }
