@@ -63,6 +63,7 @@ pub struct Counted<A>(pub Arc<A>);
 pub struct InFlight;
 
 impl InFlight {
+    #[must_use = "the shutdown waits only while it is held"]
     pub fn enter() -> InFlight {
         IN_FLIGHT.fetch_add(1, Ordering::AcqRel);
         InFlight
