@@ -276,7 +276,8 @@ async fn the_admin_listener_refuses_ambiguous_and_malformed_heads() {
     let _ = conn.send(&big).await;
     assert_problem(&conn.read_response().await, 431, "a 70 KiB head");
 
-    // A well-formed request is served as before, on a keep-alive connection.
+    // Well-formed requests are served as before, on a keep-alive connection, chunked
+    // bodies included.
     let mut conn = RawConn::connect(gw.admin()).await;
     for _ in 0..2 {
         conn.send("GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n")
@@ -285,6 +286,19 @@ async fn the_admin_listener_refuses_ambiguous_and_malformed_heads() {
         let resp = conn.read_response().await;
         assert_eq!(resp.status, 200, "{}", resp.body_str());
     }
+    conn.send(
+        "POST /cache/purge HTTP/1.1\r\nHost: admin\r\nTransfer-Encoding: chunked\r\n\r\n\
+         2\r\n{}\r\n0\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let resp = conn.read_response().await;
+    assert_eq!(resp.status, 200, "{}", resp.body_str());
+    assert!(
+        resp.body_str().contains("\"purged\": 0"),
+        "{}",
+        resp.body_str()
+    );
 }
 
 #[tokio::test]
