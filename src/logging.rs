@@ -2,10 +2,11 @@
 //! with `TOLLGATE_LOG_FORMAT=json`. The access log is one event per request on
 //! target `tollgate::access`; it never carries credentials or query strings.
 //!
-//! Both go to stderr. Per-request lines (the access log, and authentication
-//! refusals on `tollgate::auth`, at info) are buffered (see [`LogWriter`]):
-//! written when 32 KiB have gathered, every 100 ms, before any other log line,
-//! and when the process exits. Every other line is written at once.
+//! Both go to stderr, coloured only when stderr is a terminal. Per-request
+//! lines (the access log, and authentication refusals on `tollgate::auth`, at
+//! info) are buffered (see [`LogWriter`]): written when 32 KiB have gathered,
+//! every 100 ms, before any other log line, and when the process exits. Every
+//! other line is written at once.
 
 use std::fmt::{self, Write as _};
 use std::io::{self, Write as _};
@@ -33,6 +34,7 @@ pub fn init() {
     let json = std::env::var("TOLLGATE_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour())
         .with_writer(LogWriter);
     let installed = if json {
         builder.event_format(JsonLines).try_init()
@@ -42,6 +44,13 @@ pub fn init() {
     if installed.is_ok() {
         start_flusher();
     }
+}
+
+/// Colour escape codes only on a terminal (SPEC §8): a file or a pipe gets
+/// plain text. `NO_COLOR` (no-color.org) turns them off on a terminal too.
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 // ---------------------------------------------------------------------------
@@ -283,47 +292,130 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-/// Card numbers (PANs: Luhn-valid runs of 13–19 digits) masked to their last
-/// four digits, for anything that reaches a log line.
+/// Card numbers (PANs) masked to their last four digits, for anything that
+/// reaches a log line (SPEC §8). A PAN is 13–19 Luhn-valid digits, written
+/// together or in groups joined by single separators (`-`, `.`, space, also
+/// percent-encoded: `%20`, `%2D`, `%2E`):
+/// `4111111111111111`, `4111-1111-1111-1111`, `4111%201111%201111%201111`.
+/// Within a chain of such groups every window of whole groups holding a
+/// Luhn-valid 13–19 digits is masked, so a card written next to other numbers
+/// (`/t/12 4111 1111 1111 1111`) is still caught; separators are kept. A
+/// window of several groups that continues a word (a letter right before or
+/// after it, as in a UUID) is not a card. A run of more than 19 digits is not
+/// a card and ends a chain. Nothing is allocated when nothing matches.
 pub fn mask_pans(s: &str) -> std::borrow::Cow<'_, str> {
     let b = s.as_bytes();
-    let mut out: Option<String> = None;
+    let mut out: Option<Vec<u8>> = None;
+    // The groups of the current chain (byte ranges), newest last; only the
+    // last `MAX_PAN` can share a window with the next group.
+    let mut groups = [(0usize, 0usize); MAX_PAN];
+    let mut len = 0;
     let mut i = 0;
     while i < b.len() {
         if !b[i].is_ascii_digit() {
-            i += 1;
+            // The hex digits of an escape (`%20`) are no group of their own.
+            let escape = b[i] == b'%'
+                && b.len() - i >= 3
+                && b[i + 1..i + 3].iter().all(u8::is_ascii_hexdigit);
+            i += if escape { 3 } else { 1 };
             continue;
         }
         let start = i;
         while i < b.len() && b[i].is_ascii_digit() {
             i += 1;
         }
-        let run = &s[start..i];
-        if (13..=19).contains(&run.len()) && luhn(run) {
-            let o = out.get_or_insert_with(|| s.to_string());
-            // Same length, so byte offsets in `o` still match `s`.
-            o.replace_range(start..i - 4, &"*".repeat(run.len() - 4));
+        if i - start > MAX_PAN {
+            len = 0;
+            continue;
         }
+        // Does this group continue the chain (one separator after the last)?
+        let continues = len > 0 && {
+            let prev_end = groups[len - 1].1;
+            is_separator(&b[prev_end..start])
+        };
+        if !continues {
+            len = 0;
+        }
+        if len == MAX_PAN {
+            groups.copy_within(1.., 0);
+            len -= 1;
+        }
+        groups[len] = (start, i);
+        len += 1;
+        mask_windows_ending_here(b, &groups[..len], &mut out);
     }
     match out {
-        Some(o) => std::borrow::Cow::Owned(o),
+        // Only ASCII digits were replaced, with ASCII: still UTF-8.
+        Some(o) => std::borrow::Cow::Owned(
+            String::from_utf8(o).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into()),
+        ),
         None => std::borrow::Cow::Borrowed(s),
     }
 }
 
-fn luhn(digits: &str) -> bool {
+/// What may stand between the digit groups of a card number: `-`, `.` or a
+/// space, also percent-encoded (a path refused before normalisation is logged
+/// as it came).
+fn is_separator(between: &[u8]) -> bool {
+    match between {
+        [b'-' | b'.' | b' '] => true,
+        [b'%', b'2', c] => matches!(c.to_ascii_uppercase(), b'0' | b'D' | b'E'),
+        _ => false,
+    }
+}
+
+/// A letter right before `at` (not one of an escape's hex digits, `%2D`).
+fn letter_before(b: &[u8], at: usize) -> bool {
+    let escape = at >= 3 && b[at - 3] == b'%' && b[at - 2].is_ascii_hexdigit();
+    at > 0 && b[at - 1].is_ascii_alphabetic() && !escape
+}
+
+fn letter_after(b: &[u8], at: usize) -> bool {
+    b.get(at).is_some_and(u8::is_ascii_alphabetic)
+}
+
+/// The most digits a card number has.
+const MAX_PAN: usize = 19;
+
+/// Checks every window of whole groups that ends with the last one (Luhn from
+/// the right, as the check digit is last) and masks the valid ones.
+fn mask_windows_ending_here(b: &[u8], groups: &[(usize, usize)], out: &mut Option<Vec<u8>>) {
+    let mut digits = 0;
     let mut sum = 0;
-    for (i, d) in digits.bytes().rev().enumerate() {
-        let mut v = u32::from(d - b'0');
-        if i % 2 == 1 {
-            v *= 2;
-            if v > 9 {
-                v -= 9;
+    for (first, &(start, end)) in groups.iter().enumerate().rev() {
+        for &d in b[start..end].iter().rev() {
+            let mut v = u32::from(d - b'0');
+            if digits % 2 == 1 {
+                v *= 2;
+                if v > 9 {
+                    v -= 9;
+                }
+            }
+            sum += v;
+            digits += 1;
+        }
+        if digits > MAX_PAN {
+            return;
+        }
+        // Several groups must stand on their own: not part of a word such as a
+        // UUID (`…-a716-446655440006`), whose digit runs are no card.
+        let whole = first == groups.len() - 1
+            || !(letter_before(b, start) || letter_after(b, groups[groups.len() - 1].1));
+        if digits >= 13 && sum % 10 == 0 && whole {
+            let o = out.get_or_insert_with(|| b.to_vec());
+            // Every digit of the window but its last four.
+            let mut keep = 4;
+            for &(gs, ge) in groups[first..].iter().rev() {
+                for c in o[gs..ge].iter_mut().rev() {
+                    if keep > 0 {
+                        keep -= 1;
+                    } else {
+                        *c = b'*';
+                    }
+                }
             }
         }
-        sum += v;
     }
-    sum % 10 == 0
 }
 
 pub struct Access<'a> {
@@ -477,5 +569,105 @@ mod tests {
             mask_pans("/plain/path"),
             std::borrow::Cow::Borrowed(_)
         ));
+    }
+
+    #[test]
+    fn pans_with_separators_are_masked() {
+        for (input, masked) in [
+            ("/c/4111-1111-1111-1111", "/c/****-****-****-1111"),
+            ("/c/4111 1111 1111 1111/x", "/c/**** **** **** 1111/x"),
+            ("/c/4111.1111.1111.1111", "/c/****.****.****.1111"),
+            (
+                "/c/4111%201111%201111%201111",
+                "/c/****%20****%20****%201111",
+            ),
+            (
+                "/c/4111%2d1111%2E1111%2D1111",
+                "/c/****%2d****%2E****%2D1111",
+            ),
+            (
+                "/c%2D4111-1111-1111-1111%2Dx",
+                "/c%2D****-****-****-1111%2Dx",
+            ),
+            ("/o/716-446655440006", "/o/***-********0006"),
+            // Amex grouping (4-6-5), mixed separators, a 19-digit PAN.
+            ("/c/3782-822463-10005", "/c/****-******-*0005"),
+            ("/c/5500 0055.5555-5559", "/c/**** ****.****-5559"),
+            ("/c/6011-0009-9013-9424-009", "/c/****-****-****-***4-009"),
+            // Next to other numbers: the card's window is still found.
+            ("/c/12 4111 1111 1111 1111", "/c/12 **** **** **** 1111"),
+            ("/c/4111-1111-1111-1111-12", "/c/****-****-****-1111-12"),
+            // Two cards in one path.
+            (
+                "/a/4111111111111111/b/5500-0055-5555-5559",
+                "/a/************1111/b/****-****-****-5559",
+            ),
+        ] {
+            assert_eq!(mask_pans(input), masked, "{input}");
+        }
+    }
+
+    #[test]
+    fn masking_only_replaces_digits_on_any_input() {
+        // Deterministic pseudo-random paths over the bytes that matter here.
+        const ALPHABET: &[u8] = b"0123456789012345678901234567890123456789-. %2Dax/";
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut masked = 0;
+        for _ in 0..20_000 {
+            let len = (next() % 80) as usize;
+            let input: String = (0..len)
+                .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize] as char)
+                .collect();
+            let out = mask_pans(&input);
+            assert_eq!(out.len(), input.len(), "{input}");
+            for (a, b) in input.bytes().zip(out.bytes()) {
+                assert!(
+                    a == b || (a.is_ascii_digit() && b == b'*'),
+                    "{input} -> {out}"
+                );
+            }
+            masked += usize::from(matches!(out, std::borrow::Cow::Owned(_)));
+        }
+        assert!(
+            masked > 0,
+            "the inputs never held a card: the test tests nothing"
+        );
+    }
+
+    #[test]
+    fn ordinary_numbers_are_left_alone() {
+        for input in [
+            // Not Luhn-valid with separators.
+            "/c/4111-1111-1111-1112",
+            // Dates, times, versions, addresses: too few digits.
+            "/r/2026-12-05/10.20.30",
+            "/r/2026-12-05T10:30:00Z",
+            "/ip/192.168.100.200",
+            // Separators that do not join groups: doubled, or other characters.
+            "/c/4111--1111--1111--1111",
+            "/c/4111/1111/1111/1111",
+            "/c/4111_1111_1111_1111",
+            "/c/4111%2F1111%2F1111%2F1111",
+            "/c/4111%20%201111%201111%201111",
+            // Digit runs of a UUID or another word are no card, even when they make a
+            // Luhn-valid 15 digits together (716446655440006).
+            "/o/550e8400-e29b-41d4-a716-446655440006",
+            "/o/x716-446655440006",
+            "/o/716-446655440006y",
+            // More than 19 digits in one run is not a card.
+            "/t/41111111111111111111-1111",
+        ] {
+            assert!(
+                matches!(mask_pans(input), std::borrow::Cow::Borrowed(_)),
+                "{input} -> {}",
+                mask_pans(input)
+            );
+        }
     }
 }

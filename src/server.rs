@@ -7,6 +7,7 @@ use crate::proxy::app::GatewayApp;
 use crate::proxy::Gateway;
 use crate::reload::Live;
 use crate::runtime::{self, Reuse};
+use crate::signals::Counted;
 use pingora::apps::http_app::HttpServer;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
@@ -32,6 +33,15 @@ pub fn run(config_path: &Path, opts: RunOptions) -> ! {
         }
     };
     let cfg = rt.config.clone();
+    if !opts.upgrade {
+        let mut addrs = cfg.server.listen.to_vec();
+        addrs.extend(cfg.server.tls.iter().map(|t| t.listen.clone()));
+        addrs.push(cfg.server.admin_listen.clone());
+        if let Err(e) = addresses_free(&addrs) {
+            eprintln!("{}: {e}", config_path.display());
+            std::process::exit(1);
+        }
+    }
     let live = Live::new(rt, config_path.to_path_buf());
 
     // Pingora counts whole seconds: round the grace period up, never down to none.
@@ -61,7 +71,7 @@ pub fn run(config_path: &Path, opts: RunOptions) -> ! {
     let proxy =
         pingora::proxy::http_proxy(&server.configuration, Gateway::new(live.runtime.clone()));
     let app = GatewayApp {
-        proxy: Arc::new(proxy),
+        proxy: Arc::new(Counted(Arc::new(proxy))),
         state: live.runtime.clone(),
     };
     let mut svc = Service::new("tollgate proxy".to_string(), app);
@@ -93,11 +103,17 @@ pub fn run(config_path: &Path, opts: RunOptions) -> ! {
     }
     server.add_service(svc);
 
-    let mut admin = Service::new(
-        "tollgate admin".to_string(),
-        HttpServer::new_app(Admin::new(live.clone(), listen_addrs)),
+    // The admin API behind the same edge as the proxy (SPEC §6): strict
+    // HTTP/1 heads, header_timeout, max_header_size, max_headers.
+    let admin_app = GatewayApp {
+        proxy: Arc::new(HttpServer::new_app(Admin::new(live.clone(), listen_addrs))),
+        state: live.runtime.clone(),
+    };
+    let mut admin = Service::new("tollgate admin".to_string(), admin_app);
+    admin.add_listener(
+        ListenerConfig::tcp(&cfg.server.admin_listen)
+            .l4_buffer(L4BufferSettings::default().read(0)),
     );
-    admin.add_tcp(&cfg.server.admin_listen);
     server.add_service(admin);
 
     server.add_service(GenBackgroundService::new(
@@ -111,6 +127,7 @@ pub fn run(config_path: &Path, opts: RunOptions) -> ! {
         Arc::new(crate::watch::ConfigWatcher { live: live.clone() }),
     ));
     crate::signals::spawn_sighup(live.clone());
+    crate::signals::exit_when_drained(&server);
 
     if opts.demo {
         for svc in crate::demo::services(&cfg) {
@@ -134,4 +151,36 @@ fn upgrade_sock(config_path: &Path) -> String {
     let abs = std::fs::canonicalize(config_path).unwrap_or_else(|_| config_path.to_path_buf());
     let h = hex::encode(&Sha256::digest(abs.to_string_lossy().as_bytes())[..6]);
     format!("/tmp/tollgate-{h}.sock")
+}
+
+/// How long a taken listen address is retried before giving up (a restarting
+/// service manager may start the new process while the old one still exits).
+const BIND_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Pingora retries a listen address in use for 30 s, one warning a second, and
+/// then fails only the thread of that service: the process stays up without
+/// the listener. Without `--upgrade`, an address that stays in use is an error
+/// at once, naming the address.
+fn addresses_free(addrs: &[String]) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + BIND_RETRY;
+    for addr in addrs {
+        loop {
+            // Bound as Pingora binds (SO_REUSEADDR, listen), then closed again.
+            match std::net::TcpListener::bind(addr.as_str()) {
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(format!(
+                            "cannot listen on {addr}: address already in use (another process \
+                             listens there; to take over from a running tollgate, use \
+                             `tollgate run --upgrade`)"
+                        ));
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                // Other errors (a bad address, no permission) are Pingora's to report.
+                _ => break,
+            }
+        }
+    }
+    Ok(())
 }

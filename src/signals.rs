@@ -1,8 +1,18 @@
 //! `SIGHUP` reloads the config (SPEC §5). Pingora handles `SIGTERM`, `SIGQUIT`
-//! and `SIGINT` itself (graceful shutdown and upgrade).
+//! and `SIGINT` itself (graceful shutdown and upgrade); a graceful shutdown
+//! ends as soon as no request is in flight ([`exit_when_drained`]).
 
 use crate::reload::Live;
+use async_trait::async_trait;
+use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
+use pingora::protocols::http::v2::server::H2Options;
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::Stream;
+use pingora::server::{ExecutionPhase, Server, ShutdownWatch};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
 
 pub fn spawn_sighup(live: Arc<Live>) {
     let spawned = std::thread::Builder::new()
@@ -34,5 +44,104 @@ pub fn spawn_sighup(live: Arc<Live>) {
         });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the SIGHUP listener");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Graceful shutdown: exit once no request is in flight
+
+/// Requests being served by the proxy listeners (HTTP/1 requests and HTTP/2
+/// streams), from a complete request head to the end of the response.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// The proxy app, counting its requests in flight (see [`exit_when_drained`]).
+pub struct Counted<A>(pub Arc<A>);
+
+/// Holds a graceful shutdown up while alive (up to the grace period). Every
+/// proxied request holds one; work that outlives its request and must not be
+/// cut by the exit (a detached task storing a response) can hold one too.
+pub struct InFlight;
+
+impl InFlight {
+    #[must_use = "the shutdown waits only while it is held"]
+    pub fn enter() -> InFlight {
+        IN_FLIGHT.fetch_add(1, Ordering::AcqRel);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    // Also when the request's task is dropped mid-way.
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[async_trait]
+impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for Counted<A> {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        let _in_flight = InFlight::enter();
+        self.0.process_new_http(session, shutdown).await
+    }
+
+    fn h2_options(&self) -> Option<H2Options> {
+        self.0.h2_options()
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        self.0.server_options()
+    }
+
+    async fn http_cleanup(&self) {
+        self.0.http_cleanup().await
+    }
+
+    async fn process_custom_session(
+        self: Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        self.0
+            .clone()
+            .process_custom_session(stream, shutdown)
+            .await
+    }
+}
+
+/// How often a draining gateway looks at its requests in flight.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+
+/// After `SIGTERM` (or `SIGQUIT` once the sockets are handed over), Pingora
+/// stops accepting and then waits the whole grace period before it exits,
+/// whether or not anything is still running (pingora-core
+/// `Server::run`: `thread::sleep(grace_period_seconds)`). Like nginx, tollgate
+/// exits as soon as no request is in flight; a request still running keeps it
+/// up until it ends or the grace period does (Pingora's own exit). Idle
+/// keep-alive connections are closed by the exit.
+pub fn exit_when_drained(server: &Server) {
+    let mut phases = server.watch_execution_phase();
+    let spawned = std::thread::Builder::new()
+        .name("tollgate-drain".into())
+        .spawn(move || {
+            loop {
+                match phases.blocking_recv() {
+                    Ok(ExecutionPhase::ShutdownGracePeriod) => break,
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return,
+                }
+            }
+            while IN_FLIGHT.load(Ordering::Acquire) > 0 {
+                std::thread::sleep(DRAIN_POLL);
+            }
+            tracing::info!("graceful shutdown: no request in flight, exiting");
+            // The access log is written by the exit handler (`logging`).
+            std::process::exit(0);
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot watch the shutdown; it waits the whole grace period");
     }
 }

@@ -1,5 +1,11 @@
 //! TLS listeners on rustls: certificates picked by SNI from the names they are
 //! valid for, ALPN h2 + http/1.1, optional client certificates (mTLS).
+//!
+//! A client whose SNI matches no certificate, or that sends none (a client
+//! connecting to an IP address), gets the listener's first certificate, as
+//! nginx's default server does; with `[server] strict_sni = true` its
+//! handshake is refused instead (rustls sends an `access_denied` alert), so a
+//! scanner learns no certificate and no name from an address alone.
 
 use crate::config::{Config, TlsListenerConfig};
 use crate::runtime::upstream::{load_certs, load_key};
@@ -8,6 +14,7 @@ use rustls::pki_types::CertificateDer;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 #[derive(Debug)]
@@ -17,19 +24,22 @@ pub struct Entry {
 }
 
 /// Picks the certificate whose names match the client's SNI; the first one when
-/// none matches or no SNI was sent. The certificates are swapped in place when a
-/// reload finds their files changed, without touching the listener.
+/// none matches or no SNI was sent, unless `strict`. The certificates (and
+/// `strict`) are swapped in place when a reload changes them, without touching
+/// the listener.
 #[derive(Debug)]
 pub struct SniResolver {
     entries: arc_swap::ArcSwap<Vec<Entry>>,
+    strict: AtomicBool,
 }
 
 /// The resolver of each TLS listen address, for certificate reloads.
 static RESOLVERS: once_cell::sync::Lazy<std::sync::Mutex<BTreeMap<String, Arc<SniResolver>>>> =
     once_cell::sync::Lazy::new(Default::default);
 
-/// Certificates read for every TLS listen address, ready to install.
-pub struct Prepared(Vec<(String, Vec<Entry>)>);
+/// Certificates read for every TLS listen address, and `strict_sni`, ready to
+/// install.
+pub struct Prepared(Vec<(String, Vec<Entry>)>, bool);
 
 fn groups(cfg: &Config) -> BTreeMap<&str, Vec<&TlsListenerConfig>> {
     let mut groups: BTreeMap<&str, Vec<&TlsListenerConfig>> = BTreeMap::new();
@@ -50,7 +60,7 @@ pub fn prepare(cfg: &Config) -> Result<Prepared, String> {
             .collect::<Result<Vec<_>, _>>()?;
         out.push((addr.to_string(), entries));
     }
-    Ok(Prepared(out))
+    Ok(Prepared(out, cfg.server.strict_sni))
 }
 
 /// Serve the prepared certificates from now on (new handshakes only).
@@ -59,6 +69,7 @@ pub fn install(p: Prepared) {
     for (addr, entries) in p.0 {
         if let Some(r) = resolvers.get(&addr) {
             r.entries.store(Arc::new(entries));
+            r.strict.store(p.1, Ordering::Relaxed);
         }
     }
 }
@@ -75,15 +86,17 @@ fn name_matches(pattern: &str, host: &str) -> bool {
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let entries = self.entries.load();
-        let first = entries.first().map(|e| e.key.clone());
-        let Some(sni) = hello.server_name() else {
-            return first;
-        };
-        entries
-            .iter()
-            .find(|e| e.names.iter().any(|n| name_matches(n, sni)))
-            .map(|e| e.key.clone())
-            .or(first)
+        let matched = hello.server_name().and_then(|sni| {
+            entries
+                .iter()
+                .find(|e| e.names.iter().any(|n| name_matches(n, sni)))
+        });
+        match matched {
+            Some(e) => Some(e.key.clone()),
+            // rustls answers `None` with an access_denied alert.
+            None if self.strict.load(Ordering::Relaxed) => None,
+            None => entries.first().map(|e| e.key.clone()),
+        }
     }
 }
 
@@ -134,11 +147,14 @@ fn certified(cfg: &Config, t: &TlsListenerConfig) -> Result<Entry, String> {
 pub fn listeners(cfg: &Config) -> Result<Vec<(String, TlsSettings)>, String> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let mut out = Vec::new();
-    let mut prepared = prepare(cfg)?.0.into_iter();
+    let prepared = prepare(cfg)?;
+    let strict = prepared.1;
+    let mut prepared = prepared.0.into_iter();
     for (addr, blocks) in groups(cfg) {
         let entries = prepared.next().map(|(_, e)| e).unwrap_or_default();
         let resolver = Arc::new(SniResolver {
             entries: arc_swap::ArcSwap::from_pointee(entries),
+            strict: AtomicBool::new(strict),
         });
         RESOLVERS
             .lock()

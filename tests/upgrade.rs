@@ -7,9 +7,11 @@
 //! `SIGQUIT` to the old process makes it send them, keep accepting for 5 s more
 //! (`CLOSE_TIMEOUT`), then stop accepting, wait `grace_period_seconds` for requests in
 //! flight, and exit. `SIGTERM` stops accepting at once (the listeners are closed), waits the
-//! grace period, and exits. In both cases a request arriving on a connection that is already
-//! open must still be answered (with `Connection: close`): closing an idle keep-alive
-//! connection under a client that is sending on it fails that client's request.
+//! grace period, and exits. tollgate ends that wait as soon as no request is in flight, as
+//! nginx does (issue 12 #35; `tests/adversarial_server.rs`). While requests are still in
+//! flight, a request arriving on a connection that is already open is still answered (with
+//! `Connection: close`): closing an idle keep-alive connection under a client that is
+//! sending on it fails that client's request.
 
 mod common;
 
@@ -353,6 +355,12 @@ async fn sigterm_answers_a_request_on_an_open_keep_alive_connection_with_connect
     let mut gw = Gateway::start(&config(up.addr(), &format!("{GRACE}s"))).await;
     let addr = gw.addr();
 
+    // A response in flight keeps the gateway draining (the upstream holds `/sse` until
+    // `release()`); with nothing in flight it would exit at once.
+    let mut streaming = gw.client().get(gw.url("/sse")).send().await.unwrap();
+    assert_eq!(streaming.status(), 200);
+    assert!(streaming.chunk().await.unwrap().is_some());
+
     // A keep-alive connection, idle between two requests when SIGTERM arrives.
     let mut conn = RawConn::connect(addr).await;
     conn.send("GET /first HTTP/1.1\r\nHost: drain.test\r\n\r\n")
@@ -390,6 +398,8 @@ async fn sigterm_answers_a_request_on_an_open_keep_alive_connection_with_connect
         "the request was proxied"
     );
 
+    up.release();
+    while streaming.chunk().await.unwrap().is_some() {}
     let exited = gw.wait_exit(Duration::from_secs(GRACE + 10)).await;
     assert!(
         exited.is_some(),

@@ -200,6 +200,12 @@ pub struct ServerConfig {
     /// `HTTP_1_1_REQUIRED` saying so. TLS listeners offer h2 through ALPN either way.
     #[serde(default)]
     pub h2c: bool,
+    /// TLS listeners refuse the handshake of a client whose SNI names none of
+    /// their certificates, or that sends no SNI. By default such a client gets
+    /// the listener's first certificate (the first `[[server.tls]]` block on
+    /// that address).
+    #[serde(default)]
+    pub strict_sni: bool,
     #[serde(default)]
     pub tls: Vec<TlsListenerConfig>,
 }
@@ -223,6 +229,7 @@ impl Default for ServerConfig {
             min_body_rate: default_min_body_rate(),
             grace_period: default_grace(),
             h2c: false,
+            strict_sni: false,
             tls: vec![],
         }
     }

@@ -30,8 +30,10 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
-pub struct GatewayApp {
-    pub proxy: Arc<HttpProxy<Gateway>>,
+/// The edge in front of an HTTP app: the proxy, or (SPEC §6: the same rules
+/// and `header_timeout`) the admin API's `HttpServer`.
+pub struct GatewayApp<A = HttpProxy<Gateway>> {
+    pub proxy: Arc<A>,
     pub state: Arc<ArcSwap<Runtime>>,
 }
 
@@ -139,7 +141,7 @@ const LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 const LINGER_BYTES: usize = 1 << 20;
 
 #[async_trait]
-impl ServerApp for GatewayApp {
+impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for GatewayApp<A> {
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
@@ -164,7 +166,7 @@ impl ServerApp for GatewayApp {
     }
 }
 
-impl GatewayApp {
+impl<A: HttpServerApp + Send + Sync + 'static> GatewayApp<A> {
     /// The requests of one HTTP/1 connection, until it closes.
     async fn serve_http1(&self, mut stream: Stream, shutdown: &ShutdownWatch) {
         let mut settings = None;
