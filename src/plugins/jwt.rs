@@ -1203,9 +1203,9 @@ impl Jwt {
         if h.is_empty() || p.is_empty() {
             return Err(Reason::Malformed);
         }
-        let header: Map<String, Value> = b64(h)
+        let header = b64(h)
             .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
+            .and_then(|b| strict_object(&b))
             .ok_or(Reason::Malformed)?;
         let alg = match header.get("alg") {
             Some(Value::String(a)) => Algorithm::from_str(a)
@@ -1254,8 +1254,7 @@ impl Jwt {
         if !good {
             return Err(Reason::BadSignature);
         }
-        let claims: Map<String, Value> =
-            serde_json::from_slice(&t.payload).map_err(|_| Reason::Malformed)?;
+        let claims = strict_object(&t.payload).ok_or(Reason::Malformed)?;
         let (exp, nbf) = self.check_claims(&claims, now)?;
         let (consumer, headers) = self.identity(&claims)?;
         Ok((
@@ -1274,18 +1273,21 @@ impl Jwt {
         claims: &Map<String, Value>,
         now: u64,
     ) -> Result<(f64, Option<f64>), Reason> {
-        let number = |name: &str| -> Result<Option<f64>, Reason> {
+        // A NumericDate (RFC 7519 §2) between 1970 and the end of year 9999: an
+        // `exp` of 1e300 or 2^64 is refused, never read as "does not expire".
+        let date = |name: &str| -> Result<Option<f64>, Reason> {
             match claims.get(name) {
                 None => Ok(None),
                 Some(v) => v
                     .as_f64()
-                    .filter(|f| f.is_finite())
+                    .filter(|f| (0.0..=MAX_NUMERIC_DATE).contains(f))
                     .map(Some)
                     .ok_or(Reason::BadClaimValue),
             }
         };
-        let exp = number("exp")?.ok_or(Reason::MissingClaim)?;
-        let nbf = number("nbf")?;
+        let exp = date("exp")?.ok_or(Reason::MissingClaim)?;
+        let nbf = date("nbf")?;
+        date("iat")?;
         times_ok(exp, nbf, now as f64, self.leeway as f64)?;
         if let Some(iss) = &self.issuer {
             if claims.get("iss").and_then(Value::as_str) != Some(iss.as_str()) {
@@ -1314,8 +1316,9 @@ impl Jwt {
         Ok((exp, nbf))
     }
 
-    /// The consumer and the `forward_claims` headers. A value with a control
-    /// character anywhere is refused, never written into a header.
+    /// The consumer and the `forward_claims` headers. A consumer with a control
+    /// character is refused; claim values are written percent-encoded where
+    /// they are not visible ASCII ([`header_text`]).
     #[allow(clippy::type_complexity)]
     fn identity(
         &self,
@@ -1330,21 +1333,11 @@ impl Jwt {
         };
         let mut headers = Vec::with_capacity(self.forward.len());
         for (claim, header) in &self.forward {
-            let text = match claims.get(claim) {
+            let value = match claims.get(claim) {
                 None | Some(Value::Null) => continue,
-                Some(Value::String(s)) => s.clone(),
-                Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
-                Some(v) => {
-                    if !clean_json(v) {
-                        return Err(Reason::BadClaimValue);
-                    }
-                    serde_json::to_string(v).map_err(|_| Reason::BadClaimValue)?
-                }
+                Some(Value::String(s)) => header_text(s),
+                Some(v) => header_text(&v.to_string()),
             };
-            if !clean(&text) {
-                return Err(Reason::BadClaimValue);
-            }
-            let value = HeaderValue::from_str(&text).map_err(|_| Reason::BadClaimValue)?;
             headers.push((header.clone(), value));
         }
         Ok((consumer, headers))
@@ -1356,12 +1349,108 @@ fn clean(s: &str) -> bool {
     !s.chars().any(char::is_control)
 }
 
-fn clean_json(v: &Value) -> bool {
-    match v {
-        Value::String(s) => clean(s),
-        Value::Array(a) => a.iter().all(clean_json),
-        Value::Object(o) => o.iter().all(|(k, v)| clean(k) && clean_json(v)),
-        _ => true,
+/// A claim value as a header value (SPEC §3 `forward_claims`): its UTF-8 bytes,
+/// with every byte that is not visible ASCII (controls, DEL, non-ASCII), every
+/// `%`, and a space at either end written as `%XX`, so the upstream can always
+/// percent-decode it back to the exact claim. Visible ASCII and inner spaces
+/// (`"read write"`) are kept as they are.
+fn header_text(s: &str) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let b = s.as_bytes();
+    let last = b.len().saturating_sub(1);
+    let keep = |i: usize, c: u8| {
+        (0x21..0x7f).contains(&c) && c != b'%' || (c == b' ' && i != 0 && i != last)
+    };
+    if b.iter().enumerate().all(|(i, &c)| keep(i, c)) {
+        if let Ok(v) = HeaderValue::from_str(s) {
+            return v;
+        }
+    }
+    let mut out = Vec::with_capacity(b.len() * 3);
+    for (i, &c) in b.iter().enumerate() {
+        if keep(i, c) {
+            out.push(c);
+        } else {
+            out.extend_from_slice(&[b'%', HEX[usize::from(c >> 4)], HEX[usize::from(c & 15)]]);
+        }
+    }
+    // Only visible ASCII and inner spaces are left: always a valid value.
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The end of year 9999 (9999-12-31T23:59:59Z) as a NumericDate.
+const MAX_NUMERIC_DATE: f64 = 253_402_300_799.0;
+
+/// A JWS header or claims set: a JSON object in which no member name appears
+/// twice, at any depth. serde_json alone keeps the last of duplicates, so
+/// `{"exp":1,"exp":9999999999}` would mean what a differently built verifier
+/// reads differently (RFC 7515 §4, RFC 7519 §4 allow rejecting it; we do).
+/// Builds the same map serde_json would, so it allocates no more than that
+/// (and the token is bounded by `max_header_size`).
+fn strict_object(bytes: &[u8]) -> Option<Map<String, Value>> {
+    match serde_json::from_slice::<Strict>(bytes).ok()?.0 {
+        Value::Object(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// A JSON value read with [`strict_object`]'s rule.
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value without duplicate member names")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+        serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("not a finite number"))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            if out.contains_key(&k) {
+                return Err(serde::de::Error::custom("a member name appears twice"));
+            }
+            let Strict(v) = map.next_value()?;
+            out.insert(k, v);
+        }
+        Ok(Value::Object(out))
     }
 }
 
@@ -1645,14 +1734,24 @@ LwV4bUsA7rbkk7pbrKQi/3i63yUAzzrAf63YCxxZDMYbPXxIlV003ZJk
             with("sub", json!("a\r\nx-admin: 1")).unwrap_err(),
             Reason::BadClaimValue
         );
+        // Forwarded claims that are not visible ASCII are percent-encoded (SPEC §3).
+        let forwarded = |k: &str, val: Value, header: &str| {
+            let v = with(k, val).unwrap();
+            let (_, h) = v.headers.iter().find(|(n, _)| n == header).unwrap();
+            h.to_str().unwrap().to_string()
+        };
+        assert_eq!(forwarded("n", json!("tab\there"), "x-n"), "tab%09here");
+        assert_eq!(forwarded("n", json!("a\r\nx: 1"), "x-n"), "a%0D%0Ax: 1");
+        assert_eq!(forwarded("n", json!("José 100%"), "x-n"), "Jos%C3%A9 100%25");
+        assert_eq!(forwarded("n", json!(" pad "), "x-n"), "%20pad%20");
+        assert_eq!(forwarded("n", json!("\u{7f}\u{85}"), "x-n"), "%7F%C2%85");
+        assert_eq!(forwarded("n", json!("read write"), "x-n"), "read write");
+        assert_eq!(forwarded("n", json!(""), "x-n"), "");
         assert_eq!(
-            with("n", json!("tab\there")).unwrap_err(),
-            Reason::BadClaimValue
+            forwarded("roles", json!(["ok", "bad\n", "é"]), "x-roles"),
+            "[\"ok\",\"bad\\n\",\"%C3%A9\"]"
         );
-        assert_eq!(
-            with("roles", json!(["ok", "bad\n"])).unwrap_err(),
-            Reason::BadClaimValue
-        );
+        // A consumer must be a string without control characters, or a number.
         assert_eq!(
             with("sub", json!({"o": 1})).unwrap_err(),
             Reason::BadClaimValue
@@ -1669,6 +1768,87 @@ LwV4bUsA7rbkk7pbrKQi/3i63yUAzzrAf63YCxxZDMYbPXxIlV003ZJk
                 .unwrap_err(),
             Reason::BadSignature
         );
+    }
+
+    #[test]
+    fn dates_beyond_year_9999_and_duplicate_names_are_refused() {
+        let j = secret_jwt("");
+        let ok = |payload: &str| {
+            let msg = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT"}"#),
+                URL_SAFE_NO_PAD.encode(payload)
+            );
+            let sig = jsonwebtoken::crypto::sign(
+                msg.as_bytes(),
+                &EncodingKey::from_secret(SECRET.as_bytes()),
+                Algorithm::HS256,
+            )
+            .unwrap();
+            j.verify_uncached(&format!("{msg}.{sig}"), NOW)
+        };
+        assert!(ok(&format!(r#"{{"sub":"a","exp":{}}}"#, NOW + 60)).is_ok());
+        // The last second of year 9999 is a date; anything later is not.
+        assert!(ok(r#"{"sub":"a","exp":253402300799}"#).is_ok());
+        for exp in [
+            "253402300800",
+            "1e300",
+            "18446744073709551616",
+            "18446744073709551615",
+            "9223372036854775807",
+            "1.7976931348623157e308",
+            "-1",
+            "\"9999999999\"",
+            "null",
+            "true",
+            "[1]",
+        ] {
+            assert_eq!(
+                ok(&format!(r#"{{"sub":"a","exp":{exp}}}"#)).unwrap_err(),
+                Reason::BadClaimValue,
+                "exp {exp}"
+            );
+            let nbf = format!(r#"{{"sub":"a","exp":{},"nbf":{exp}}}"#, NOW + 60);
+            assert_eq!(ok(&nbf).unwrap_err(), Reason::BadClaimValue, "nbf {exp}");
+            let iat = format!(r#"{{"sub":"a","exp":{},"iat":{exp}}}"#, NOW + 60);
+            assert_eq!(ok(&iat).unwrap_err(), Reason::BadClaimValue, "iat {exp}");
+        }
+        // Beyond what a double holds: not JSON serde can read, so not a token.
+        assert_eq!(ok(r#"{"exp":1e400}"#).unwrap_err(), Reason::Malformed);
+        // Duplicate names, in either order, at any depth.
+        let exp = NOW + 60;
+        for p in [
+            format!(r#"{{"exp":1,"exp":{exp}}}"#),
+            format!(r#"{{"exp":{exp},"sub":"a","exp":{exp}}}"#),
+            format!(r#"{{"exp":{exp},"sub":"a","sub":"admin"}}"#),
+            format!(r#"{{"exp":{exp},"ctx":{{"role":"u","role":"admin"}}}}"#),
+            format!(r#"{{"exp":{exp},"l":[{{"a":1,"a":2}}]}}"#),
+            format!(r#"{{"exp":{exp},"e\u0078p":1,"exp":{exp}}}"#),
+        ] {
+            assert_eq!(ok(&p).unwrap_err(), Reason::Malformed, "{p}");
+        }
+        // The same in the JOSE header.
+        let claims = json!({"sub": "a", "exp": exp});
+        let body = URL_SAFE_NO_PAD.encode(claims.to_string());
+        for h in [
+            r#"{"alg":"none","alg":"HS256"}"#,
+            r#"{"alg":"HS256","kid":"a","kid":"b"}"#,
+        ] {
+            let msg = format!("{}.{body}", URL_SAFE_NO_PAD.encode(h));
+            let sig = jsonwebtoken::crypto::sign(
+                msg.as_bytes(),
+                &EncodingKey::from_secret(SECRET.as_bytes()),
+                Algorithm::HS256,
+            )
+            .unwrap();
+            assert_eq!(
+                j.verify_uncached(&format!("{msg}.{sig}"), NOW).unwrap_err(),
+                Reason::Malformed,
+                "{h}"
+            );
+        }
+        assert_eq!(strict_object(br#"{"a":{"b":1},"c":{"b":2}}"#).unwrap().len(), 2);
+        assert!(strict_object(b"[1]").is_none());
     }
 
     #[test]
