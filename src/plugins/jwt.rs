@@ -358,7 +358,8 @@ fn str_field<'a>(o: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str
 }
 
 fn parse_jwks(text: &[u8], algs: &[Algorithm], allow_oct: bool) -> Result<ParsedJwks, String> {
-    let doc: Value = serde_json::from_slice(text).map_err(|e| format!("not JSON: {e}"))?;
+    let doc: Value =
+        serde_json::from_slice(text).map_err(|e| format!("the document is not JSON ({e})"))?;
     let list = doc
         .get("keys")
         .and_then(Value::as_array)
@@ -648,9 +649,20 @@ impl Remote {
             }
             Err(e) => {
                 st.failures = st.failures.saturating_add(1);
+                let next = self.seconds_until_next(&st);
                 drop(st);
-                let kept = self.keys.load().is_some();
-                tracing::warn!(plugin = %self.name, url = %self.target.display, error = %e, kept_previous_keys = kept, "JWKS fetch failed");
+                let keys = if self.keys.load().is_some() {
+                    "keeping the last good keys"
+                } else {
+                    "no keys yet, tokens get 503"
+                };
+                // One line in plain words: where, why, what next (the URL has
+                // no query and never credentials: `parse_url` refuses them).
+                tracing::warn!(
+                    plugin = %self.name,
+                    url = %self.target.display,
+                    "JWKS fetch failed: {e}; next try in {next}s; {keys}"
+                );
             }
         }
     }
@@ -658,46 +670,67 @@ impl Remote {
     /// A fetch for a token whose key is not known: joins the fetch in flight,
     /// or starts one unless one was started on demand within `jwks_cooldown`.
     /// `true` when a fetch finished (look the key up again).
+    /// A fetch the background schedule says is due is started at once too, so
+    /// that a client honouring `Retry-After` finds one happening.
     async fn on_demand(self: &Arc<Self>) -> bool {
         let mut rx = {
             let mut st = self.lock();
+            let now = Instant::now();
             if let Some(rx) = &st.in_flight {
                 rx.clone()
             } else if st
                 .last_on_demand
-                .is_some_and(|t| t.elapsed() < self.cooldown)
+                .is_none_or(|t| now.duration_since(t) >= self.cooldown)
             {
-                return false;
-            } else {
-                st.last_on_demand = Some(Instant::now());
+                st.last_on_demand = Some(now);
                 self.start(&mut st)
+            } else if self.next_scheduled(&st).is_none_or(|t| now >= t) {
+                self.start(&mut st)
+            } else {
+                return false;
             }
         };
         let _ = rx.wait_for(|done| *done).await;
         true
     }
 
-    /// Seconds until an on-demand fetch may run again (for `Retry-After`).
-    fn retry_after(&self) -> u64 {
-        let st = self.lock();
-        let left = st
-            .last_on_demand
-            .map(|t| self.cooldown.saturating_sub(t.elapsed()))
-            .unwrap_or_default();
-        left.as_secs().clamp(1, 60)
+    /// When the background refresh starts its next fetch (`None`: at once):
+    /// `jwks_refresh` after a success; after the n-th failure in a row,
+    /// 2^(n-1) s after the failed attempt started (1 s, 2 s, 4 s… at most 64 s
+    /// and at most `jwks_refresh`).
+    fn next_scheduled(&self, st: &FetchState) -> Option<Instant> {
+        if st.failures > 0 {
+            let backoff = Duration::from_secs(1u64 << (st.failures - 1).min(6)).min(self.refresh);
+            st.last_attempt.map(|t| t + backoff)
+        } else {
+            st.last_success.map(|t| t + self.refresh)
+        }
     }
 
-    /// Background refresh: every `jwks_refresh` after a success; after a
-    /// failure, again after 1 s, 2 s, 4 s… (at most `jwks_refresh`).
+    /// Whole seconds (rounded up, at least 1) until the next fetch attempt: the
+    /// scheduled one, or an on-demand one once `jwks_cooldown` has passed.
+    fn seconds_until_next(&self, st: &FetchState) -> u64 {
+        let now = Instant::now();
+        let scheduled = self.next_scheduled(st).unwrap_or(now);
+        let on_demand = st.last_on_demand.map_or(now, |t| t + self.cooldown);
+        let left = scheduled.min(on_demand).saturating_duration_since(now);
+        (left.as_secs() + u64::from(left.subsec_nanos() > 0)).max(1)
+    }
+
+    /// `Retry-After` of a 503 while no keys are available: when the next fetch
+    /// attempt happens (a request arriving then starts it if the background
+    /// refresh has not yet).
+    fn retry_after(&self) -> u64 {
+        self.seconds_until_next(&self.lock())
+    }
+
+    /// Background refresh, on the schedule of [`next_scheduled`](Self::next_scheduled).
     fn tick(self: &Arc<Self>) {
         let mut st = self.lock();
         if st.in_flight.is_some() {
             return;
         }
-        let backoff = Duration::from_secs(1u64 << st.failures.min(6)).min(self.refresh);
-        let attempt_due = st.last_attempt.is_none_or(|t| t.elapsed() >= backoff);
-        let stale = st.last_success.is_none_or(|t| t.elapsed() >= self.refresh);
-        if (st.failures == 0 && stale) || (st.failures > 0 && attempt_due) {
+        if self.next_scheduled(&st).is_none_or(|t| Instant::now() >= t) {
             let _ = self.start(&mut st);
         }
     }
@@ -734,16 +767,14 @@ impl Remote {
         let mut tries = 0;
         loop {
             tries += 1;
-            let (mut session, reused) = conn
-                .get_http_session(&peer)
-                .await
-                .map_err(|e| e.to_string())?;
+            let (mut session, reused) =
+                conn.get_http_session(&peer).await.map_err(|e| plain(&e))?;
             match self.exchange(&mut session).await {
                 Ok((status, body)) => {
                     conn.release_http_session(session, &peer, Some(POOL_IDLE))
                         .await;
                     if status != 200 {
-                        return Err(format!("status {status}"));
+                        return Err(format!("the server answered HTTP {status}"));
                     }
                     return Ok(body);
                 }
@@ -761,22 +792,22 @@ impl Remote {
     ) -> Result<(u16, Vec<u8>), String> {
         let t = &self.target;
         let mut req =
-            RequestHeader::build("GET", t.path.as_bytes(), None).map_err(|e| e.to_string())?;
+            RequestHeader::build("GET", t.path.as_bytes(), None).map_err(|e| plain(&e))?;
         for (n, v) in [
             ("host", t.authority.as_str()),
             ("accept", "application/jwk-set+json, application/json"),
             ("user-agent", "tollgate"),
         ] {
-            req.insert_header(n, v).map_err(|e| e.to_string())?;
+            req.insert_header(n, v).map_err(|e| plain(&e))?;
         }
         s.write_request_header(Box::new(req))
             .await
-            .map_err(|e| e.to_string())?;
-        s.finish_request_body().await.map_err(|e| e.to_string())?;
-        s.read_response_header().await.map_err(|e| e.to_string())?;
+            .map_err(|e| plain(&e))?;
+        s.finish_request_body().await.map_err(|e| plain(&e))?;
+        s.read_response_header().await.map_err(|e| plain(&e))?;
         let status = s.response_header().map(|h| h.status.as_u16()).unwrap_or(0);
         let mut body = Vec::new();
-        while let Some(chunk) = s.read_response_body().await.map_err(|e| e.to_string())? {
+        while let Some(chunk) = s.read_response_body().await.map_err(|e| plain(&e))? {
             if body.len() + chunk.len() > MAX_JWKS_BYTES {
                 return Err(format!("the JWK set is larger than {MAX_JWKS_BYTES} bytes"));
             }
@@ -784,6 +815,53 @@ impl Remote {
         }
         Ok((status, body))
     }
+}
+
+/// A Pingora error in plain words, for a log line: what went wrong, without
+/// Pingora's internal chain of sources, types and contexts.
+fn plain(e: &pingora::Error) -> String {
+    use pingora::ErrorType::*;
+    let what = match e.etype() {
+        ConnectTimedout => "the connection timed out",
+        ConnectRefused => "the connection was refused",
+        ConnectNoRoute => "there is no route to the host",
+        TLSHandshakeTimedout => "the TLS handshake timed out",
+        InvalidCert => "the server's certificate cannot be verified",
+        TLSHandshakeFailure | TLSWantX509Lookup | HandshakeError => {
+            // rustls says why (an unknown issuer, another name) at the root.
+            let mut root = e;
+            while let Some(c) = root
+                .cause
+                .as_ref()
+                .and_then(|c| c.downcast_ref::<pingora::Error>())
+            {
+                root = c;
+            }
+            let why = root
+                .context
+                .as_ref()
+                .map(|c| c.as_str())
+                .and_then(|c| c.strip_prefix("TLS connect() failed: "))
+                .map(|c| c.split(", SNI:").next().unwrap_or(c));
+            return match why {
+                Some(why) => format!("the TLS handshake failed ({why})"),
+                None => "the TLS handshake failed".into(),
+            };
+        }
+        ConnectError | BindError | AcceptError | SocketError | ConnectProxyFailure => {
+            "the connection could not be made"
+        }
+        InvalidHTTPHeader | H1Error | H2Error | H2Downgrade | InvalidH2 => {
+            "the server's answer is not valid HTTP"
+        }
+        ReadTimedout => "the server did not answer in time",
+        WriteTimedout => "sending the request timed out",
+        ReadError => "reading the answer failed",
+        WriteError => "sending the request failed",
+        ConnectionClosed => "the server closed the connection without an answer",
+        _ => "the request failed",
+    };
+    what.to_string()
 }
 
 // ---------------------------------------------------------------------------
@@ -1742,7 +1820,10 @@ LwV4bUsA7rbkk7pbrKQi/3i63yUAzzrAf63YCxxZDMYbPXxIlV003ZJk
         };
         assert_eq!(forwarded("n", json!("tab\there"), "x-n"), "tab%09here");
         assert_eq!(forwarded("n", json!("a\r\nx: 1"), "x-n"), "a%0D%0Ax: 1");
-        assert_eq!(forwarded("n", json!("José 100%"), "x-n"), "Jos%C3%A9 100%25");
+        assert_eq!(
+            forwarded("n", json!("José 100%"), "x-n"),
+            "Jos%C3%A9 100%25"
+        );
         assert_eq!(forwarded("n", json!(" pad "), "x-n"), "%20pad%20");
         assert_eq!(forwarded("n", json!("\u{7f}\u{85}"), "x-n"), "%7F%C2%85");
         assert_eq!(forwarded("n", json!("read write"), "x-n"), "read write");
@@ -1847,7 +1928,12 @@ LwV4bUsA7rbkk7pbrKQi/3i63yUAzzrAf63YCxxZDMYbPXxIlV003ZJk
                 "{h}"
             );
         }
-        assert_eq!(strict_object(br#"{"a":{"b":1},"c":{"b":2}}"#).unwrap().len(), 2);
+        assert_eq!(
+            strict_object(br#"{"a":{"b":1},"c":{"b":2}}"#)
+                .unwrap()
+                .len(),
+            2
+        );
         assert!(strict_object(b"[1]").is_none());
     }
 
@@ -2187,6 +2273,75 @@ LwV4bUsA7rbkk7pbrKQi/3i63yUAzzrAf63YCxxZDMYbPXxIlV003ZJk
             h[0].1,
             "Bearer error=\"invalid_token\", error_description=\"the token has expired\""
         );
+    }
+
+    #[test]
+    fn retry_after_is_the_time_until_the_next_fetch() {
+        // Default jwks_cooldown (30s): the issue's 503 said 29 s while the
+        // background retries came after 1, 2 and 4 s.
+        let (j, _d) = ok(
+            "algorithms = [\"RS256\"]\njwks_url = \"http://127.0.0.1:9/jwks\"\njwks_refresh = \"10m\"",
+            &[],
+        );
+        let Keys::Remote(r) = &j.keys else { panic!() };
+        let now = Instant::now();
+        let after_failures = |failures: u32| {
+            let mut st = r.lock();
+            st.failures = failures;
+            st.last_attempt = Some(now);
+            st.last_on_demand = Some(now);
+            drop(st);
+            r.retry_after()
+        };
+        assert_eq!(after_failures(1), 1);
+        assert_eq!(after_failures(2), 2);
+        assert_eq!(after_failures(3), 4);
+        assert_eq!(after_failures(4), 8);
+        // At most 64 s, and the on-demand fetch after the cooldown comes first.
+        assert_eq!(after_failures(20), 30);
+        {
+            let mut st = r.lock();
+            st.last_on_demand = None;
+        }
+        assert_eq!(r.retry_after(), 1, "an on-demand fetch may start at once");
+        // Keys loaded, refreshed every 10 minutes: the refresh is the next fetch
+        // unless the cooldown ends first.
+        let mut st = r.lock();
+        st.failures = 0;
+        st.last_success = Some(now);
+        st.last_on_demand = Some(now);
+        assert_eq!(r.seconds_until_next(&st), 30);
+        st.last_on_demand = Some(now - Duration::from_secs(3600));
+        assert_eq!(r.seconds_until_next(&st), 1);
+    }
+
+    #[test]
+    fn fetch_errors_are_plain_words() {
+        let e = pingora::Error::explain(
+            pingora::ErrorType::ConnectRefused,
+            "Connection refused (os error 111)",
+        );
+        assert_eq!(plain(&e), "the connection was refused");
+        let root = pingora::Error::explain(
+            pingora::ErrorType::TLSHandshakeFailure,
+            "TLS connect() failed: invalid peer certificate: NotValidForName, SNI: 127.0.0.1",
+        );
+        let mut outer = pingora::Error::new(pingora::ErrorType::TLSHandshakeFailure);
+        outer.cause = Some(root);
+        assert_eq!(
+            plain(&outer),
+            "the TLS handshake failed (invalid peer certificate: NotValidForName)"
+        );
+        for t in [
+            pingora::ErrorType::ReadTimedout,
+            pingora::ErrorType::ConnectionClosed,
+        ] {
+            let m = plain(&pingora::Error::new(t));
+            assert!(
+                !m.starts_with(' ') && !m.contains("context") && !m.contains("cause"),
+                "{m}"
+            );
+        }
     }
 
     #[tokio::test]
