@@ -467,3 +467,160 @@ jwks_url = "http://{failing}/keys"
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Item 27: CORS preflights for a method the route does not allow
+// ---------------------------------------------------------------------------------------------
+
+const APP: &str = "https://app.example.com";
+
+async fn preflight(gw: &Gateway, path: &str, method: &str) -> Answer {
+    let resp = gw
+        .client()
+        .request(reqwest::Method::OPTIONS, gw.url(path))
+        .header("origin", APP)
+        .header("access-control-request-method", method)
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .expect("preflight through the gateway");
+    Answer {
+        status: resp.status().as_u16(),
+        headers: resp.headers().clone(),
+        body: resp.text().await.unwrap_or_default(),
+    }
+}
+
+#[tokio::test]
+async fn cors_preflight_for_a_method_the_route_refuses_never_reaches_a_catch_all() {
+    let api = TestUpstream::start("api").await;
+    let admin = TestUpstream::start("admin").await;
+    let other = TestUpstream::start("other").await;
+    let cfg = format!(
+        r#"
+[server]
+listen = "{{LISTEN}}"
+admin_listen = "{{ADMIN}}"
+
+[upstreams.api]
+targets = ["{api}"]
+[upstreams.admin]
+targets = ["{admin}"]
+[upstreams.other]
+targets = ["{other}"]
+
+[plugins.cors]
+type = "cors"
+origins = ["{APP}"]
+methods = ["GET", "POST", "DELETE"]
+headers = ["content-type"]
+
+[plugins.cors_any]
+type = "cors"
+origins = ["{APP}"]
+methods = ["*"]
+headers = ["content-type"]
+
+[[routes]]
+name = "api"
+upstream = "api"
+path = "/api"
+methods = ["GET", "POST"]
+plugins = ["cors"]
+
+[[routes]]
+name = "wild"
+upstream = "api"
+path = "/wild"
+methods = ["GET"]
+plugins = ["cors_any"]
+
+[[routes]]
+name = "custom"
+upstream = "api"
+path = "/custom"
+methods = ["PURGE"]
+plugins = ["cors"]
+
+# More specific, without cors, and it takes OPTIONS itself: its upstream does CORS.
+[[routes]]
+name = "admin"
+upstream = "admin"
+path = "/api/admin"
+methods = ["DELETE", "OPTIONS"]
+
+[[routes]]
+name = "all"
+upstream = "other"
+path = "/"
+"#,
+        api = api.addr(),
+        admin = admin.addr(),
+        other = other.addr()
+    );
+    let gw = Gateway::start(&cfg).await;
+
+    // Methods the cors route does not allow, whether the catch-all would take
+    // them or not: refused by the route's cors plugin, no upstream involved.
+    for (path, method) in [
+        ("/api/x", "DELETE"),
+        ("/api/x", "PUT"),
+        ("/api", "PATCH"),
+        ("/api/x", "HEAD"),
+        ("/api/x", "FOO"),
+        ("/wild/x", "DELETE"),
+        ("/custom", "DELETE"),
+    ] {
+        let a = preflight(&gw, path, method).await;
+        assert_eq!(a.status, 403, "{method} {path}: {}", a.body);
+        assert!(
+            a.header("content-type")
+                .unwrap_or("")
+                .starts_with("application/problem+json"),
+            "{method} {path}"
+        );
+        assert!(
+            a.header("access-control-allow-methods").is_none(),
+            "{method} {path}: a refused method was granted"
+        );
+    }
+    assert_eq!(
+        other.hits(),
+        0,
+        "a preflight reached the catch-all's upstream"
+    );
+    assert_eq!(api.hits(), 0);
+    assert_eq!(
+        gw.metric(
+            r#"tollgate_auth_failures_total{route="api",plugin="cors",reason="method_denied"}"#
+        )
+        .await,
+        Some(5.0)
+    );
+
+    // An allowed method: granted, and the list is narrowed to what the route
+    // accepts (a browser caches it: DELETE would go to the catch-all).
+    let a = preflight(&gw, "/api/x", "POST").await;
+    assert_eq!(a.status, 204, "{}", a.body);
+    assert_eq!(a.header("access-control-allow-origin"), Some(APP));
+    assert_eq!(a.header("access-control-allow-methods"), Some("GET, POST"));
+    // `*` is narrowed too: it would grant every method.
+    let a = preflight(&gw, "/wild/x", "GET").await;
+    assert_eq!(a.status, 204, "{}", a.body);
+    assert_eq!(a.header("access-control-allow-methods"), Some("GET"));
+    let a = preflight(&gw, "/custom", "PURGE").await;
+    assert_eq!(a.status, 204, "{}", a.body);
+    assert_eq!(a.header("access-control-allow-methods"), None);
+    assert_eq!(api.hits() + other.hits(), 0);
+
+    // A path that a more specific route without cors owns is still routed as
+    // OPTIONS to that route: its upstream answers CORS itself.
+    let a = preflight(&gw, "/api/admin", "DELETE").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(admin.hits(), 1);
+    // And a path no cors route claims goes to the catch-all as before.
+    let a = preflight(&gw, "/elsewhere", "DELETE").await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(other.hits(), 1);
+    assert_eq!(api.hits(), 0);
+}
