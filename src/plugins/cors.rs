@@ -414,7 +414,7 @@ pub fn route_preflight(rt: &Runtime, info: &RequestInfo<'_>, announced: &Method)
     let standard = PROBES
         .iter()
         .filter(|m| *m != announced)
-        .find_map(|m| refusing(m));
+        .find_map(&refusing);
     if let Some(f) = standard {
         return f;
     }
