@@ -837,12 +837,16 @@ fn plain(e: &pingora::Error) -> String {
             {
                 root = c;
             }
+            // Its context embeds a Display of an inner error chain:
+            // "TLS connect() failed:  TLSHandshakeFailure context: … cause: <why>, SNI: …".
             let why = root
                 .context
                 .as_ref()
                 .map(|c| c.as_str())
-                .and_then(|c| c.strip_prefix("TLS connect() failed: "))
-                .map(|c| c.split(", SNI:").next().unwrap_or(c));
+                .and_then(|c| c.strip_prefix("TLS connect() failed:"))
+                .map(|c| c.split(", SNI:").next().unwrap_or(c))
+                .map(|c| c.rsplit("cause: ").next().unwrap_or(c).trim())
+                .filter(|c| !c.is_empty() && !c.contains("context:"));
             return match why {
                 Some(why) => format!("the TLS handshake failed ({why})"),
                 None => "the TLS handshake failed".into(),
@@ -2322,9 +2326,14 @@ LwV4bUsA7rbkk7pbrKQi/3i63yUAzzrAf63YCxxZDMYbPXxIlV003ZJk
             "Connection refused (os error 111)",
         );
         assert_eq!(plain(&e), "the connection was refused");
+        // As Pingora 0.9's rustls connector builds it (seen in a real log).
+        let inner =
+            pingora::Error::explain(pingora::ErrorType::TLSHandshakeFailure, "tls connect error");
+        let mut inner = *inner;
+        inner.cause = Some("invalid peer certificate: NotValidForName".into());
         let root = pingora::Error::explain(
             pingora::ErrorType::TLSHandshakeFailure,
-            "TLS connect() failed: invalid peer certificate: NotValidForName, SNI: 127.0.0.1",
+            format!("TLS connect() failed: {inner}, SNI: 127.0.0.1"),
         );
         let mut outer = pingora::Error::new(pingora::ErrorType::TLSHandshakeFailure);
         outer.cause = Some(root);
@@ -2332,6 +2341,8 @@ LwV4bUsA7rbkk7pbrKQi/3i63yUAzzrAf63YCxxZDMYbPXxIlV003ZJk
             plain(&outer),
             "the TLS handshake failed (invalid peer certificate: NotValidForName)"
         );
+        let bare = pingora::Error::explain(pingora::ErrorType::TLSHandshakeFailure, "odd");
+        assert_eq!(plain(&bare), "the TLS handshake failed");
         for t in [
             pingora::ErrorType::ReadTimedout,
             pingora::ErrorType::ConnectionClosed,
