@@ -382,8 +382,7 @@ const PROBES: [Method; 7] = [
 ///    path: the upstream answers CORS on its own).
 ///
 /// Bounded work: at most one lookup per standard method, plus one per
-/// non-standard method listed by a route with `cors` (from the config, never
-/// from the request).
+/// non-standard method a route lists (from the config, never from the request).
 pub fn route_preflight(rt: &Runtime, info: &RequestInfo<'_>, announced: &Method) -> RouteMatch {
     let find = |m: &Method| rt.router.find(&RequestInfo { method: m, ..*info });
     let has_cors = |i: usize| {
@@ -418,11 +417,15 @@ pub fn route_preflight(rt: &Runtime, info: &RequestInfo<'_>, announced: &Method)
     if let Some(f) = standard {
         return f;
     }
-    let custom = (0..rt.routes.len())
-        .filter(|&i| has_cors(i))
-        .flat_map(|i| route_methods(rt, i))
+    // Rare: a route whose methods are all non-standard (`PURGE`). One string
+    // comparison per configured method, a lookup only for non-standard ones.
+    let custom = rt
+        .config
+        .routes
+        .iter()
+        .flat_map(|r| &r.methods)
+        .filter(|m| !PROBES.iter().any(|p| p.as_str() == m.as_str()) && *m != announced.as_str())
         .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
-        .filter(|m| !PROBES.contains(m) && m != announced)
         .find_map(|m| refusing(&m));
     custom.unwrap_or_else(|| find(info.method))
 }
