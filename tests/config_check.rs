@@ -626,3 +626,133 @@ fn run_with_a_bad_config_exits_1_printing_the_error() {
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("absent.toml"), "{text}");
 }
+
+/// A key of the wrong type is exactly one located error that names the key and the
+/// type it needs: no second "missing field" for a required key taken out after its
+/// own error, no Rust type names (`usize`, `struct RouteConfig`, `untagged enum`), and
+/// inside `[plugins.X]` the key's own path (not just the table's).
+#[test]
+fn a_wrong_typed_key_is_one_error_naming_the_key_and_the_type() {
+    let cases: &[(&str, &str, &str, &str)] = &[
+        // (replace, with, path, message)
+        (
+            "name = \"payments\"",
+            "name = 1",
+            "routes[0].name",
+            "expected a string",
+        ),
+        (
+            "upstream = \"payments\"",
+            "upstream = 1",
+            "routes[0].upstream",
+            "expected a string",
+        ),
+        (
+            "path = \"/v1/payments\"",
+            "path = [\"/v1/payments\"]",
+            "routes[0].path",
+            "expected a string",
+        ),
+        (
+            "methods = [\"GET\", \"POST\"]",
+            "methods = \"GET\"",
+            "routes[0].methods",
+            "expected an array",
+        ),
+        (
+            "plugins = [\"hdrs\"]",
+            "plugins = { hdrs = true }",
+            "routes[0].plugins",
+            "expected an array",
+        ),
+        (
+            "targets = [\"127.0.0.1:9003\"]",
+            "targets = 9003",
+            "upstreams.accounts.targets",
+            "expected an array",
+        ),
+        (
+            "targets = [\"127.0.0.1:9003\"]",
+            "targets = [9003]",
+            "upstreams.accounts.targets[0]",
+            "expected an address string",
+        ),
+        (
+            "listen = \"{LISTEN}\"",
+            "listen = 8080",
+            "server.listen",
+            "expected a string or an array of strings",
+        ),
+        (
+            "plugins = [\"request_id\"]",
+            "plugins = [\"request_id\"]\nthreads = \"2\"",
+            "server.threads",
+            "expected a non-negative integer",
+        ),
+        (
+            "type = \"headers\"",
+            "type = 1",
+            "plugins.hdrs.type",
+            "expected a string",
+        ),
+        (
+            "response_set = { \"x-a\" = \"1\" }",
+            "response_set = [\"x-a\"]",
+            "plugins.hdrs.response_set",
+            "expected a table",
+        ),
+        (
+            "type = \"request_id\"",
+            "type = \"request_id\"\nheader = 5",
+            "plugins.request_id.header",
+            "expected a string",
+        ),
+    ];
+    for (from, to, path, msg) in cases {
+        let config = base_with(from, to);
+        let out = check_fails(&config);
+        let errs = reported(&out);
+        let changed = to.lines().last().unwrap();
+        assert_eq!(errs.len(), 1, "{to:?}: exactly one error:\n{out}");
+        assert_error(&out, line_of(&config, changed), path, msg);
+        for rust in [
+            "missing field",
+            "usize",
+            "struct ",
+            "untagged",
+            "sequence",
+            "map",
+        ] {
+            assert!(!out.contains(rust), "{to:?}: {rust:?} in\n{out}");
+        }
+    }
+}
+
+/// Every wrong key of a plugin table is reported, each at its own key.
+#[test]
+fn every_wrong_typed_plugin_key_is_reported_at_its_key() {
+    let config = base_with(
+        "type = \"headers\"\nresponse_set = { \"x-a\" = \"1\" }",
+        "type = \"rate_limit\"\nrate = 100\nburst = \"20\"\nkey = [\"ip\"]",
+    );
+    let out = check_fails(&config);
+    assert_eq!(reported(&out).len(), 3, "{out}");
+    assert_error(
+        &out,
+        line_of(&config, "rate = 100"),
+        "plugins.hdrs.rate",
+        "expected a string",
+    );
+    assert_error(
+        &out,
+        line_of(&config, "burst = \"20\""),
+        "plugins.hdrs.burst",
+        "expected a non-negative integer",
+    );
+    assert_error(
+        &out,
+        line_of(&config, "key = [\"ip\"]"),
+        "plugins.hdrs.key",
+        "expected a string",
+    );
+}

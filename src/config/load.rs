@@ -66,6 +66,7 @@ pub fn load_str(src: &str, file: Option<&Path>, base_dir: &Path) -> Result<Confi
             }
             "api_versions" => cfg.api_versions = api_versions(&loc, &path, value, &mut errs),
             "upstreams" => {
+                broken.all_upstreams = !value.is_table();
                 for (name, v) in entries(&loc, &path, value, &mut errs) {
                     let p = path.clone().key(name.as_str());
                     match section::<UpstreamConfig>(&loc, &p, v, &mut errs) {
@@ -90,6 +91,7 @@ pub fn load_str(src: &str, file: Option<&Path>, base_dir: &Path) -> Result<Confi
                 _ => errs.push(loc.error(&path, "expected an array of tables ([[routes]])")),
             },
             "plugins" => {
+                broken.all_plugins = !value.is_table();
                 for (name, v) in entries(&loc, &path, value, &mut errs) {
                     let p = path.clone().key(name.as_str());
                     match plugin(&loc, &p, v, &mut errs) {
@@ -134,6 +136,8 @@ fn section<T: DeserializeOwned>(
 ) -> Option<T> {
     const MAX_ERRORS_PER_SECTION: usize = 32;
     let mut failed = false;
+    // Keys already reported and taken out: their "missing field" is no news.
+    let mut removed: Vec<Vec<Seg>> = Vec::new();
     for _ in 0..MAX_ERRORS_PER_SECTION {
         let e = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
             Ok(t) => return (!failed).then_some(t),
@@ -158,13 +162,24 @@ fn section<T: DeserializeOwned>(
                 rel.push(Seg::Key(field));
             }
         }
+        if let Some(field) = missing_field(&msg) {
+            let mut key = rel.clone();
+            key.push(Seg::Key(field));
+            if !removed.contains(&key) {
+                let mut path = base.clone();
+                path.0.extend(rel.iter().cloned());
+                errs.push(loc.error(&path, tidy(&msg)));
+            }
+            // A missing required key cannot be taken out: nothing more to learn.
+            break;
+        }
         let mut path = base.clone();
         path.0.extend(rel.iter().cloned());
         errs.push(loc.error(&path, tidy(&msg)));
-        // A missing required key cannot be taken out; anything else can.
-        if msg.starts_with("missing field") || !remove_key(&mut value, &rel) {
+        if !remove_key(&mut value, &rel) {
             break;
         }
+        removed.push(rel);
     }
     None
 }
@@ -199,10 +214,72 @@ fn unknown_field(msg: &str) -> Option<String> {
     Some(rest[..rest.find('`')?].to_string())
 }
 
+fn missing_field(msg: &str) -> Option<String> {
+    let rest = msg.strip_prefix("missing field `")?;
+    Some(rest[..rest.find('`')?].to_string())
+}
+
 fn tidy(msg: &str) -> String {
     // toml appends "in `key`" on a second line; the key path already says it.
     let first = msg.trim().lines().next().unwrap_or("");
-    first.replace('`', "\"")
+    // serde's words for types are Rust's; say them in TOML's.
+    if let Some(name) = first.strip_prefix("data did not match any variant of untagged enum ") {
+        return match name.trim() {
+            "OneOrMany" => "expected a string or an array of strings".into(),
+            "TargetConfig" => {
+                "expected an address string (\"host:port\") or a table { addr = \"host:port\", weight = N }"
+                    .into()
+            }
+            _ => "the value has a type that is not accepted here".into(),
+        };
+    }
+    // serde quotes every value in backticks: `integer `1``; a number or a
+    // boolean reads better bare, a string keeps its quotes.
+    let mut bare = String::with_capacity(first.len());
+    let mut rest = first;
+    while let Some(i) = rest.find('`') {
+        let (before, after) = rest.split_at(i);
+        bare.push_str(before);
+        let literal_kind = ["integer ", "floating point ", "boolean "]
+            .iter()
+            .any(|k| before.ends_with(k));
+        match after[1..].find('`') {
+            Some(j) if literal_kind => {
+                bare.push_str(&after[1..1 + j]);
+                rest = &after[j + 2..];
+            }
+            _ => {
+                bare.push('`');
+                rest = &after[1..];
+            }
+        }
+    }
+    bare.push_str(rest);
+    let mut out = bare.replace('`', "\"");
+    for (rust, toml) in [
+        ("a sequence", "an array"),
+        ("invalid type: sequence", "invalid type: array"),
+        ("a map", "a table"),
+        ("invalid type: map", "invalid type: table"),
+        ("expected usize", "expected a non-negative integer"),
+        ("expected u64", "expected a non-negative integer"),
+        ("expected u32", "expected a non-negative integer"),
+        ("expected u16", "expected a non-negative integer"),
+        ("expected u8", "expected a non-negative integer"),
+        ("expected i64", "expected an integer"),
+        ("expected i32", "expected an integer"),
+        ("expected f64", "expected a number"),
+        ("expected f32", "expected a number"),
+        ("floating point", "float"),
+    ] {
+        out = out.replace(rust, toml);
+    }
+    // "expected struct RouteConfig": a Rust type name, not something the user wrote.
+    if let Some(i) = out.find("expected struct ") {
+        out.truncate(i);
+        out.push_str("expected a table");
+    }
+    out
 }
 
 /// The entries of a table of named sections (`[upstreams.X]`, `[plugins.X]`).
@@ -221,16 +298,29 @@ fn entries(
     }
 }
 
+/// `[plugins.NAME]`: read as the struct of its `type`, so that every error in it
+/// is reported at its key (serde reads an internally tagged enum through a
+/// buffer that loses the key paths and stops at the first error).
 fn plugin(
     loc: &Locator<'_>,
     path: &KeyPath,
     value: toml::Value,
     errs: &mut Vec<super::ConfigError>,
 ) -> Option<PluginConfig> {
-    match value.get("type") {
-        Some(toml::Value::String(_)) => {}
-        Some(_) => {
-            errs.push(loc.error(&path.clone().key("type"), "expected a string"));
+    let toml::Value::Table(mut table) = value else {
+        errs.push(loc.error(path, "expected a table ([plugins.NAME] with a \"type\")"));
+        return None;
+    };
+    let kind = match table.remove("type") {
+        Some(toml::Value::String(s)) => s,
+        Some(other) => {
+            errs.push(loc.error(
+                &path.clone().key("type"),
+                format!(
+                    "invalid type: {}, expected a string (the plugin's type, e.g. \"jwt\")",
+                    other.type_str()
+                ),
+            ));
             return None;
         }
         None => {
@@ -240,9 +330,56 @@ fn plugin(
             ));
             return None;
         }
+    };
+    let body = toml::Value::Table(table);
+    macro_rules! by_type {
+        ($($name:literal => $variant:ident),* $(,)?) => {
+            match kind.as_str() {
+                $($name => section(loc, path, body, errs).map(PluginConfig::$variant),)*
+                other => {
+                    errs.push(loc.error(
+                        &path.clone().key("type"),
+                        format!(
+                            "unknown plugin type {other:?}; expected one of {}",
+                            PLUGIN_TYPES.join(", ")
+                        ),
+                    ));
+                    None
+                }
+            }
+        };
     }
-    section::<PluginConfig>(loc, path, value, errs)
+    by_type! {
+        "request_id" => RequestId,
+        "headers" => Headers,
+        "ip_filter" => IpFilter,
+        "cors" => Cors,
+        "api_key" => ApiKey,
+        "jwt" => Jwt,
+        "webhook_signature" => WebhookSignature,
+        "forward_auth" => ForwardAuth,
+        "rate_limit" => RateLimit,
+        "circuit_breaker" => CircuitBreaker,
+        "cache" => Cache,
+        "idempotency" => Idempotency,
+    }
 }
+
+/// The `type`s of [`PluginConfig`], as serde names them (a test keeps the two equal).
+const PLUGIN_TYPES: [&str; 12] = [
+    "request_id",
+    "headers",
+    "ip_filter",
+    "cors",
+    "api_key",
+    "jwt",
+    "webhook_signature",
+    "forward_auth",
+    "rate_limit",
+    "circuit_breaker",
+    "cache",
+    "idempotency",
+];
 
 fn api_versions(
     loc: &Locator<'_>,
@@ -276,9 +413,11 @@ fn api_versions(
             }
         }
     }
+    // A head with errors is reported; validation then sees the defaults, so
+    // that a wrong-typed `sources` is one error, not also "no source".
     let head = section::<ApiVersionsHead>(loc, path, toml::Value::Table(head), errs).unwrap_or(
         ApiVersionsHead {
-            sources: vec![],
+            sources: vec!["path".into()],
             default: None,
         },
     );
@@ -394,6 +533,44 @@ plugins = ["ghost"]
         assert!(
             e[2].starts_with("gw.toml:4:16: server.idle_timeout: invalid duration"),
             "{e:?}"
+        );
+    }
+
+    #[test]
+    fn plugin_types_are_the_enum_variants() {
+        // serde lists the variants of PluginConfig when it meets an unknown one.
+        let e = toml::from_str::<PluginConfig>("type = \"?\"")
+            .unwrap_err()
+            .to_string();
+        let listed: Vec<&str> = e
+            .split("expected one of ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{e}"))
+            .lines()
+            .next()
+            .unwrap()
+            .split(", ")
+            .map(|v| v.trim_matches('`'))
+            .collect();
+        assert_eq!(listed, PLUGIN_TYPES, "{e}");
+    }
+
+    #[test]
+    fn a_wrong_typed_required_key_is_one_error() {
+        let src = BASE.replace("name = \"a\"", "name = 1");
+        assert_eq!(
+            errors(&src),
+            vec![r#"gw.toml:6:8: routes[0].name: invalid type: integer 1, expected a string"#]
+        );
+        let src = format!(
+            "{BASE}\n[plugins.p]\ntype = \"cors\"\norigins = \"x\"\ncredentials = \"yes\"\n"
+        );
+        assert_eq!(
+            errors(&src),
+            vec![
+                r#"gw.toml:12:11: plugins.p.origins: invalid type: string "x", expected an array"#,
+                r#"gw.toml:13:15: plugins.p.credentials: invalid type: string "yes", expected a boolean"#
+            ]
         );
     }
 

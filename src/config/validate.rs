@@ -10,6 +10,9 @@ use std::collections::{HashMap, HashSet};
 pub(super) struct Broken {
     pub upstreams: HashSet<String>,
     pub plugins: HashSet<String>,
+    /// `upstreams` / `plugins` is not a table at all: no name can be checked.
+    pub all_upstreams: bool,
+    pub all_plugins: bool,
 }
 
 struct V<'a, 'b> {
@@ -416,7 +419,10 @@ fn routes(v: &mut V<'_, '_>, cfg: &Config) {
                 format!("duplicate route name {:?} (also routes[{first}])", r.name),
             );
         }
-        if !cfg.upstreams.contains_key(&r.upstream) && !v.broken.upstreams.contains(&r.upstream) {
+        if !cfg.upstreams.contains_key(&r.upstream)
+            && !v.broken.all_upstreams
+            && !v.broken.upstreams.contains(&r.upstream)
+        {
             v.err(
                 &rp.clone().key("upstream"),
                 format!("no upstream named {:?}", r.upstream),
@@ -511,7 +517,7 @@ fn plugin_refs(
     for (i, n) in names.iter().enumerate() {
         let pp = path.clone().index(i);
         if !cfg.plugins.contains_key(n) {
-            if !v.broken.plugins.contains(n) {
+            if !v.broken.all_plugins && !v.broken.plugins.contains(n) {
                 v.err(
                     &pp,
                     format!("no plugin named {n:?} (declare it as [plugins.{n}])"),

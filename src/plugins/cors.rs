@@ -9,10 +9,17 @@
 //! not listed gets no CORS header at all, and its preflight a 403 problem;
 //! with no `headers` list, no request header beyond the CORS-safelisted ones is
 //! allowed (nothing is echoed from the request).
+//!
+//! A preflight is answered by the `cors` plugin of the route its path belongs
+//! to, even for a method that route does not allow ([`route_preflight`]): that
+//! method is refused (403) rather than the preflight falling through to another
+//! route (a catch-all without `cors`) and its upstream.
 
 use super::{auth, BuildCtx, BuildError, BuildResult, Flow, Phase, Plugin, Reply};
 use crate::config::CorsConfig;
 use crate::proxy::RequestCtx;
+use crate::runtime::router::{RequestInfo, RouteMatch};
+use crate::runtime::Runtime;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{
@@ -36,6 +43,8 @@ pub struct Cors {
     any: bool,
     credentials: bool,
     methods: HeaderValue,
+    /// `methods` as a list (`"*"` kept as written), to narrow it to a route's.
+    method_list: Vec<String>,
     headers: Option<HeaderValue>,
     expose: Option<HeaderValue>,
     max_age: Option<HeaderValue>,
@@ -194,6 +203,12 @@ impl Cors {
         }
         let methods = list("methods", &c.methods, c.credentials, method_name, &mut errs)
             .unwrap_or_else(|| HeaderValue::from_static(DEFAULT_METHODS));
+        let method_list = methods
+            .to_str()
+            .unwrap_or(DEFAULT_METHODS)
+            .split(", ")
+            .map(str::to_string)
+            .collect();
         let headers = list("headers", &c.headers, c.credentials, header_name, &mut errs);
         let expose = list("expose", &c.expose, c.credentials, header_name, &mut errs);
         let max_age = c.max_age.map(|d| HeaderValue::from(d.0.as_secs()));
@@ -206,6 +221,7 @@ impl Cors {
             any,
             credentials: c.credentials,
             methods,
+            method_list,
             headers,
             expose,
             max_age,
@@ -251,9 +267,38 @@ impl Cors {
         }
     }
 
-    fn preflight(&self, origin: Option<&HeaderValue>) -> Option<Box<ResponseHeader>> {
+    /// `Access-Control-Allow-Methods` on a route that accepts `route_methods`
+    /// (empty: any): `methods` narrowed to what the route accepts, so that a
+    /// browser's preflight cache never holds a method the route refuses.
+    /// `None` when nothing is left.
+    fn allow_methods(&self, route_methods: &[String]) -> Option<HeaderValue> {
+        if route_methods.is_empty() {
+            return Some(self.methods.clone());
+        }
+        let allowed: Vec<&str> = if self.method_list.iter().any(|m| m == "*") {
+            route_methods.iter().map(String::as_str).collect()
+        } else {
+            self.method_list
+                .iter()
+                .map(String::as_str)
+                .filter(|m| route_methods.iter().any(|r| r == m))
+                .collect()
+        };
+        if allowed.is_empty() {
+            return None;
+        }
+        HeaderValue::from_str(&allowed.join(", ")).ok()
+    }
+
+    fn preflight(
+        &self,
+        origin: Option<&HeaderValue>,
+        route_methods: &[String],
+    ) -> Option<Box<ResponseHeader>> {
         let mut resp = ResponseHeader::build(204, Some(8)).ok()?;
-        let _ = resp.insert_header(ACCESS_CONTROL_ALLOW_METHODS, self.methods.clone());
+        if let Some(m) = self.allow_methods(route_methods) {
+            let _ = resp.insert_header(ACCESS_CONTROL_ALLOW_METHODS, m);
+        }
         if let Some(h) = &self.headers {
             let _ = resp.insert_header(ACCESS_CONTROL_ALLOW_HEADERS, h.clone());
         }
@@ -293,6 +338,98 @@ fn add_vary_origin(resp: &mut ResponseHeader) {
     }
 }
 
+/// The methods route `i` accepts as configured (empty: any).
+fn route_methods(rt: &Runtime, i: usize) -> &[String] {
+    let Some(name) = rt.routes.get(i).map(|r| &*r.name) else {
+        return &[];
+    };
+    // Compiled routes follow the config's order; the name check makes sure.
+    match rt.config.routes.get(i).filter(|r| r.name == name) {
+        Some(r) => &r.methods,
+        None => rt
+            .config
+            .routes
+            .iter()
+            .find(|r| r.name == name)
+            .map_or(&[][..], |r| r.methods.as_slice()),
+    }
+}
+
+/// Methods tried, after the one a preflight announces, to find the route its
+/// path belongs to.
+const PROBES: [Method; 7] = [
+    Method::GET,
+    Method::POST,
+    Method::PUT,
+    Method::PATCH,
+    Method::DELETE,
+    Method::HEAD,
+    Method::OPTIONS,
+];
+
+/// The route a CORS preflight (`info`: the `OPTIONS` request) is routed to.
+///
+/// 1. The route of the method it announces, when that route has `cors`: its
+///    `cors` answers.
+/// 2. Else a route with `cors` that the path belongs to for another method,
+///    and that does not allow the announced one: its `cors` answers and refuses
+///    the method (403). Without this, a preflight for `DELETE` on a `cors` route
+///    with `methods = ["GET"]` would fall through to a catch-all route without
+///    `cors` and reach that route's upstream. It is used only when it is more
+///    specific than the route the announced method reaches: routes are ranked
+///    whatever the method, so it is when it wins a method both accept.
+/// 3. Else the `OPTIONS` request is routed as itself (no `cors` route owns the
+///    path: the upstream answers CORS on its own).
+///
+/// Bounded work: at most one lookup per standard method, plus one per
+/// non-standard method a route lists (from the config, never from the request).
+pub fn route_preflight(rt: &Runtime, info: &RequestInfo<'_>, announced: &Method) -> RouteMatch {
+    let find = |m: &Method| rt.router.find(&RequestInfo { method: m, ..*info });
+    let has_cors = |i: usize| {
+        rt.routes
+            .get(i)
+            .is_some_and(|r| r.chain.iter().any(|p| p.phase == Phase::Cors))
+    };
+    let allows = |i: usize, m: &Method| {
+        let list = route_methods(rt, i);
+        list.is_empty() || list.iter().any(|r| r == m.as_str())
+    };
+    let found = find(announced);
+    let owner = match found {
+        RouteMatch::Found { route, .. } if has_cors(route) => return found,
+        RouteMatch::Found { route, .. } => Some(route),
+        _ => None,
+    };
+    let refusing = |m: &Method| match find(m) {
+        f @ RouteMatch::Found { route, .. }
+            if has_cors(route)
+                && !allows(route, announced)
+                && owner.is_none_or(|o| allows(o, m)) =>
+        {
+            Some(f)
+        }
+        _ => None,
+    };
+    let standard = PROBES
+        .iter()
+        .filter(|m| *m != announced)
+        .find_map(&refusing);
+    if let Some(f) = standard {
+        return f;
+    }
+    // Rare: a route whose methods are all non-standard (`PURGE`). One string
+    // comparison per configured method, a lookup only for non-standard ones.
+    let custom = rt
+        .config
+        .routes
+        .iter()
+        .flat_map(|r| &r.methods)
+        .filter(|m| !PROBES.iter().any(|p| p.as_str() == m.as_str()) && *m != announced.as_str())
+        .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+        .find_map(|m| refusing(&m));
+    custom.unwrap_or_else(|| find(info.method))
+}
+
 #[async_trait]
 impl Plugin for Cors {
     fn phase(&self) -> Phase {
@@ -318,7 +455,23 @@ impl Plugin for Cors {
                 vec![],
             ));
         }
-        match self.preflight(origin) {
+        // Routed here for a method the route does not allow (see
+        // `route_preflight`): refused, as for an origin that is not allowed.
+        let rt = ctx.rt.clone();
+        let route_methods = ctx.route.map_or(&[][..], |i| route_methods(&rt, i));
+        let announced = req.headers.get(ACCESS_CONTROL_REQUEST_METHOD);
+        if !route_methods.is_empty()
+            && !announced
+                .is_some_and(|a| route_methods.iter().any(|m| m.as_bytes() == a.as_bytes()))
+        {
+            auth::count_failure(ctx, &self.name, "method_denied");
+            let detail = format!(
+                "this route does not allow the method the preflight asks for; it allows {}",
+                route_methods.join(", ")
+            );
+            return Ok(auth::refuse(403, &detail, vec![]));
+        }
+        match self.preflight(origin, route_methods) {
             Some(header) => Ok(Flow::Respond(Reply::Raw {
                 header,
                 body: Bytes::new(),
@@ -447,7 +600,7 @@ mod tests {
         c.max_age = Some(Dur::secs(600));
         let c = build(c).unwrap();
         let origin = hv("https://app.example.com");
-        let r = c.preflight(Some(&origin)).unwrap();
+        let r = c.preflight(Some(&origin), &[]).unwrap();
         assert_eq!(r.status.as_u16(), 204);
         let h = |n| r.headers.get(n).and_then(|v: &HeaderValue| v.to_str().ok());
         assert_eq!(
@@ -465,7 +618,7 @@ mod tests {
         assert_eq!(h("access-control-expose-headers"), None);
 
         let d = build(cfg(&["https://app.example.com"])).unwrap();
-        let r = d.preflight(Some(&origin)).unwrap();
+        let r = d.preflight(Some(&origin), &[]).unwrap();
         let h = |n| r.headers.get(n).and_then(|v: &HeaderValue| v.to_str().ok());
         assert_eq!(h("access-control-allow-methods"), Some(DEFAULT_METHODS));
         assert_eq!(h("access-control-allow-headers"), None);

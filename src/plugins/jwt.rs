@@ -358,7 +358,8 @@ fn str_field<'a>(o: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str
 }
 
 fn parse_jwks(text: &[u8], algs: &[Algorithm], allow_oct: bool) -> Result<ParsedJwks, String> {
-    let doc: Value = serde_json::from_slice(text).map_err(|e| format!("not JSON: {e}"))?;
+    let doc: Value =
+        serde_json::from_slice(text).map_err(|e| format!("the document is not JSON ({e})"))?;
     let list = doc
         .get("keys")
         .and_then(Value::as_array)
@@ -648,9 +649,20 @@ impl Remote {
             }
             Err(e) => {
                 st.failures = st.failures.saturating_add(1);
+                let next = self.seconds_until_next(&st);
                 drop(st);
-                let kept = self.keys.load().is_some();
-                tracing::warn!(plugin = %self.name, url = %self.target.display, error = %e, kept_previous_keys = kept, "JWKS fetch failed");
+                let keys = if self.keys.load().is_some() {
+                    "keeping the last good keys"
+                } else {
+                    "no keys yet, tokens get 503"
+                };
+                // One line in plain words: where, why, what next (the URL has
+                // no query and never credentials: `parse_url` refuses them).
+                tracing::warn!(
+                    plugin = %self.name,
+                    url = %self.target.display,
+                    "JWKS fetch failed: {e}; next try in {next}s; {keys}"
+                );
             }
         }
     }
@@ -658,46 +670,67 @@ impl Remote {
     /// A fetch for a token whose key is not known: joins the fetch in flight,
     /// or starts one unless one was started on demand within `jwks_cooldown`.
     /// `true` when a fetch finished (look the key up again).
+    /// A fetch the background schedule says is due is started at once too, so
+    /// that a client honouring `Retry-After` finds one happening.
     async fn on_demand(self: &Arc<Self>) -> bool {
         let mut rx = {
             let mut st = self.lock();
+            let now = Instant::now();
             if let Some(rx) = &st.in_flight {
                 rx.clone()
             } else if st
                 .last_on_demand
-                .is_some_and(|t| t.elapsed() < self.cooldown)
+                .is_none_or(|t| now.duration_since(t) >= self.cooldown)
             {
-                return false;
-            } else {
-                st.last_on_demand = Some(Instant::now());
+                st.last_on_demand = Some(now);
                 self.start(&mut st)
+            } else if self.next_scheduled(&st).is_none_or(|t| now >= t) {
+                self.start(&mut st)
+            } else {
+                return false;
             }
         };
         let _ = rx.wait_for(|done| *done).await;
         true
     }
 
-    /// Seconds until an on-demand fetch may run again (for `Retry-After`).
-    fn retry_after(&self) -> u64 {
-        let st = self.lock();
-        let left = st
-            .last_on_demand
-            .map(|t| self.cooldown.saturating_sub(t.elapsed()))
-            .unwrap_or_default();
-        left.as_secs().clamp(1, 60)
+    /// When the background refresh starts its next fetch (`None`: at once):
+    /// `jwks_refresh` after a success; after the n-th failure in a row,
+    /// 2^(n-1) s after the failed attempt started (1 s, 2 s, 4 s… at most 64 s
+    /// and at most `jwks_refresh`).
+    fn next_scheduled(&self, st: &FetchState) -> Option<Instant> {
+        if st.failures > 0 {
+            let backoff = Duration::from_secs(1u64 << (st.failures - 1).min(6)).min(self.refresh);
+            st.last_attempt.map(|t| t + backoff)
+        } else {
+            st.last_success.map(|t| t + self.refresh)
+        }
     }
 
-    /// Background refresh: every `jwks_refresh` after a success; after a
-    /// failure, again after 1 s, 2 s, 4 s… (at most `jwks_refresh`).
+    /// Whole seconds (rounded up, at least 1) until the next fetch attempt: the
+    /// scheduled one, or an on-demand one once `jwks_cooldown` has passed.
+    fn seconds_until_next(&self, st: &FetchState) -> u64 {
+        let now = Instant::now();
+        let scheduled = self.next_scheduled(st).unwrap_or(now);
+        let on_demand = st.last_on_demand.map_or(now, |t| t + self.cooldown);
+        let left = scheduled.min(on_demand).saturating_duration_since(now);
+        (left.as_secs() + u64::from(left.subsec_nanos() > 0)).max(1)
+    }
+
+    /// `Retry-After` of a 503 while no keys are available: when the next fetch
+    /// attempt happens (a request arriving then starts it if the background
+    /// refresh has not yet).
+    fn retry_after(&self) -> u64 {
+        self.seconds_until_next(&self.lock())
+    }
+
+    /// Background refresh, on the schedule of [`next_scheduled`](Self::next_scheduled).
     fn tick(self: &Arc<Self>) {
         let mut st = self.lock();
         if st.in_flight.is_some() {
             return;
         }
-        let backoff = Duration::from_secs(1u64 << st.failures.min(6)).min(self.refresh);
-        let attempt_due = st.last_attempt.is_none_or(|t| t.elapsed() >= backoff);
-        let stale = st.last_success.is_none_or(|t| t.elapsed() >= self.refresh);
-        if (st.failures == 0 && stale) || (st.failures > 0 && attempt_due) {
+        if self.next_scheduled(&st).is_none_or(|t| Instant::now() >= t) {
             let _ = self.start(&mut st);
         }
     }
@@ -734,16 +767,14 @@ impl Remote {
         let mut tries = 0;
         loop {
             tries += 1;
-            let (mut session, reused) = conn
-                .get_http_session(&peer)
-                .await
-                .map_err(|e| e.to_string())?;
+            let (mut session, reused) =
+                conn.get_http_session(&peer).await.map_err(|e| plain(&e))?;
             match self.exchange(&mut session).await {
                 Ok((status, body)) => {
                     conn.release_http_session(session, &peer, Some(POOL_IDLE))
                         .await;
                     if status != 200 {
-                        return Err(format!("status {status}"));
+                        return Err(format!("the server answered HTTP {status}"));
                     }
                     return Ok(body);
                 }
@@ -761,22 +792,22 @@ impl Remote {
     ) -> Result<(u16, Vec<u8>), String> {
         let t = &self.target;
         let mut req =
-            RequestHeader::build("GET", t.path.as_bytes(), None).map_err(|e| e.to_string())?;
+            RequestHeader::build("GET", t.path.as_bytes(), None).map_err(|e| plain(&e))?;
         for (n, v) in [
             ("host", t.authority.as_str()),
             ("accept", "application/jwk-set+json, application/json"),
             ("user-agent", "tollgate"),
         ] {
-            req.insert_header(n, v).map_err(|e| e.to_string())?;
+            req.insert_header(n, v).map_err(|e| plain(&e))?;
         }
         s.write_request_header(Box::new(req))
             .await
-            .map_err(|e| e.to_string())?;
-        s.finish_request_body().await.map_err(|e| e.to_string())?;
-        s.read_response_header().await.map_err(|e| e.to_string())?;
+            .map_err(|e| plain(&e))?;
+        s.finish_request_body().await.map_err(|e| plain(&e))?;
+        s.read_response_header().await.map_err(|e| plain(&e))?;
         let status = s.response_header().map(|h| h.status.as_u16()).unwrap_or(0);
         let mut body = Vec::new();
-        while let Some(chunk) = s.read_response_body().await.map_err(|e| e.to_string())? {
+        while let Some(chunk) = s.read_response_body().await.map_err(|e| plain(&e))? {
             if body.len() + chunk.len() > MAX_JWKS_BYTES {
                 return Err(format!("the JWK set is larger than {MAX_JWKS_BYTES} bytes"));
             }
@@ -784,6 +815,57 @@ impl Remote {
         }
         Ok((status, body))
     }
+}
+
+/// A Pingora error in plain words, for a log line: what went wrong, without
+/// Pingora's internal chain of sources, types and contexts.
+fn plain(e: &pingora::Error) -> String {
+    use pingora::ErrorType::*;
+    let what = match e.etype() {
+        ConnectTimedout => "the connection timed out",
+        ConnectRefused => "the connection was refused",
+        ConnectNoRoute => "there is no route to the host",
+        TLSHandshakeTimedout => "the TLS handshake timed out",
+        InvalidCert => "the server's certificate cannot be verified",
+        TLSHandshakeFailure | TLSWantX509Lookup | HandshakeError => {
+            // rustls says why (an unknown issuer, another name) at the root.
+            let mut root = e;
+            while let Some(c) = root
+                .cause
+                .as_ref()
+                .and_then(|c| c.downcast_ref::<pingora::Error>())
+            {
+                root = c;
+            }
+            // Its context embeds a Display of an inner error chain:
+            // "TLS connect() failed:  TLSHandshakeFailure context: … cause: <why>, SNI: …".
+            let why = root
+                .context
+                .as_ref()
+                .map(|c| c.as_str())
+                .and_then(|c| c.strip_prefix("TLS connect() failed:"))
+                .map(|c| c.split(", SNI:").next().unwrap_or(c))
+                .map(|c| c.rsplit("cause: ").next().unwrap_or(c).trim())
+                .filter(|c| !c.is_empty() && !c.contains("context:"));
+            return match why {
+                Some(why) => format!("the TLS handshake failed ({why})"),
+                None => "the TLS handshake failed".into(),
+            };
+        }
+        ConnectError | BindError | AcceptError | SocketError | ConnectProxyFailure => {
+            "the connection could not be made"
+        }
+        InvalidHTTPHeader | H1Error | H2Error | H2Downgrade | InvalidH2 => {
+            "the server's answer is not valid HTTP"
+        }
+        ReadTimedout => "the server did not answer in time",
+        WriteTimedout => "sending the request timed out",
+        ReadError => "reading the answer failed",
+        WriteError => "sending the request failed",
+        ConnectionClosed => "the server closed the connection without an answer",
+        _ => "the request failed",
+    };
+    what.to_string()
 }
 
 // ---------------------------------------------------------------------------
@@ -1203,9 +1285,9 @@ impl Jwt {
         if h.is_empty() || p.is_empty() {
             return Err(Reason::Malformed);
         }
-        let header: Map<String, Value> = b64(h)
+        let header = b64(h)
             .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
+            .and_then(|b| strict_object(&b))
             .ok_or(Reason::Malformed)?;
         let alg = match header.get("alg") {
             Some(Value::String(a)) => Algorithm::from_str(a)
@@ -1254,8 +1336,7 @@ impl Jwt {
         if !good {
             return Err(Reason::BadSignature);
         }
-        let claims: Map<String, Value> =
-            serde_json::from_slice(&t.payload).map_err(|_| Reason::Malformed)?;
+        let claims = strict_object(&t.payload).ok_or(Reason::Malformed)?;
         let (exp, nbf) = self.check_claims(&claims, now)?;
         let (consumer, headers) = self.identity(&claims)?;
         Ok((
@@ -1274,18 +1355,21 @@ impl Jwt {
         claims: &Map<String, Value>,
         now: u64,
     ) -> Result<(f64, Option<f64>), Reason> {
-        let number = |name: &str| -> Result<Option<f64>, Reason> {
+        // A NumericDate (RFC 7519 §2) between 1970 and the end of year 9999: an
+        // `exp` of 1e300 or 2^64 is refused, never read as "does not expire".
+        let date = |name: &str| -> Result<Option<f64>, Reason> {
             match claims.get(name) {
                 None => Ok(None),
                 Some(v) => v
                     .as_f64()
-                    .filter(|f| f.is_finite())
+                    .filter(|f| (0.0..=MAX_NUMERIC_DATE).contains(f))
                     .map(Some)
                     .ok_or(Reason::BadClaimValue),
             }
         };
-        let exp = number("exp")?.ok_or(Reason::MissingClaim)?;
-        let nbf = number("nbf")?;
+        let exp = date("exp")?.ok_or(Reason::MissingClaim)?;
+        let nbf = date("nbf")?;
+        date("iat")?;
         times_ok(exp, nbf, now as f64, self.leeway as f64)?;
         if let Some(iss) = &self.issuer {
             if claims.get("iss").and_then(Value::as_str) != Some(iss.as_str()) {
@@ -1314,8 +1398,9 @@ impl Jwt {
         Ok((exp, nbf))
     }
 
-    /// The consumer and the `forward_claims` headers. A value with a control
-    /// character anywhere is refused, never written into a header.
+    /// The consumer and the `forward_claims` headers. A consumer with a control
+    /// character is refused; claim values are written percent-encoded where
+    /// they are not visible ASCII ([`header_text`]).
     #[allow(clippy::type_complexity)]
     fn identity(
         &self,
@@ -1330,21 +1415,11 @@ impl Jwt {
         };
         let mut headers = Vec::with_capacity(self.forward.len());
         for (claim, header) in &self.forward {
-            let text = match claims.get(claim) {
+            let value = match claims.get(claim) {
                 None | Some(Value::Null) => continue,
-                Some(Value::String(s)) => s.clone(),
-                Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
-                Some(v) => {
-                    if !clean_json(v) {
-                        return Err(Reason::BadClaimValue);
-                    }
-                    serde_json::to_string(v).map_err(|_| Reason::BadClaimValue)?
-                }
+                Some(Value::String(s)) => header_text(s),
+                Some(v) => header_text(&v.to_string()),
             };
-            if !clean(&text) {
-                return Err(Reason::BadClaimValue);
-            }
-            let value = HeaderValue::from_str(&text).map_err(|_| Reason::BadClaimValue)?;
             headers.push((header.clone(), value));
         }
         Ok((consumer, headers))
@@ -1356,12 +1431,108 @@ fn clean(s: &str) -> bool {
     !s.chars().any(char::is_control)
 }
 
-fn clean_json(v: &Value) -> bool {
-    match v {
-        Value::String(s) => clean(s),
-        Value::Array(a) => a.iter().all(clean_json),
-        Value::Object(o) => o.iter().all(|(k, v)| clean(k) && clean_json(v)),
-        _ => true,
+/// A claim value as a header value (SPEC §3 `forward_claims`): its UTF-8 bytes,
+/// with every byte that is not visible ASCII (controls, DEL, non-ASCII), every
+/// `%`, and a space at either end written as `%XX`, so the upstream can always
+/// percent-decode it back to the exact claim. Visible ASCII and inner spaces
+/// (`"read write"`) are kept as they are.
+fn header_text(s: &str) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let b = s.as_bytes();
+    let last = b.len().saturating_sub(1);
+    let keep = |i: usize, c: u8| {
+        (0x21..0x7f).contains(&c) && c != b'%' || (c == b' ' && i != 0 && i != last)
+    };
+    if b.iter().enumerate().all(|(i, &c)| keep(i, c)) {
+        if let Ok(v) = HeaderValue::from_str(s) {
+            return v;
+        }
+    }
+    let mut out = Vec::with_capacity(b.len() * 3);
+    for (i, &c) in b.iter().enumerate() {
+        if keep(i, c) {
+            out.push(c);
+        } else {
+            out.extend_from_slice(&[b'%', HEX[usize::from(c >> 4)], HEX[usize::from(c & 15)]]);
+        }
+    }
+    // Only visible ASCII and inner spaces are left: always a valid value.
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The end of year 9999 (9999-12-31T23:59:59Z) as a NumericDate.
+const MAX_NUMERIC_DATE: f64 = 253_402_300_799.0;
+
+/// A JWS header or claims set: a JSON object in which no member name appears
+/// twice, at any depth. serde_json alone keeps the last of duplicates, so
+/// `{"exp":1,"exp":9999999999}` would mean what a differently built verifier
+/// reads differently (RFC 7515 §4, RFC 7519 §4 allow rejecting it; we do).
+/// Builds the same map serde_json would, so it allocates no more than that
+/// (and the token is bounded by `max_header_size`).
+fn strict_object(bytes: &[u8]) -> Option<Map<String, Value>> {
+    match serde_json::from_slice::<Strict>(bytes).ok()?.0 {
+        Value::Object(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// A JSON value read with [`strict_object`]'s rule.
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value without duplicate member names")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Value, E> {
+        serde_json::Number::from_f64(v)
+            .map(Value::Number)
+            .ok_or_else(|| E::custom("not a finite number"))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(k) = map.next_key::<String>()? {
+            if out.contains_key(&k) {
+                return Err(serde::de::Error::custom("a member name appears twice"));
+            }
+            let Strict(v) = map.next_value()?;
+            out.insert(k, v);
+        }
+        Ok(Value::Object(out))
     }
 }
 
@@ -1645,14 +1816,27 @@ LwV4bUsA7rbkk7pbrKQi/3i63yUAzzrAf63YCxxZDMYbPXxIlV003ZJk
             with("sub", json!("a\r\nx-admin: 1")).unwrap_err(),
             Reason::BadClaimValue
         );
+        // Forwarded claims that are not visible ASCII are percent-encoded (SPEC §3).
+        let forwarded = |k: &str, val: Value, header: &str| {
+            let v = with(k, val).unwrap();
+            let (_, h) = v.headers.iter().find(|(n, _)| n == header).unwrap();
+            h.to_str().unwrap().to_string()
+        };
+        assert_eq!(forwarded("n", json!("tab\there"), "x-n"), "tab%09here");
+        assert_eq!(forwarded("n", json!("a\r\nx: 1"), "x-n"), "a%0D%0Ax: 1");
         assert_eq!(
-            with("n", json!("tab\there")).unwrap_err(),
-            Reason::BadClaimValue
+            forwarded("n", json!("José 100%"), "x-n"),
+            "Jos%C3%A9 100%25"
         );
+        assert_eq!(forwarded("n", json!(" pad "), "x-n"), "%20pad%20");
+        assert_eq!(forwarded("n", json!("\u{7f}\u{85}"), "x-n"), "%7F%C2%85");
+        assert_eq!(forwarded("n", json!("read write"), "x-n"), "read write");
+        assert_eq!(forwarded("n", json!(""), "x-n"), "");
         assert_eq!(
-            with("roles", json!(["ok", "bad\n"])).unwrap_err(),
-            Reason::BadClaimValue
+            forwarded("roles", json!(["ok", "bad\n", "é"]), "x-roles"),
+            "[\"ok\",\"bad\\n\",\"%C3%A9\"]"
         );
+        // A consumer must be a string without control characters, or a number.
         assert_eq!(
             with("sub", json!({"o": 1})).unwrap_err(),
             Reason::BadClaimValue
@@ -1669,6 +1853,92 @@ LwV4bUsA7rbkk7pbrKQi/3i63yUAzzrAf63YCxxZDMYbPXxIlV003ZJk
                 .unwrap_err(),
             Reason::BadSignature
         );
+    }
+
+    #[test]
+    fn dates_beyond_year_9999_and_duplicate_names_are_refused() {
+        let j = secret_jwt("");
+        let ok = |payload: &str| {
+            let msg = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(r#"{"alg":"HS256","typ":"JWT"}"#),
+                URL_SAFE_NO_PAD.encode(payload)
+            );
+            let sig = jsonwebtoken::crypto::sign(
+                msg.as_bytes(),
+                &EncodingKey::from_secret(SECRET.as_bytes()),
+                Algorithm::HS256,
+            )
+            .unwrap();
+            j.verify_uncached(&format!("{msg}.{sig}"), NOW)
+        };
+        assert!(ok(&format!(r#"{{"sub":"a","exp":{}}}"#, NOW + 60)).is_ok());
+        // The last second of year 9999 is a date; anything later is not.
+        assert!(ok(r#"{"sub":"a","exp":253402300799}"#).is_ok());
+        for exp in [
+            "253402300800",
+            "1e300",
+            "18446744073709551616",
+            "18446744073709551615",
+            "9223372036854775807",
+            "1.7976931348623157e308",
+            "-1",
+            "\"9999999999\"",
+            "null",
+            "true",
+            "[1]",
+        ] {
+            assert_eq!(
+                ok(&format!(r#"{{"sub":"a","exp":{exp}}}"#)).unwrap_err(),
+                Reason::BadClaimValue,
+                "exp {exp}"
+            );
+            let nbf = format!(r#"{{"sub":"a","exp":{},"nbf":{exp}}}"#, NOW + 60);
+            assert_eq!(ok(&nbf).unwrap_err(), Reason::BadClaimValue, "nbf {exp}");
+            let iat = format!(r#"{{"sub":"a","exp":{},"iat":{exp}}}"#, NOW + 60);
+            assert_eq!(ok(&iat).unwrap_err(), Reason::BadClaimValue, "iat {exp}");
+        }
+        // Beyond what a double holds: not JSON serde can read, so not a token.
+        assert_eq!(ok(r#"{"exp":1e400}"#).unwrap_err(), Reason::Malformed);
+        // Duplicate names, in either order, at any depth.
+        let exp = NOW + 60;
+        for p in [
+            format!(r#"{{"exp":1,"exp":{exp}}}"#),
+            format!(r#"{{"exp":{exp},"sub":"a","exp":{exp}}}"#),
+            format!(r#"{{"exp":{exp},"sub":"a","sub":"admin"}}"#),
+            format!(r#"{{"exp":{exp},"ctx":{{"role":"u","role":"admin"}}}}"#),
+            format!(r#"{{"exp":{exp},"l":[{{"a":1,"a":2}}]}}"#),
+            format!(r#"{{"exp":{exp},"e\u0078p":1,"exp":{exp}}}"#),
+        ] {
+            assert_eq!(ok(&p).unwrap_err(), Reason::Malformed, "{p}");
+        }
+        // The same in the JOSE header.
+        let claims = json!({"sub": "a", "exp": exp});
+        let body = URL_SAFE_NO_PAD.encode(claims.to_string());
+        for h in [
+            r#"{"alg":"none","alg":"HS256"}"#,
+            r#"{"alg":"HS256","kid":"a","kid":"b"}"#,
+        ] {
+            let msg = format!("{}.{body}", URL_SAFE_NO_PAD.encode(h));
+            let sig = jsonwebtoken::crypto::sign(
+                msg.as_bytes(),
+                &EncodingKey::from_secret(SECRET.as_bytes()),
+                Algorithm::HS256,
+            )
+            .unwrap();
+            assert_eq!(
+                j.verify_uncached(&format!("{msg}.{sig}"), NOW).unwrap_err(),
+                Reason::Malformed,
+                "{h}"
+            );
+        }
+        assert_eq!(
+            strict_object(br#"{"a":{"b":1},"c":{"b":2}}"#)
+                .unwrap()
+                .len(),
+            2
+        );
+        assert!(strict_object(b"[1]").is_none());
     }
 
     #[test]
@@ -2007,6 +2277,82 @@ LwV4bUsA7rbkk7pbrKQi/3i63yUAzzrAf63YCxxZDMYbPXxIlV003ZJk
             h[0].1,
             "Bearer error=\"invalid_token\", error_description=\"the token has expired\""
         );
+    }
+
+    #[test]
+    fn retry_after_is_the_time_until_the_next_fetch() {
+        // Default jwks_cooldown (30s): the issue's 503 said 29 s while the
+        // background retries came after 1, 2 and 4 s.
+        let (j, _d) = ok(
+            "algorithms = [\"RS256\"]\njwks_url = \"http://127.0.0.1:9/jwks\"\njwks_refresh = \"10m\"",
+            &[],
+        );
+        let Keys::Remote(r) = &j.keys else { panic!() };
+        let now = Instant::now();
+        let after_failures = |failures: u32| {
+            let mut st = r.lock();
+            st.failures = failures;
+            st.last_attempt = Some(now);
+            st.last_on_demand = Some(now);
+            drop(st);
+            r.retry_after()
+        };
+        assert_eq!(after_failures(1), 1);
+        assert_eq!(after_failures(2), 2);
+        assert_eq!(after_failures(3), 4);
+        assert_eq!(after_failures(4), 8);
+        // At most 64 s, and the on-demand fetch after the cooldown comes first.
+        assert_eq!(after_failures(20), 30);
+        {
+            let mut st = r.lock();
+            st.last_on_demand = None;
+        }
+        assert_eq!(r.retry_after(), 1, "an on-demand fetch may start at once");
+        // Keys loaded, refreshed every 10 minutes: the refresh is the next fetch
+        // unless the cooldown ends first.
+        let mut st = r.lock();
+        st.failures = 0;
+        st.last_success = Some(now);
+        st.last_on_demand = Some(now);
+        assert_eq!(r.seconds_until_next(&st), 30);
+        st.last_on_demand = Some(now - Duration::from_secs(3600));
+        assert_eq!(r.seconds_until_next(&st), 1);
+    }
+
+    #[test]
+    fn fetch_errors_are_plain_words() {
+        let e = pingora::Error::explain(
+            pingora::ErrorType::ConnectRefused,
+            "Connection refused (os error 111)",
+        );
+        assert_eq!(plain(&e), "the connection was refused");
+        // As Pingora 0.9's rustls connector builds it (seen in a real log).
+        let inner =
+            pingora::Error::explain(pingora::ErrorType::TLSHandshakeFailure, "tls connect error");
+        let mut inner = *inner;
+        inner.cause = Some("invalid peer certificate: NotValidForName".into());
+        let root = pingora::Error::explain(
+            pingora::ErrorType::TLSHandshakeFailure,
+            format!("TLS connect() failed: {inner}, SNI: 127.0.0.1"),
+        );
+        let mut outer = pingora::Error::new(pingora::ErrorType::TLSHandshakeFailure);
+        outer.cause = Some(root);
+        assert_eq!(
+            plain(&outer),
+            "the TLS handshake failed (invalid peer certificate: NotValidForName)"
+        );
+        let bare = pingora::Error::explain(pingora::ErrorType::TLSHandshakeFailure, "odd");
+        assert_eq!(plain(&bare), "the TLS handshake failed");
+        for t in [
+            pingora::ErrorType::ReadTimedout,
+            pingora::ErrorType::ConnectionClosed,
+        ] {
+            let m = plain(&pingora::Error::new(t));
+            assert!(
+                !m.starts_with(' ') && !m.contains("context") && !m.contains("cause"),
+                "{m}"
+            );
+        }
     }
 
     #[tokio::test]

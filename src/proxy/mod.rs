@@ -541,37 +541,24 @@ impl ProxyHttp for Gateway {
         let host = request_host(req);
         ctx.request_origin = req.headers.get(header::ORIGIN).cloned();
         // A CORS preflight is routed as the request it announces, so that the
-        // route's `cors` plugin can answer it (SPEC: cors answers preflight itself).
+        // route's `cors` plugin can answer it (SPEC: cors answers preflight itself);
+        // a path that belongs to a `cors` route is answered by that plugin, even for
+        // a method the route does not allow (see `cors::route_preflight`).
         let preflight_method = (req.method == http::Method::OPTIONS
             && ctx.request_origin.is_some())
         .then(|| req.headers.get(header::ACCESS_CONTROL_REQUEST_METHOD))
         .flatten()
         .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok());
-        let found = rt.router.find(&RequestInfo {
+        let info = RequestInfo {
             host: &host,
             path: &path,
-            method: preflight_method.as_ref().unwrap_or(&req.method),
+            method: &req.method,
             headers: &req.headers,
             version: ctx.version.as_deref(),
-        });
-        // ...but only to a route with a `cors` plugin; otherwise OPTIONS is routed as itself.
-        let found = match found {
-            RouteMatch::Found { route, .. }
-                if preflight_method.is_some()
-                    && !rt.routes[route]
-                        .chain
-                        .iter()
-                        .any(|i| i.phase == crate::plugins::Phase::Cors) =>
-            {
-                rt.router.find(&RequestInfo {
-                    host: &host,
-                    path: &path,
-                    method: &req.method,
-                    headers: &req.headers,
-                    version: ctx.version.as_deref(),
-                })
-            }
-            other => other,
+        };
+        let found = match &preflight_method {
+            Some(announced) => crate::plugins::cors::route_preflight(&rt, &info, announced),
+            None => rt.router.find(&info),
         };
         let method = req.method.clone();
         match found {
