@@ -230,7 +230,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> GatewayApp<A> {
     }
 }
 
-impl GatewayApp {
+impl<A: HttpServerApp + Send + Sync + 'static> GatewayApp<A> {
     /// A plain connection that opened with the HTTP/2 preface (`read`: the bytes
     /// read so far, preface included).
     async fn serve_h2c(&self, mut stream: Stream, read: BytesMut, shutdown: &ShutdownWatch) {
@@ -276,13 +276,13 @@ fn h2c_refusal() -> Vec<u8> {
 
 /// Pingora's HTTP/2 server with h2c on, for one connection whose preface the
 /// gateway has read: the same proxy serves its requests.
-struct H2c {
-    proxy: Arc<HttpProxy<Gateway>>,
+struct H2c<A> {
+    proxy: Arc<A>,
     options: HttpServerOptions,
 }
 
 #[async_trait]
-impl HttpServerApp for H2c {
+impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for H2c<A> {
     async fn process_new_http(
         self: &Arc<Self>,
         session: ServerSession,
