@@ -375,16 +375,17 @@ pub struct Forwarding {
 }
 
 impl Forwarding {
-    /// Reads the request's authority from `Host` and the request target (an
-    /// HTTP/2 `:authority` or an HTTP/1 absolute-form target): several `Host`
-    /// values, a malformed one, or a target authority that names another
-    /// host than `Host` (after normalisation) are refused. From a trusted
-    /// peer, a valid `X-Forwarded-Proto` and `X-Forwarded-Host` are kept.
+    /// Reads the request's authority from `Host` and the request target
+    /// (`target`: an HTTP/2 `:authority` or an HTTP/1 absolute-form target's
+    /// authority, see [`target_authority`]): several `Host` values, a
+    /// malformed one, or a target authority that names another host than
+    /// `Host` (after normalisation) are refused. From a trusted peer, a valid
+    /// `X-Forwarded-Proto` and `X-Forwarded-Host` are kept.
     pub fn from_request(
         trusted_peer: bool,
         tls: bool,
         headers: &HeaderMap,
-        uri: &http::Uri,
+        target: Option<&[u8]>,
     ) -> Result<Forwarding, BadRequest> {
         let mut https = tls;
         let mut kept_host = None;
@@ -409,9 +410,9 @@ impl Forwarding {
             Some(v) => parse_authority(v.as_bytes(), Some(v), https)?,
             None => None,
         };
-        let authority = match uri.authority() {
+        let authority = match target {
             Some(a) => {
-                let from_target = parse_authority(a.as_str().as_bytes(), None, https)?;
+                let from_target = parse_authority(a, None, https)?;
                 if host.is_some() && from_host != from_target {
                     return Err(BadRequest(
                         "the Host header names another host than the request target",
@@ -449,6 +450,26 @@ impl Forwarding {
             .as_ref()
             .or(self.authority.as_ref())
             .map(Authority::header_value)
+    }
+}
+
+/// The authority the request target names: the URI's (HTTP/2 `:authority`),
+/// else that of an HTTP/1 absolute-form target (`raw_path`, as received).
+/// A target whose authority a parser could read in two ways is refused.
+pub fn target_authority<'a>(
+    uri: &'a http::Uri,
+    raw_path: &'a [u8],
+) -> Result<Option<&'a [u8]>, BadRequest> {
+    use pingora::http::authority::{raw_target_authority, RawTargetAuthority};
+    if let Some(a) = uri.authority() {
+        return Ok(Some(a.as_str().as_bytes()));
+    }
+    match raw_target_authority(raw_path) {
+        RawTargetAuthority::None => Ok(None),
+        RawTargetAuthority::Absolute { authority, .. } => Ok(Some(authority)),
+        RawTargetAuthority::AmbiguousAuthority => {
+            Err(BadRequest("the request target's authority is ambiguous"))
+        }
     }
 }
 
@@ -840,11 +861,29 @@ mod tests {
         (m, uri.parse().unwrap())
     }
 
+    fn target(u: &http::Uri) -> Option<&[u8]> {
+        u.authority().map(|a| a.as_str().as_bytes())
+    }
+
+    #[test]
+    fn the_target_authority_comes_from_the_uri_or_the_raw_absolute_form() {
+        let origin: http::Uri = "/x".parse().unwrap();
+        assert_eq!(target_authority(&origin, b"/x"), Ok(None));
+        assert_eq!(
+            target_authority(&origin, b"http://Admin.example.com./x"),
+            Ok(Some(&b"Admin.example.com."[..]))
+        );
+        assert!(target_authority(&origin, b"http:admin.example.com/x").is_err());
+        assert!(target_authority(&origin, b"http://admin.example.com\\@x/").is_err());
+        let h2: http::Uri = "https://a.example/x".parse().unwrap();
+        assert_eq!(target_authority(&h2, b"/x"), Ok(Some(&b"a.example"[..])));
+    }
+
     #[test]
     fn the_target_authority_and_host_must_agree() {
         let f = |host: &[&str], uri: &str| {
             let (m, u) = request(host, uri);
-            Forwarding::from_request(false, false, &m, &u).map(|f| f.host().to_string())
+            Forwarding::from_request(false, false, &m, target(&u)).map(|f| f.host().to_string())
         };
         assert_eq!(
             f(&["Admin.example.com."], "/x"),
@@ -879,18 +918,18 @@ mod tests {
             "x-forwarded-host",
             HeaderValue::from_static("Shop.example.com"),
         );
-        let u: http::Uri = "/".parse().unwrap();
-        let f = Forwarding::from_request(true, false, &m, &u).unwrap();
+        let u = None;
+        let f = Forwarding::from_request(true, false, &m, u).unwrap();
         assert_eq!(f.proto(), "https");
         assert_eq!(f.forwarded_host().unwrap(), "shop.example.com");
         assert_eq!(f.host(), "internal");
-        let f = Forwarding::from_request(false, false, &m, &u).unwrap();
+        let f = Forwarding::from_request(false, false, &m, u).unwrap();
         assert_eq!(f.proto(), "http");
         assert_eq!(f.forwarded_host().unwrap(), "internal:8080");
         // Garbage from a trusted peer is replaced, not kept.
         m.insert("x-forwarded-proto", HeaderValue::from_static("javascript"));
         m.insert("x-forwarded-host", HeaderValue::from_static("a b"));
-        let f = Forwarding::from_request(true, true, &m, &u).unwrap();
+        let f = Forwarding::from_request(true, true, &m, u).unwrap();
         assert_eq!(f.proto(), "https");
         assert_eq!(f.forwarded_host().unwrap(), "internal:8080");
     }
@@ -1305,7 +1344,7 @@ mod properties {
             let Ok(hv) = HeaderValue::from_bytes(&host) else { return Ok(()) };
             let mut m = HeaderMap::new();
             m.insert(header::HOST, hv);
-            if let Ok(f) = Forwarding::from_request(false, false, &m, &uri) {
+            if let Ok(f) = Forwarding::from_request(false, false, &m, uri.authority().map(|a| a.as_str().as_bytes())) {
                 let from_host = parse_authority(&host, None, false).unwrap();
                 prop_assert_eq!(f.authority.as_ref(), from_host.as_ref());
                 let from_target = parse_authority(uri.authority().unwrap().as_str().as_bytes(), None, false).unwrap();

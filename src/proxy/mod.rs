@@ -405,7 +405,8 @@ impl ProxyHttp for Gateway {
                     "a standard method must be written in upper case",
                 ));
             }
-            forwarded::Forwarding::from_request(trusted_peer, tls, &req.headers, &req.uri)
+            let target = forwarded::target_authority(&req.uri, req.raw_path())?;
+            forwarded::Forwarding::from_request(trusted_peer, tls, &req.headers, target)
         });
         match checked {
             Ok(f) => ctx.forwarding = f,
