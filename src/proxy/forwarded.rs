@@ -1073,7 +1073,7 @@ mod properties {
                     if i > 0 {
                         line.push(b',');
                     }
-                    line.extend(std::iter::repeat(b' ').take(usize::from(ws)));
+                    line.extend(std::iter::repeat_n(b' ', usize::from(ws)));
                     line.extend(e);
                 }
                 line
@@ -1237,7 +1237,7 @@ mod properties {
                     .zip(case)
                     .map(|(&b, up)| if up { b.to_ascii_uppercase() } else { b })
                     .collect();
-                h.extend(std::iter::repeat(b'.').take(dots));
+                h.extend(std::iter::repeat_n(b'.', dots));
                 h.extend_from_slice(tail.as_bytes());
                 h.extend_from_slice(port.as_bytes());
                 h

@@ -836,13 +836,16 @@ impl ProxyHttp for Gateway {
         // The host that was routed and keyed is the host forwarded. A request
         // that named none (HTTP/1.0 without Host) is sent to the target's
         // address, as nginx's `$proxy_host`: HTTP/1.1 requires a Host.
-        let host = match &f.authority {
-            Some(a) => Some(a.header_value().clone()),
-            None => ctx.target.as_deref().and_then(|t| t.parse().ok()),
-        };
-        if let Some(h) = host {
-            if up_req.headers.get(header::HOST) != Some(&h) {
-                up_req.insert_header(header::HOST, h)?;
+        match &f.authority {
+            Some(a) => {
+                if up_req.headers.get(header::HOST) != Some(a.header_value()) {
+                    up_req.insert_header(header::HOST, a.header_value().clone())?;
+                }
+            }
+            None => {
+                if let Some(t) = ctx.target.as_deref() {
+                    up_req.insert_header(header::HOST, t)?;
+                }
             }
         }
         if let Some(p) = peer {
