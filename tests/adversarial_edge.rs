@@ -838,3 +838,90 @@ fn property_no_host_spelling_reaches_the_catch_all() {
     assert_eq!(public.hits(), 0, "{:?}", public.requests());
     assert!(admin.hits() > 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Cost: the common cases of the per-request edge decisions allocate nothing
+// ---------------------------------------------------------------------------------------------
+
+/// Counts the allocations of the current thread (the gateway runs in its own process:
+/// only this test binary's own calls are counted).
+struct CountingAlloc;
+
+thread_local! {
+    static ALLOCATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
+
+fn black_box_vec(v: Vec<u8>) {
+    std::hint::black_box(v);
+}
+
+fn allocations() -> usize {
+    ALLOCATIONS.with(|c| c.get())
+}
+
+#[test]
+fn host_and_client_ip_decisions_do_not_allocate_in_the_common_case() {
+    use tollgate::proxy::forwarded::{client_ip, Forwarding};
+    // Header values as Pingora makes them: slices of one shared request buffer.
+    let buf = bytes::Bytes::copy_from_slice(
+        b"api.example.com:8443 198.51.100.7, 203.0.113.9, 10.2.2.2 https",
+    );
+    let value =
+        |r: std::ops::Range<usize>| http::HeaderValue::from_maybe_shared(buf.slice(r)).unwrap();
+    let mut headers = http::HeaderMap::new();
+    headers.insert("host", value(0..20));
+    headers.insert("x-forwarded-for", value(21..56));
+    headers.insert("x-forwarded-proto", value(57..62));
+    let nets: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+    let lb: std::net::IpAddr = "10.1.1.1".parse().unwrap();
+    // The counter counts.
+    let before = allocations();
+    black_box_vec(vec![1u8; 16]);
+    assert_eq!(allocations() - before, 1);
+    // Warm up whatever is lazily initialised.
+    let _ = Forwarding::from_request(true, false, &headers, None);
+
+    let before = allocations();
+    let ip = client_ip(Some(lb), &headers, &nets);
+    let f = Forwarding::from_request(true, false, &headers, None).unwrap();
+    let after = allocations();
+    assert_eq!(ip, Ok(Some("203.0.113.9".parse().unwrap())));
+    assert_eq!(f.host(), "api.example.com");
+    assert_eq!(f.proto(), "https");
+    assert_eq!(after - before, 0, "allocations on the common path");
+    drop(f);
+
+    // A host that needs rewriting costs one allocation, whatever its length.
+    headers.insert(
+        "host",
+        http::HeaderValue::from_static("API.Example.COM.:08443"),
+    );
+    let before = allocations();
+    let f = Forwarding::from_request(false, false, &headers, None).unwrap();
+    let after = allocations();
+    assert_eq!(
+        f.authority.as_ref().map(|a| a.as_str()),
+        Some("api.example.com:8443")
+    );
+    assert!(
+        (1..=2).contains(&(after - before)),
+        "{} allocations",
+        after - before
+    );
+}
