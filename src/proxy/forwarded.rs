@@ -265,7 +265,7 @@ fn check_authority(raw: &[u8], default_port: u16) -> Result<Checked, BadRequest>
                     .iter()
                     .fold(0u32, |n, &d| n * 10 + u32::from(d - b'0'));
                 let port = u16::try_from(n).ok().filter(|&p| p != 0).ok_or(BAD_PORT)?;
-                if digits[0] == b'0' || port == default_port {
+                if digits.first() == Some(&b'0') || port == default_port {
                     normal = false;
                 }
                 (port != default_port).then_some(port)
