@@ -50,6 +50,9 @@ pub struct RequestCtx {
     pub route: Option<usize>,
     pub params: Params,
     pub client_ip: Option<IpAddr>,
+    /// The request's normalised host, scheme and trusted-peer facts, computed
+    /// once in `request_filter` (routing, cache key, forwarding headers).
+    pub forwarding: forwarded::Forwarding,
     /// Set by authentication plugins.
     pub consumer: Option<String>,
     /// The tightest rate limit this request met (for `RateLimit-*` headers).
@@ -343,28 +346,6 @@ fn is_timeout(e: &Error) -> bool {
     )
 }
 
-/// `host` of the request, lowercased, without port.
-fn request_host(req: &RequestHeader) -> String {
-    let raw = req
-        .headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| req.uri.host())
-        .unwrap_or("");
-    let host = if raw.starts_with('[') {
-        raw.split(']').next().map(|h| &h[1..]).unwrap_or(raw)
-    } else {
-        raw.rsplit_once(':').map_or(raw, |(h, p)| {
-            if p.bytes().all(|b| b.is_ascii_digit()) {
-                h
-            } else {
-                raw
-            }
-        })
-    };
-    host.to_ascii_lowercase()
-}
-
 /// The route's chain, when it has a `cache` plugin (the first one is used).
 fn cache_chain(ctx: &RequestCtx) -> Option<Arc<[Instance]>> {
     ctx.route()
@@ -391,20 +372,6 @@ fn response_header_bytes(resp: &ResponseHeader) -> usize {
         .sum()
 }
 
-/// A forwarding chain (`X-Forwarded-For`, `Forwarded`) to be extended with this
-/// hop: the values already sent, each followed by ", ", when the peer is a
-/// trusted proxy; empty otherwise (a chain from an untrusted peer is replaced).
-fn chain_start(headers: &http::HeaderMap, name: &str, trusted: bool) -> String {
-    let mut out = String::with_capacity(96);
-    if trusted {
-        for v in headers.get_all(name).iter().filter_map(|v| v.to_str().ok()) {
-            out.push_str(v);
-            out.push_str(", ");
-        }
-    }
-    out
-}
-
 fn hv(s: &str) -> http::HeaderValue {
     http::HeaderValue::from_str(s).unwrap_or_else(|_| http::HeaderValue::from_static(""))
 }
@@ -421,6 +388,7 @@ impl ProxyHttp for Gateway {
             route: None,
             params: Params::default(),
             client_ip: None,
+            forwarding: forwarded::Forwarding::default(),
             consumer: None,
             rate_limit: None,
             request_origin: None,
@@ -468,8 +436,9 @@ impl ProxyHttp for Gateway {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        ctx.client_ip =
+        let client_ip =
             forwarded::client_ip(peer, &session.req_header().headers, &rt.trusted_proxies);
+        ctx.client_ip = *client_ip.as_ref().unwrap_or(&peer);
         if let Some(rid) = &rt.request_id {
             if let Some(r) = rid.plugin.as_request_id() {
                 r.assign(session.req_header(), ctx);
@@ -491,6 +460,31 @@ impl ProxyHttp for Gateway {
             return Ok(true);
         }
 
+        // Who and what the request names, decided once (SPEC §3
+        // `trusted_proxies`, §4): refused before routing and any plugin.
+        let tls = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .is_some();
+        let trusted_peer = peer.is_some_and(|p| forwarded::is_trusted(p, &rt.trusted_proxies));
+        let checked = client_ip.and_then(|_| {
+            if forwarded::is_miscased_method(&req.method) {
+                return Err(forwarded::BadRequest(
+                    "a standard method must be written in upper case",
+                ));
+            }
+            let target = forwarded::target_authority(&req.uri, req.raw_path())?;
+            forwarded::Forwarding::from_request(trusted_peer, tls, &req.headers, target)
+        });
+        match checked {
+            Ok(f) => ctx.forwarding = f,
+            Err(e) => {
+                self.respond_problem(session, ctx, 400, e.0, vec![]).await;
+                return Ok(true);
+            }
+        }
+
+        let req = session.req_header();
         let path = match normalize_path(req.uri.path()) {
             Ok(p) => p.into_owned(),
             Err(e) => {
@@ -538,7 +532,7 @@ impl ProxyHttp for Gateway {
         }
 
         let req = session.req_header();
-        let host = request_host(req);
+        let host = ctx.forwarding.host();
         ctx.request_origin = req.headers.get(header::ORIGIN).cloned();
         // A CORS preflight is routed as the request it announces, so that the
         // route's `cors` plugin can answer it (SPEC: cors answers preflight itself);
@@ -550,7 +544,7 @@ impl ProxyHttp for Gateway {
         .flatten()
         .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok());
         let info = RequestInfo {
-            host: &host,
+            host,
             path: &path,
             method: &req.method,
             headers: &req.headers,
@@ -697,11 +691,16 @@ impl ProxyHttp for Gateway {
             return Error::e_explain(ErrorType::InternalError, "no cache plugin on this route");
         };
         let req = session.req_header();
-        let host = request_host(req);
-        let https = session
-            .digest()
-            .and_then(|d| d.ssl_digest.as_ref())
-            .is_some();
+        // What the upstream is told (Host, X-Forwarded-Host, -Proto) is what
+        // is keyed.
+        let f = &ctx.forwarding;
+        let authority = f.authority.as_ref().map_or("", |a| a.as_str());
+        let host: std::borrow::Cow<'_, str> = match &f.kept_host {
+            Some(kept) if f.authority.as_ref() != Some(kept) => {
+                format!("{authority} {}", kept.as_str()).into()
+            }
+            _ => authority.into(),
+        };
         let route = ctx
             .route()
             .map(|r| r.name.clone())
@@ -709,7 +708,7 @@ impl ProxyHttp for Gateway {
         let parts = KeyParts {
             route: &route,
             method: req.method.as_str(),
-            scheme: if https { "https" } else { "http" },
+            scheme: f.proto(),
             host: &host,
             path: ctx.path.as_deref().unwrap_or("/"),
             query: req.uri.query(),
@@ -877,50 +876,56 @@ impl ProxyHttp for Gateway {
             up_req.insert_header(header::CONNECTION, "upgrade")?;
         }
 
-        let rt = &ctx.rt;
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        let peer_trusted = peer.is_some_and(|p| rt.trusted_proxies.iter().any(|n| n.contains(&p)));
-        let proto = if session
+        let tls = session
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())
-            .is_some()
-        {
-            "https"
-        } else {
-            "http"
-        };
-        let req = session.req_header();
-        // The Host value as received (a shared buffer, not a copy).
-        let host = match req.headers.get(header::HOST) {
-            Some(v) if v.to_str().is_ok() => Some(v.clone()),
-            _ => req
-                .uri
-                .authority()
-                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok()),
-        };
+            .is_some();
+        let f = &ctx.forwarding;
+        if !f.trusted_peer {
+            for n in forwarded::CLIENT_IP_HEADERS {
+                up_req.remove_header(n);
+            }
+        }
+        // The host that was routed and keyed is the host forwarded. A request
+        // that named none (HTTP/1.0 without Host) is sent to the target's
+        // address, as nginx's `$proxy_host`: HTTP/1.1 requires a Host.
+        match &f.authority {
+            Some(a) => {
+                if up_req.headers.get(header::HOST) != Some(a.header_value()) {
+                    up_req.insert_header(header::HOST, a.header_value().clone())?;
+                }
+            }
+            None => {
+                if let Some(t) = ctx.target.as_deref() {
+                    up_req.insert_header(header::HOST, t)?;
+                }
+            }
+        }
         if let Some(p) = peer {
-            use std::fmt::Write as _;
+            use std::io::Write as _;
             // Each value built once, in place.
-            let mut xff = chain_start(&up_req.headers, "x-forwarded-for", peer_trusted);
+            let mut xff =
+                forwarded::chain_start(&up_req.headers, "x-forwarded-for", f.trusted_peer);
             let _ = write!(xff, "{p}");
             up_req.insert_header("x-forwarded-for", xff)?;
-            let mut fwd = chain_start(&up_req.headers, "forwarded", peer_trusted);
-            fwd.push_str("for=");
+            let mut fwd = forwarded::chain_start(&up_req.headers, "forwarded", f.trusted_peer);
+            fwd.extend_from_slice(b"for=");
             forwarded::push_node(&mut fwd, p);
-            fwd.push_str(";proto=");
-            fwd.push_str(proto);
-            if let Some(h) = host.as_ref().and_then(|h| h.to_str().ok()) {
-                fwd.push_str(";host=");
-                forwarded::push_quoted(&mut fwd, h);
+            fwd.extend_from_slice(if tls { b";proto=https" } else { b";proto=http" });
+            if let Some(a) = &f.authority {
+                fwd.extend_from_slice(b";host=");
+                forwarded::push_quoted(&mut fwd, a.as_str().as_bytes());
             }
             up_req.insert_header("forwarded", fwd)?;
         }
-        up_req.insert_header("x-forwarded-proto", proto)?;
-        match host {
-            Some(h) => up_req.insert_header("x-forwarded-host", h)?,
+        // From a trusted peer, its X-Forwarded-Proto/-Host (validated) are kept.
+        up_req.insert_header("x-forwarded-proto", f.proto())?;
+        match f.forwarded_host() {
+            Some(h) => up_req.insert_header("x-forwarded-host", h.clone())?,
             None => {
                 up_req.remove_header("x-forwarded-host");
             }
@@ -957,8 +962,11 @@ impl ProxyHttp for Gateway {
                 "upstream response header section over max_header_size",
             );
         }
-        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS && !session.is_upgrade_req() {
-            // Nothing asked to switch protocols: a broken upstream (SPEC §4).
+        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS
+            && !(session.is_upgrade_req() && forwarded::is_upgrade(&session.req_header().headers))
+        {
+            // Nothing asked to switch protocols (only WebSocket upgrades are
+            // forwarded as such): a broken upstream (SPEC §4).
             ctx.record_outcome(None, true);
             self.count_failure(ctx, "status");
             return Error::e_explain(

@@ -10,6 +10,11 @@
 //!   hex digits uppercased (`%3a` -> `%3A`); escapes are never decoded twice;
 //! - `%2F` (encoded `/`), `\` or `%5C`, and control characters or spaces, raw
 //!   or encoded (`%00`..`%1F`, `%7F`), are rejected;
+//! - `;`, raw or encoded (`%3B`), is rejected: Tomcat and Spring read
+//!   `/admin/..;/x` or `/a;jsessionid=1/b` as other paths than the one routed;
+//! - escapes of bytes above `%7F` must spell UTF-8: an overlong form
+//!   (`%C0%AF` for `/`, `%E0%80%AF`), a surrogate, a lone continuation byte or
+//!   a truncated sequence is rejected;
 //! - after decoding, `.` segments are removed and `..` removes the segment
 //!   before it; climbing above `/` is rejected;
 //! - runs of `/` collapse to one; a trailing `/` is kept, and a path ending in
@@ -40,6 +45,10 @@ pub enum PathError {
     AboveRoot,
     /// A control character or space, raw or encoded (`%00`..`%1F`, `%7F`).
     ControlChar,
+    /// A `;`, raw or encoded as `%3B` (path parameters).
+    Semicolon,
+    /// Escaped bytes that are not UTF-8 (overlong, surrogate, truncated).
+    BadUtf8,
 }
 
 impl fmt::Display for PathError {
@@ -51,6 +60,8 @@ impl fmt::Display for PathError {
             PathError::Backslash => "'\\' in path",
             PathError::AboveRoot => "path climbs above '/'",
             PathError::ControlChar => "control character or space in path",
+            PathError::Semicolon => "';' in path",
+            PathError::BadUtf8 => "escaped bytes in path are not UTF-8 (or are overlong)",
         })
     }
 }
@@ -85,11 +96,41 @@ fn check_escape(bytes: &[u8], i: usize) -> Result<(u8, bool), PathError> {
     match v {
         b'/' => Err(PathError::EncodedSlash),
         b'\\' => Err(PathError::Backslash),
+        b';' => Err(PathError::Semicolon),
         0x00..=0x1f | 0x7f => Err(PathError::ControlChar),
         _ => Ok((
             v,
             is_unreserved(v) || h.is_ascii_lowercase() || l.is_ascii_lowercase(),
         )),
+    }
+}
+
+/// Checks the UTF-8 sequence whose first escape (of a byte above `0x7F`) is
+/// at `bytes[i]`: every byte of the character must be escaped, and together
+/// they must be one well-formed UTF-8 character (no overlong form, surrogate
+/// or code point above U+10FFFF). Returns the length of the escapes and
+/// whether normalisation rewrites any of them.
+fn check_utf8_escape(bytes: &[u8], i: usize) -> Result<(usize, bool), PathError> {
+    let (lead, mut rewrite) = check_escape(bytes, i)?;
+    let width = match lead {
+        0xc2..=0xdf => 2,
+        0xe0..=0xef => 3,
+        0xf0..=0xf4 => 4,
+        _ => return Err(PathError::BadUtf8),
+    };
+    let mut buf = [lead, 0, 0, 0];
+    for (k, slot) in buf.iter_mut().enumerate().take(width).skip(1) {
+        let at = i + 3 * k;
+        if bytes.get(at) != Some(&b'%') {
+            return Err(PathError::BadUtf8);
+        }
+        let (b, r) = check_escape(bytes, at)?;
+        *slot = b;
+        rewrite |= r;
+    }
+    match std::str::from_utf8(buf.get(..width).unwrap_or_default()) {
+        Ok(_) => Ok((3 * width, rewrite)),
+        Err(_) => Err(PathError::BadUtf8),
     }
 }
 
@@ -115,12 +156,19 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
     while let Some(&b) = bytes.get(i) {
         match b {
             b'%' => {
-                let (_, rewrite) = check_escape(bytes, i)?;
-                dirty |= rewrite;
-                i += 3;
+                let (v, rewrite) = check_escape(bytes, i)?;
+                if v >= 0x80 {
+                    let (len, rewrite) = check_utf8_escape(bytes, i)?;
+                    dirty |= rewrite;
+                    i += len;
+                } else {
+                    dirty |= rewrite;
+                    i += 3;
+                }
                 continue;
             }
             b'\\' => return Err(PathError::Backslash),
+            b';' => return Err(PathError::Semicolon),
             0x00..=0x20 | 0x7f => return Err(PathError::ControlChar),
             b'/' if !dirty => dirty = dirty_segment_start(bytes.get(i + 1..).unwrap_or_default()),
             _ => {}
@@ -254,7 +302,7 @@ mod tests {
             "/.a/..b/b.",
             "/a%25b",
             "/%252F",
-            "/a:b@c!$&'()*+,;=",
+            "/a:b@c!$&'()*+,=",
             "/é",
         ] {
             assert_borrowed(p);
@@ -321,8 +369,9 @@ mod tests {
     fn keeps_other_escapes_uppercased() {
         assert_norm("/%3a", "/%3A");
         assert_norm("/%c3%a9", "/%C3%A9");
-        assert_norm("/a%2cb%3Bc", "/a%2Cb%3Bc");
-        assert_norm("/%ff%Fe%fF", "/%FF%FE%FF");
+        assert_norm("/a%2cb%3Ac", "/a%2Cb%3Ac");
+        assert_norm("/%f0%9f%98%80", "/%F0%9F%98%80");
+        assert_norm("/%e2%82%AC", "/%E2%82%AC");
         // Decoding happens once: %25 stays %25, so %252F is not a slash.
         assert_borrowed("/%252F");
         assert_borrowed("/%252f");
@@ -409,6 +458,62 @@ mod tests {
         assert_borrowed("/café");
         assert_norm("/café/./x", "/café/x");
         assert_norm("/ü/%41", "/ü/A");
+    }
+
+    #[test]
+    fn semicolons_are_refused_raw_or_encoded() {
+        for p in [
+            "/a;b",
+            "/admin/..;/x",
+            "/..;/admin",
+            "/a;jsessionid=ABC/b",
+            "/a/b;",
+            "/;",
+            "/a%3bb",
+            "/a%3B",
+            "/a/%3B/../b",
+            "/x/.;/y",
+        ] {
+            assert_eq!(norm(p), Err(PathError::Semicolon), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn escaped_bytes_must_be_utf8_without_overlong_forms() {
+        for p in [
+            // Overlong `/`, `.` and NUL.
+            "/%c0%af",
+            "/%C0%AF",
+            "/a/%c0%ae%c0%ae/b",
+            "/%e0%80%af",
+            "/%f0%80%80%af",
+            "/%c1%bf",
+            "/%c0%80",
+            // Lone continuation bytes, bad leads, truncated sequences.
+            "/%80",
+            "/%bf",
+            "/%ff",
+            "/%fe%ff",
+            "/%f8%88%80%80%80",
+            "/%c3",
+            "/%c3/",
+            "/%e2%82",
+            "/%e2%82x",
+            "/%c3%41",
+            // A raw byte cannot finish an escaped sequence.
+            "/%c3é",
+            // Surrogates and code points above U+10FFFF.
+            "/%ed%a0%80",
+            "/%f4%90%80%80",
+        ] {
+            assert_eq!(norm(p), Err(PathError::BadUtf8), "{p:?}");
+        }
+        // A broken escape inside a sequence is reported as such.
+        assert_eq!(norm("/%c3%g9"), Err(PathError::BadPercentEncoding));
+        // Well-formed sequences are kept, uppercased.
+        assert_borrowed("/caf%C3%A9");
+        assert_borrowed("/%F4%8F%BF%BF");
+        assert_norm("/%ed%9f%bf", "/%ED%9F%BF");
     }
 
     #[test]
