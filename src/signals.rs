@@ -54,6 +54,31 @@ pub fn spawn_sighup(live: Arc<Live>) {
 /// streams), from a complete request head to the end of the response.
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
+/// Requests started by the proxy listeners since the process began: a drain that
+/// sees it unchanged for [`QUIET`] knows that no client is using its open
+/// connections.
+static STARTED: AtomicUsize = AtomicUsize::new(0);
+
+/// Open HTTP/1 connections on the gateway's listeners (idle keep-alive ones too).
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+
+/// Held by an HTTP/1 connection for its lifetime (see [`exit_when_drained`]).
+pub struct OpenConnection;
+
+impl OpenConnection {
+    #[must_use = "the connection counts only while it is held"]
+    pub fn enter() -> OpenConnection {
+        OPEN.fetch_add(1, Ordering::AcqRel);
+        OpenConnection
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        OPEN.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The proxy app, counting its requests in flight (see [`exit_when_drained`]).
 pub struct Counted<A>(pub Arc<A>);
 
@@ -85,6 +110,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for Counted<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
         let _in_flight = InFlight::enter();
+        STARTED.fetch_add(1, Ordering::Relaxed);
         self.0.process_new_http(session, shutdown).await
     }
 
@@ -115,13 +141,23 @@ impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for Counted<A> {
 /// How often a draining gateway looks at its requests in flight.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 
+/// With no request in flight, open keep-alive connections that carried no new
+/// request for this long are idle, and the exit closes them.
+const QUIET: Duration = Duration::from_secs(1);
+
 /// After `SIGTERM` (or `SIGQUIT` once the sockets are handed over), Pingora
 /// stops accepting and then waits the whole grace period before it exits,
 /// whether or not anything is still running (pingora-core
 /// `Server::run`: `thread::sleep(grace_period_seconds)`). Like nginx, tollgate
 /// exits as soon as no request is in flight; a request still running keeps it
-/// up until it ends or the grace period does (Pingora's own exit). Idle
-/// keep-alive connections are closed by the exit.
+/// up until it ends or the grace period does (Pingora's own exit).
+///
+/// Keep-alive connections: while draining, a request on an open connection is
+/// answered with `Connection: close`, so busy clients move to the new process
+/// (an upgrade) or reconnect. The exit waits until every connection has closed
+/// that way, or until no new request has started for [`QUIET`]: closing a
+/// connection a client is about to reuse would fail that client's request,
+/// while a connection idle that long is closed by the exit (as nginx does).
 pub fn exit_when_drained(server: &Server) {
     let mut phases = server.watch_execution_phase();
     let spawned = std::thread::Builder::new()
@@ -134,7 +170,19 @@ pub fn exit_when_drained(server: &Server) {
                     Err(RecvError::Closed) => return,
                 }
             }
-            while IN_FLIGHT.load(Ordering::Acquire) > 0 {
+            let mut started = STARTED.load(Ordering::Acquire);
+            let mut quiet_since = std::time::Instant::now();
+            loop {
+                let now_started = STARTED.load(Ordering::Acquire);
+                if now_started != started {
+                    started = now_started;
+                    quiet_since = std::time::Instant::now();
+                }
+                if IN_FLIGHT.load(Ordering::Acquire) == 0
+                    && (OPEN.load(Ordering::Acquire) == 0 || quiet_since.elapsed() >= QUIET)
+                {
+                    break;
+                }
                 std::thread::sleep(DRAIN_POLL);
             }
             tracing::info!("graceful shutdown: no request in flight, exiting");

@@ -334,6 +334,30 @@ async fn chunked_body_broken_mid_stream_gets_400() {
     }
 }
 
+/// The plugins that read the whole body before the upstream is contacted
+/// (`webhook_signature`, `idempotency`) answer a broken chunked body with the same
+/// 400 problem, and nothing reaches the upstream.
+#[tokio::test]
+async fn chunked_body_broken_on_a_body_reading_route_gets_400() {
+    let up = TestUpstream::start("up").await;
+    let gw = Gateway::start(&expect_config(up.addr())).await;
+    for (path, extra) in [
+        ("/hooks", "X-Hub-Signature-256: sha256=00\r\n"),
+        ("/pay", "Idempotency-Key: broken-1\r\n"),
+    ] {
+        let mut conn = RawConn::connect(gw.addr()).await;
+        conn.send(&format!(
+            "POST {path} HTTP/1.1\r\nHost: a.test\r\n{extra}Transfer-Encoding: chunked\r\n\r\n4\r\ngood\r\nzz\r\n"
+        ))
+        .await
+        .unwrap();
+        let r = conn.read_response().await;
+        assert_problem(&r, 400, path);
+        assert!(conn.closed_within(WAIT).await, "{path}: closed after");
+    }
+    assert_eq!(up.hits(), 0, "nothing reached the upstream");
+}
+
 // ---------------------------------------------------------------------------------------
 // Item 23: Expect: 100-continue.
 

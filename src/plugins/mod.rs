@@ -335,7 +335,10 @@ pub async fn read_body(session: &mut Session, ctx: &RequestCtx) -> Result<Bytes,
             session.set_keepalive(None);
             Err(BodyError::Timeout)
         }
-        Ok(Err(_)) => Err(BodyError::Broken),
+        Ok(Err(_)) => {
+            session.set_keepalive(None);
+            Err(BodyError::Broken)
+        }
         Err(_) => {
             session.set_keepalive(None);
             Err(BodyError::Timeout)

@@ -845,16 +845,14 @@ impl Plugin for WebhookSignature {
             Ok(b) => b,
             Err(e) => {
                 let r = match (verdict, e) {
+                    // A body whose framing broke (or a client that left): 400 when
+                    // nothing was answered yet; the connection is closed after it.
+                    (_, super::BodyError::Broken) => {
+                        return Ok(Flow::problem(400, "the request body could not be read"))
+                    }
                     (Err(r), _) => r,
                     (Ok(_), super::BodyError::TooLarge) => BODY_TOO_LARGE,
                     (Ok(_), super::BodyError::Timeout) => BODY_TIMEOUT,
-                    (Ok(_), super::BodyError::Broken) => {
-                        return pingora::Error::e_explain(
-                            pingora::ErrorType::ReadError,
-                            "reading the webhook body",
-                        )
-                        .map_err(|e| e.into_down());
-                    }
                 };
                 return Ok(self.refuse(ctx, r, limit));
             }

@@ -169,6 +169,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for GatewayApp<A> {
 impl<A: HttpServerApp + Send + Sync + 'static> GatewayApp<A> {
     /// The requests of one HTTP/1 connection, until it closes.
     async fn serve_http1(&self, mut stream: Stream, shutdown: &ShutdownWatch) {
+        let _open = crate::signals::OpenConnection::enter();
         let mut settings = None;
         loop {
             let limits = self.state.load().limits.clone();
