@@ -55,6 +55,9 @@ pub fn run(config_path: &Path, opts: RunOptions) -> ! {
             "{}.pid",
             upgrade_sock(config_path).trim_end_matches(".sock")
         ),
+        // Idle upstream connections are kept per client connection (see
+        // `share_connections`): room for as many as there are busy clients.
+        upstream_keepalive_pool_size: 8192,
         ..ServerConf::default()
     };
     conf.work_stealing = true;
@@ -73,6 +76,7 @@ pub fn run(config_path: &Path, opts: RunOptions) -> ! {
     let app = GatewayApp {
         proxy: Arc::new(Counted(Arc::new(proxy))),
         state: live.runtime.clone(),
+        admin: false,
     };
     let mut svc = Service::new("tollgate proxy".to_string(), app);
     let mut listen_addrs = Vec::new();
@@ -108,6 +112,7 @@ pub fn run(config_path: &Path, opts: RunOptions) -> ! {
     let admin_app = GatewayApp {
         proxy: Arc::new(HttpServer::new_app(Admin::new(live.clone(), listen_addrs))),
         state: live.runtime.clone(),
+        admin: true,
     };
     let mut admin = Service::new("tollgate admin".to_string(), admin_app);
     admin.add_listener(

@@ -177,6 +177,135 @@ async fn stalled_uploads_get_408_and_never_open_the_breaker() {
 /// from another client or from the same client on its keep-alive connection, must get
 /// its own response, never the stray copy of the previous one: Pingora tests a pooled
 /// connection for unread bytes while it is idle and again when it is taken.
+/// The window no readiness check can close: the stray bytes arrive after the pooled
+/// connection was taken for the next request, before that request's own response. The
+/// upstream here plays it deterministically: on a connection that already answered
+/// `/first`, it sends a stray response in front of its answer to the next request.
+/// Another client's request must never land there: upstream connections are reused
+/// only by the client connection that opened them (unless `share_connections = true`,
+/// where the same upstream connection serves both clients).
+#[tokio::test]
+async fn stray_bytes_in_the_reuse_window_never_reach_another_client() {
+    for share in [false, true] {
+        // (upstream connection number, path) of every request the upstream read.
+        let seen = Arc::new(std::sync::Mutex::new(Vec::<(usize, String)>::new()));
+        let seen2 = seen.clone();
+        let up = raw_upstream(move |mut s, n| {
+            let seen = seen2.clone();
+            async move {
+                let mut buf = Vec::new();
+                let mut answered_first = false;
+                while let Some(head) = read_request(&mut s, &mut buf).await {
+                    let path = target(&head);
+                    seen.lock().unwrap().push((n, path.clone()));
+                    if answered_first {
+                        let stray = "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nLEAKED";
+                        if s.write_all(stray.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                    if s.write_all(ok_response(&path).as_bytes()).await.is_err() {
+                        return;
+                    }
+                    answered_first |= path == "/first";
+                }
+            }
+        })
+        .await;
+        let extra = if share {
+            "share_connections = true"
+        } else {
+            ""
+        };
+        let gw = Gateway::start(&config(up, "", extra, "")).await;
+
+        let mut alice = RawConn::connect(gw.addr()).await;
+        alice
+            .send("GET /first HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .await
+            .unwrap();
+        let r = alice.read_response().await;
+        assert_eq!(r.body_str(), "/first", "share={share}");
+
+        let conn_of = |p: &str| {
+            let seen = seen.lock().unwrap();
+            seen.iter().find(|(_, q)| q == p).map(|(n, _)| *n)
+        };
+        let first = conn_of("/first");
+        if share {
+            // The shared pool hands Alice's idle upstream connection to another client
+            // (once Alice's request has released it).
+            let mut shared = false;
+            for i in 0..20 {
+                let path = format!("/other-{i}");
+                let mut bob = RawConn::connect(gw.addr()).await;
+                bob.send(format!("GET {path} HTTP/1.1\r\nHost: a.test\r\n\r\n"))
+                    .await
+                    .unwrap();
+                let _ = bob.read_response().await;
+                if conn_of(&path) == first {
+                    shared = true;
+                    break;
+                }
+            }
+            assert!(
+                shared,
+                "share_connections = true never reused the connection"
+            );
+        } else {
+            for i in 0..5 {
+                let path = format!("/other-{i}");
+                let mut bob = RawConn::connect(gw.addr()).await;
+                bob.send(format!("GET {path} HTTP/1.1\r\nHost: a.test\r\n\r\n"))
+                    .await
+                    .unwrap();
+                let r = bob.read_response().await;
+                assert_eq!(r.status, 200);
+                assert_eq!(r.body_str(), path, "another client got its own response");
+                assert_ne!(conn_of(&path), first);
+            }
+            // Alice's keep-alive connection still reuses its own upstream connection.
+            alice
+                .send("GET /third HTTP/1.1\r\nHost: a.test\r\n\r\n")
+                .await
+                .unwrap();
+            let r = alice.read_response().await;
+            assert_eq!(
+                conn_of("/third"),
+                first,
+                "Alice's own connection was reused"
+            );
+            // (and the upstream's stray response reaches only Alice, who caused it)
+            assert_eq!(r.body_str(), "LEAKED");
+        }
+    }
+}
+
+/// A client connection that closes after its response never reuses its upstream
+/// connection, so the upstream is asked to close it too rather than leave it idle.
+#[tokio::test]
+async fn a_closing_client_connection_closes_its_upstream_connection() {
+    let up = TestUpstream::start("up").await;
+    let gw = Gateway::start(&config(up.addr(), "", "", "")).await;
+    let r = raw_request(
+        gw.addr(),
+        b"GET /once HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(String::from_utf8_lossy(&r).starts_with("HTTP/1.1 200"));
+    let seen = up.last_request().expect("forwarded");
+    assert_eq!(seen.header("connection"), Some("close"));
+    // A keep-alive client's request keeps its upstream connection open.
+    let mut conn = RawConn::connect(gw.addr()).await;
+    conn.send("GET /kept HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(conn.read_response().await.status, 200);
+    let seen = up.last_request().expect("forwarded");
+    assert_eq!(seen.path_only(), "/kept");
+    assert_eq!(seen.header("connection"), None);
+}
+
 #[tokio::test]
 async fn stray_bytes_after_a_response_never_reach_the_next_request() {
     for (what, stray) in [
@@ -668,13 +797,14 @@ async fn reset_on_a_reused_pooled_connection_gets_502_or_a_retry() {
 
     for (method, idempotent) in [("POST", false), ("GET", true), ("DELETE", true)] {
         // Until the request lands on a pooled connection: a request served on a fresh
-        // connection leaves that connection in the pool for the next one.
+        // connection leaves that connection in the pool for the next request of the
+        // same client connection (upstream connections are not shared between clients).
         let mut tries = 0;
-        let (mut conn, head) = loop {
+        let mut conn = RawConn::connect(gw.addr()).await;
+        let head = loop {
             tries += 1;
             assert!(tries < 50, "{method}: never sent on a pooled connection");
             let before = resets.load(Ordering::SeqCst);
-            let mut conn = RawConn::connect(gw.addr()).await;
             conn.send(format!(
                 "{method} /target HTTP/1.1\r\nHost: a.test\r\nContent-Length: 2\r\n\r\nhi"
             ))
@@ -685,7 +815,7 @@ async fn reset_on_a_reused_pooled_connection_gets_502_or_a_retry() {
                 .await
                 .unwrap_or_else(|e| panic!("{method}: no response: {e}"));
             if resets.load(Ordering::SeqCst) > before {
-                break (conn, head);
+                break head;
             }
             assert_eq!(head.0, 200, "{method}: served on a fresh connection");
             assert_eq!(conn.read_body(&head.1).await, b"/target".to_vec());

@@ -299,6 +299,12 @@ async fn the_admin_listener_refuses_ambiguous_and_malformed_heads() {
         "{}",
         resp.body_str()
     );
+    // Refusals on the admin port are not proxy traffic.
+    let metrics = gw.metrics().await;
+    assert!(
+        !metrics.contains("tollgate_requests_total{route=\"\""),
+        "admin refusals counted as proxy requests:\n{metrics}"
+    );
 }
 
 #[tokio::test]

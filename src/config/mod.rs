@@ -397,6 +397,12 @@ pub struct UpstreamConfig {
     pub health_check: Option<HealthCheckConfig>,
     #[serde(default)]
     pub retry: Option<RetryConfig>,
+    /// Reuse an idle upstream connection for any client's request. Off (the
+    /// default): an upstream connection is reused only by the client connection
+    /// that opened it, so bytes an upstream sends after its response (a queue
+    /// shift) can never reach another client.
+    #[serde(default)]
+    pub share_connections: bool,
 }
 
 fn default_hc_path() -> String {

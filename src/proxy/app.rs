@@ -35,6 +35,9 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 pub struct GatewayApp<A = HttpProxy<Gateway>> {
     pub proxy: Arc<A>,
     pub state: Arc<ArcSwap<Runtime>>,
+    /// The admin listener: its refusals are logged, but not counted as proxy
+    /// traffic in `tollgate_requests_total`.
+    pub admin: bool,
 }
 
 enum Head {
@@ -188,11 +191,15 @@ impl<A: HttpServerApp + Send + Sync + 'static> GatewayApp<A> {
                 Head::Closed => return,
                 Head::Refuse(status, detail) => {
                     let id = crate::plugins::request_id::new_id();
-                    tracing::info!(target: "tollgate::access", request_id = %id, status, detail, "request refused before parsing");
-                    crate::metrics::METRICS
-                        .requests_total
-                        .with_label_values(&["", "", &status.to_string()])
-                        .inc();
+                    let listener = if self.admin { "admin" } else { "proxy" };
+                    tracing::info!(target: "tollgate::access", request_id = %id, status, detail, listener, "request refused before parsing");
+                    if !self.admin {
+                        // No method was read: `_OTHER` (SPEC §7), never client bytes.
+                        crate::metrics::METRICS
+                            .requests_total
+                            .with_label_values(&["", "_OTHER", &status.to_string()])
+                            .inc();
+                    }
                     let _ = stream
                         .write_all(&problem::raw_http1(status, detail, &id))
                         .await;

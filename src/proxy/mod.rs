@@ -339,6 +339,28 @@ fn broken_chunk(e: &Error) -> Option<&'static str> {
         .map(|c| c.detail())
 }
 
+/// The client connection a request came on, as a group of Pingora's upstream
+/// connection pool: its address and the time it was accepted (nanoseconds),
+/// which no other connection shares even when the address is reused. An idle
+/// upstream connection is then reused only by the client connection that
+/// opened it (SPEC §4: bytes that arrive on a pooled connection after it was
+/// taken for the next request cannot be told from that request's response in
+/// HTTP/1.1; this keeps them from ever reaching another client).
+fn connection_group(session: &Session) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let accepted = session
+        .digest()
+        .and_then(|d| d.timing_digest.first())
+        .and_then(|t| t.as_ref())
+        .and_then(|t| t.established_ts.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    session.client_addr().hash(&mut h);
+    accepted.hash(&mut h);
+    // 0 is Pingora's shared group: never use it for a client connection.
+    h.finish().max(1)
+}
+
 fn is_timeout(e: &Error) -> bool {
     matches!(
         e.etype(),
@@ -849,6 +871,9 @@ impl ProxyHttp for Gateway {
             return Error::e_explain(ErrorType::HTTPStatus(504), "request_timeout reached");
         }
         let mut peer = up.peer(&backend);
+        if !up.share_connections {
+            peer.group_key = connection_group(session);
+        }
         peer.options.read_timeout = peer.options.read_timeout.map(|t| t.min(remaining));
         peer.options.total_connection_timeout = Some(remaining.min(up.connect_timeout));
         ctx.target = Some(up.label(&backend));
@@ -874,6 +899,14 @@ impl ProxyHttp for Gateway {
         }
         if upgrade {
             up_req.insert_header(header::CONNECTION, "upgrade")?;
+        } else if !session.is_http2()
+            && session.get_keepalive().is_none()
+            && ctx.route().is_some_and(|r| !r.upstream.share_connections)
+        {
+            // This client connection closes after the response, and its upstream
+            // connection serves no other client (`connection_group`): the upstream
+            // may close it too, rather than leave it idle in the pool.
+            up_req.insert_header(header::CONNECTION, "close")?;
         }
 
         let peer = session

@@ -89,6 +89,8 @@ pub struct Upstream {
     pub client_cert: Option<Arc<CertKey>>,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// `share_connections`: idle connections are reused across client connections.
+    pub share_connections: bool,
     pub retry: RetryPolicy,
     pub health_interval: Option<Duration>,
     pub last_check: std::sync::Mutex<Option<Instant>>,
@@ -307,6 +309,7 @@ pub fn build(
         client_cert,
         connect_timeout: cfg.connect_timeout.0,
         read_timeout: cfg.read_timeout.0,
+        share_connections: cfg.share_connections,
         retry,
         health_interval: cfg.health_check.as_ref().map(|h| h.interval.0),
         last_check: std::sync::Mutex::new(None),
