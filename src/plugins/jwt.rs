@@ -45,6 +45,10 @@ pub type Claims = Arc<Map<String, Value>>;
 
 /// Verified tokens kept at most (over all shards).
 pub const CACHE_ENTRIES: usize = 10_000;
+/// Longer tokens are verified on every request, never cached: with
+/// [`CACHE_ENTRIES`] this bounds the cache's memory (SPEC §3: every per-key
+/// table is bounded) even for an issuer that mints very large tokens.
+pub const MAX_CACHED_TOKEN: usize = 4096;
 const CACHE_SHARDS: usize = 16;
 /// Keys tried for a token without `kid` (bounds the work one token can cause).
 const MAX_KEYS_WITHOUT_KID: usize = 4;
@@ -1237,6 +1241,9 @@ impl Jwt {
         }
         let (verified, exp, nbf) = self.check(&set, token, now)?;
         let verified = Arc::new(verified);
+        if token.len() > MAX_CACHED_TOKEN {
+            return Ok(verified);
+        }
         self.cache.insert(
             digest,
             Entry {
@@ -2207,6 +2214,23 @@ LwV4bUsA7rbkk7pbrKQi/3i63yUAzzrAf63YCxxZDMYbPXxIlV003ZJk
             ["forward_claims.b"]
         );
         assert_eq!(keys(err("algorithms = [\"HS256\"]\nsecret_env = \"TOLLGATE_UNIT_JWT_OK\"\nissuer = \"\"\naudience = []", &[])), ["issuer", "audience"]);
+    }
+
+    #[test]
+    fn tokens_over_the_size_bound_are_verified_but_never_cached() {
+        let j = secret_jwt("leeway = \"0s\"");
+        let big = "x".repeat(MAX_CACHED_TOKEN);
+        let t = hs(
+            json!({"sub": "a", "pad": big, "exp": NOW + 60}),
+            SECRET.as_bytes(),
+        );
+        assert!(t.len() > MAX_CACHED_TOKEN);
+        assert!(j.verify(&t, NOW).is_ok());
+        assert!(j.verify(&t, NOW).is_ok());
+        assert_eq!(j.cached_tokens(), 0);
+        let small = hs(json!({"sub": "a", "exp": NOW + 60}), SECRET.as_bytes());
+        assert!(j.verify(&small, NOW).is_ok());
+        assert_eq!(j.cached_tokens(), 1);
     }
 
     #[test]
