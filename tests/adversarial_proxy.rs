@@ -126,6 +126,36 @@ fn assert_problem(r: &RawResponse, status: u16, what: &str) {
 /// and neither a `consecutive_failures = 2` breaker nor
 /// `tollgate_upstream_failures_total` counts them: the next request still reaches the
 /// upstream.
+/// A client that uploads slowly (above `min_body_rate`) is not a slow upstream: the
+/// upstream's time for `slow_call` and the duration histogram starts once the body
+/// arrived, so slow uploads never open a breaker.
+#[tokio::test]
+async fn slow_uploads_are_not_slow_upstream_calls() {
+    let up = TestUpstream::start("up").await;
+    let cfg = config(up.addr(), "min_body_rate = \"0B\"", "", "plugins = [\"breaker\"]")
+        + "\n[plugins.breaker]\ntype = \"circuit_breaker\"\nconsecutive_failures = 2\nslow_call = \"300ms\"\nopen_for = \"1m\"\n";
+    let gw = Gateway::start(&cfg).await;
+    for i in 0..3 {
+        let mut conn = RawConn::connect(gw.addr()).await;
+        conn.send("POST /upload HTTP/1.1\r\nHost: a.test\r\nContent-Length: 9\r\n\r\nabc")
+            .await
+            .unwrap();
+        // The client's own pace: the rest of the body comes 500 ms later.
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        conn.send("def").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        conn.send("ghi").await.unwrap();
+        let r = conn.read_response().await;
+        assert_eq!(r.status, 200, "upload {i}: {}", r.body_str());
+    }
+    let r = gw.client().get(gw.url("/after")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the breaker stayed closed");
+    assert_eq!(
+        gw.metric(r#"tollgate_circuit_state{upstream="up"}"#).await,
+        Some(0.0)
+    );
+}
+
 #[tokio::test]
 async fn stalled_uploads_get_408_and_never_open_the_breaker() {
     for (what, body_timeout, read_timeout) in [

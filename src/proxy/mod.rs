@@ -73,6 +73,10 @@ pub struct RequestCtx {
     pub tried: Vec<Backend>,
     pub target: Option<Arc<str>>,
     pub upstream_start: Option<Instant>,
+    /// When the client's request body was received whole: the upstream cannot
+    /// answer before it, so its latency (slow calls, the duration histogram) is
+    /// counted from here, never the client's upload time.
+    pub body_done: Option<Instant>,
     pub body_bytes: u64,
     pub upstream_outcome: Option<UpstreamOutcome>,
     /// Per-request state of individual plugin instances, keyed by the instance.
@@ -118,12 +122,21 @@ impl RequestCtx {
     }
 
     fn record_outcome(&mut self, status: Option<u16>, error: bool) {
-        let elapsed = self.upstream_start.map(|t| t.elapsed()).unwrap_or_default();
+        let elapsed = self.upstream_elapsed();
         self.upstream_outcome = Some(UpstreamOutcome {
             status,
             error,
             elapsed,
         });
+    }
+
+    /// The upstream's own time for the current attempt: from sending the request,
+    /// or from the end of the client's body when that came later.
+    pub fn upstream_elapsed(&self) -> std::time::Duration {
+        let Some(t0) = self.upstream_start else {
+            return std::time::Duration::ZERO;
+        };
+        self.body_done.map_or(t0, |b| b.max(t0)).elapsed()
     }
 
     pub fn request_id(&mut self) -> &str {
@@ -422,6 +435,7 @@ impl ProxyHttp for Gateway {
             tried: Vec::new(),
             target: None,
             upstream_start: None,
+            body_done: None,
             body_bytes: 0,
             upstream_outcome: None,
             plugin_state: Vec::new(),
@@ -805,6 +819,9 @@ impl ProxyHttp for Gateway {
                 );
             }
         }
+        if end && ctx.body_done.is_none() {
+            ctx.body_done = Some(Instant::now());
+        }
         // Minimum body rate: the body may take body_timeout, plus a second per
         // min_body_rate bytes received so far; the next read waits no longer
         // than what is left. Not for an upgraded connection's tunnel.
@@ -1013,11 +1030,11 @@ impl ProxyHttp for Gateway {
         }
         let status = resp.status.as_u16();
         ctx.record_outcome(Some(status), false);
-        if let (Some(route), Some(t0)) = (ctx.route(), ctx.upstream_start) {
+        if let (Some(route), Some(_)) = (ctx.route(), ctx.upstream_start) {
             METRICS
                 .upstream_duration
                 .with_label_values(&[&route.upstream.name])
-                .observe(t0.elapsed().as_secs_f64());
+                .observe(ctx.upstream_elapsed().as_secs_f64());
         }
         if status >= 500 {
             self.count_failure(ctx, "status");
