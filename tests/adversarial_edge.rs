@@ -1191,7 +1191,7 @@ fn allocations() -> usize {
 
 #[test]
 fn host_and_client_ip_decisions_do_not_allocate_in_the_common_case() {
-    use tollgate::proxy::forwarded::{client_ip, Forwarding};
+    use tollgate::proxy::forwarded::{client_ip, spoofable_headers, Forwarding};
     // Header values as Pingora makes them: slices of one shared request buffer.
     let buf = bytes::Bytes::copy_from_slice(
         b"api.example.com:8443 198.51.100.7, 203.0.113.9, 10.2.2.2 https",
@@ -1219,6 +1219,42 @@ fn host_and_client_ip_decisions_do_not_allocate_in_the_common_case() {
     assert_eq!(f.host(), "api.example.com");
     assert_eq!(f.proto(), "https");
     assert_eq!(after - before, 0, "allocations on the common path");
+    drop(f);
+
+    // Nothing to drop from an ordinary request: nothing allocated. (Something to drop
+    // costs the list and the names' copies.)
+    headers.insert("accept", http::HeaderValue::from_static("*/*"));
+    headers.insert("user-agent", http::HeaderValue::from_static("curl/8"));
+    let before = allocations();
+    let none = spoofable_headers(&headers, true).len();
+    let after = allocations();
+    assert_eq!((none, after - before), (0, 0));
+    assert_eq!(
+        spoofable_headers(&headers, false).len(),
+        2,
+        "x-forwarded-for and -proto from an untrusted peer"
+    );
+
+    // A trusted peer's Forwarded, read without X-Forwarded-For: nothing allocated.
+    let mut fwd = http::HeaderMap::new();
+    fwd.insert("host", value(0..20));
+    fwd.insert(
+        "forwarded",
+        http::HeaderValue::from_static(
+            "for=198.51.100.7, for=\"[2001:db8::1]:443\";proto=https;host=api.example.com",
+        ),
+    );
+    let before = allocations();
+    let ip = client_ip(Some(lb), &fwd, &nets);
+    let f = Forwarding::from_request(true, false, &fwd, None).unwrap();
+    let after = allocations();
+    assert_eq!(ip, Ok(Some("2001:db8::1".parse().unwrap())));
+    assert_eq!(f.proto(), "https");
+    assert!(
+        after - before <= 1,
+        "{} allocations (the kept host)",
+        after - before
+    );
     drop(f);
 
     // A host that needs rewriting costs one allocation, whatever its length.
