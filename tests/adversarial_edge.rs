@@ -868,6 +868,8 @@ async fn unkeyed_forwarding_and_override_headers_are_dropped() {
         "X-Original-URL: /admin",
         "X-Rewrite-URL: /admin",
         "X-Original-Host: evil.example",
+        "X-Url-Scheme: https",
+        "Front-End-Https: on",
         "X-Cluster-Client-IP: 6.6.6.6",
         "Client-IP: 6.6.6.6",
         "CF-Connecting-IP: 6.6.6.6",

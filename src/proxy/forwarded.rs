@@ -51,16 +51,18 @@ pub const CLIENT_IP_HEADERS: [&str; 14] = [
     "x-remote-addr",
 ];
 
-/// Headers some frameworks take for the request's host or URL (IIS, Symfony,
-/// Zend, nginx `X-Original-URI` setups): only a trusted proxy may send them,
-/// like every `X-Forwarded-*` header.
-pub const ORIGIN_OVERRIDE_HEADERS: [&str; 6] = [
+/// Headers some frameworks take for the request's host, URL or scheme (IIS,
+/// Symfony, Zend, nginx `X-Original-URI` setups, `Front-End-Https`): only a
+/// trusted proxy may send them, like every `X-Forwarded-*` header.
+pub const ORIGIN_OVERRIDE_HEADERS: [&str; 8] = [
     "x-host",
     "x-original-url",
     "x-rewrite-url",
     "x-original-host",
     "x-original-uri",
-    "x-forwarded-server",
+    "x-url-scheme",
+    "x-scheme",
+    "front-end-https",
 ];
 
 /// Method-override headers: dropped from every request. Routing, plugins,
