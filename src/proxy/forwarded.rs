@@ -127,9 +127,14 @@ pub fn is_trusted(ip: IpAddr, nets: &[IpNet]) -> bool {
 /// the walk never falls back to a trusted proxy's own address. An entry may
 /// carry a port (`192.0.2.1:4711`, `[2001:db8::1]:4711`) or brackets.
 ///
-/// A trusted peer that sends no `X-Forwarded-For` is the client itself; one
-/// whose chain holds only trusted proxies names the leftmost of them. A chain
-/// that is present but holds no entry at all is refused.
+/// A trusted peer that sends no `X-Forwarded-For` names the client in its
+/// `Forwarded` header's `for=` nodes, by the same rule (see
+/// [`client_from_forwarded`]); without either, it is the client itself. A
+/// chain that holds only trusted proxies names the leftmost of them; one that
+/// is present but holds no entry at all is refused. Beside `X-Forwarded-For`,
+/// `Forwarded` is not read: a load balancer that maintains only
+/// `X-Forwarded-For` passes a client's `Forwarded` through untouched, so a
+/// disagreement between the two says nothing about the client.
 pub fn client_ip(
     peer: Option<IpAddr>,
     headers: &HeaderMap,
@@ -711,10 +716,13 @@ impl std::fmt::Write for StackStr {
 pub struct Forwarding {
     /// The peer is one of `trusted_proxies`.
     pub trusted_peer: bool,
-    /// The scheme as forwarded: the trusted peer's `X-Forwarded-Proto`
-    /// (`http` or `https`), else that of the connection.
+    /// The scheme as forwarded: the trusted peer's `X-Forwarded-Proto` (or,
+    /// without one, its `Forwarded: proto=`), the leftmost of a list, else
+    /// that of the connection.
     pub https: bool,
-    /// The trusted peer's `X-Forwarded-Host`, normalised, kept as forwarded.
+    /// The trusted peer's `X-Forwarded-Host` (or, without one, its
+    /// `Forwarded: host=`), the leftmost of a list, normalised; forwarded and
+    /// keyed as it is.
     pub kept_host: Option<Authority>,
     /// The request's authority; `None` when the request names none (an
     /// HTTP/1.0 request without `Host`, an empty `Host`).
