@@ -129,7 +129,7 @@ pub fn is_trusted(ip: IpAddr, nets: &[IpNet]) -> bool {
 ///
 /// A trusted peer that sends no `X-Forwarded-For` names the client in its
 /// `Forwarded` header's `for=` nodes, by the same rule (see
-/// [`client_from_forwarded`]); without either, it is the client itself. A
+/// `client_from_forwarded`); without either, it is the client itself. A
 /// chain that holds only trusted proxies names the leftmost of them; one that
 /// is present but holds no entry at all is refused. Beside `X-Forwarded-For`,
 /// `Forwarded` is not read: a load balancer that maintains only
