@@ -13,7 +13,8 @@ use std::sync::Arc;
 use common::*;
 use proptest::prelude::*;
 
-/// Routes: `admin` for host `admin.example.com` only (upstream `admin`); `/deny`
+/// Routes: `admin` for host `admin.example.com` only (upstream `admin`), and
+/// `ip_admin` for the IPv4 literal host `127.0.0.9` (upstream `admin`); `/deny`
 /// with an `ip_filter` denying 6.6.6.0/24; `/allow` allowing only the load
 /// balancer's subnet (loopback) and 203.0.113.0/24; `/cached` with a `cache`;
 /// everything else to upstream `public`.
@@ -52,6 +53,12 @@ read_timeout = "5s"
 name = "admin"
 upstream = "admin"
 hosts = ["admin.example.com"]
+path = "/"
+
+[[routes]]
+name = "ip_admin"
+upstream = "admin"
+hosts = ["127.0.0.9"]
 path = "/"
 
 [[routes]]
@@ -258,6 +265,92 @@ fn property_whatever_precedes_it_the_appended_address_is_the_client() {
     assert_eq!(public.hits(), 0, "no request got through");
 }
 
+/// F1: a trusted peer that sends `Forwarded` and no `X-Forwarded-For` names the client
+/// there (RFC 7239 `for=`), with the X-Forwarded-For rule: never its own address by
+/// mistake.
+#[tokio::test]
+async fn a_trusted_peers_forwarded_header_names_the_client() {
+    let (_admin, public, gw) = setup(TRUSTED).await;
+    let addr = gw.addr();
+    for fwd in [
+        &b"Forwarded: for=6.6.6.6"[..],
+        b"Forwarded: For=\"6.6.6.6:4711\";proto=https",
+        b"Forwarded: for=\"\xff\", for=6.6.6.6",
+        b"Forwarded: for=6.6.6.6, for=127.0.0.3",
+        b"Forwarded: for=1.1.1.1\r\nForwarded: for=6.6.6.6;host=\"a,b\"",
+    ] {
+        let r = get(addr, "/deny", &[b"Host: api.test", fwd]).await;
+        assert_problem(&r, 403, &lossy(fwd));
+    }
+    // An allow-list holding the load balancer's subnet admits nobody by mistake.
+    for fwd in [
+        &b"Forwarded: for=\"[2001:db8::1]\""[..],
+        b"Forwarded: for=\"[2001:db8::1]:443\"",
+        b"Forwarded: for=6.6.6.6;by=127.0.0.1",
+    ] {
+        let r = get(addr, "/allow", &[b"Host: api.test", fwd]).await;
+        assert_problem(&r, 403, &lossy(fwd));
+    }
+    let hits = public.hits();
+    // The client's node is no address: 400.
+    for fwd in [
+        &b"Forwarded: for=\"\xff\""[..],
+        b"Forwarded: for=\xff",
+        b"Forwarded: for=unknown",
+        b"Forwarded: for=_hidden",
+        b"Forwarded: for=\"_hidden:_port\"",
+        b"Forwarded: for=6.6.6.6, for=unknown",
+        b"Forwarded: for=junk",
+        b"Forwarded: for=0x7f.0.0.1",
+        b"Forwarded: for=\"6.6.6.6",
+        b"Forwarded: for=6.6.6.6;for=127.0.0.1",
+        b"Forwarded: for=6.6.6.6, garbage",
+    ] {
+        for path in ["/allow", "/deny"] {
+            let r = get(addr, path, &[b"Host: api.test", fwd]).await;
+            assert_problem(&r, 400, &lossy(fwd));
+        }
+    }
+    assert_eq!(
+        public.hits(),
+        hits,
+        "no refused request reached the upstream"
+    );
+    // Legitimate: an allowed client, a header naming no node (the peer is the client),
+    // and X-Forwarded-For, which wins over Forwarded.
+    for lines in [
+        &[&b"Forwarded: for=203.0.113.5"[..]][..],
+        &[b"Forwarded: for=\"\xff\", for=203.0.113.5, for=127.0.0.2"],
+        &[b"Forwarded: proto=https"],
+        &[b"X-Forwarded-For: 203.0.113.5", b"Forwarded: for=unknown"],
+        &[b"X-Forwarded-For: 203.0.113.5", b"Forwarded: for=6.6.6.6"],
+    ] {
+        let mut all = vec![&b"Host: api.test"[..]];
+        all.extend_from_slice(lines);
+        let r = get(addr, "/allow", &all).await;
+        assert_eq!(
+            r.status,
+            200,
+            "{:?}: {r:?}",
+            lines.iter().map(|l| lossy(l)).collect::<Vec<_>>()
+        );
+    }
+    // From an untrusted peer, Forwarded names nobody, and is replaced.
+    drop(gw);
+    let gw = Gateway::start(&config(&_admin, &public, "", "")).await;
+    let r = get(
+        gw.addr(),
+        "/allow",
+        &[b"Host: api.test", b"Forwarded: for=6.6.6.6"],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        public.last_request().unwrap().header("forwarded"),
+        Some(r#"for=127.0.0.1;proto=http;host="api.test""#)
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Items 7 and 6: one normalised host for routing, the cache key and the forwarded headers
 // ---------------------------------------------------------------------------------------------
@@ -336,6 +429,47 @@ async fn host_spellings_never_route_around_a_host_scoped_route() {
         seen.header("x-forwarded-host"),
         Some("admin.example.com:8080")
     );
+}
+
+/// F3: a route scoped to an IPv4 literal host is not sidestepped by the other spellings
+/// inet_aton accepts (octal, hex, fewer parts, leading zeros): a numeric host must be a
+/// canonical dotted quad.
+#[tokio::test]
+async fn ipv4_host_spellings_never_route_around_an_ip_host_route() {
+    let (admin, public, gw) = setup("").await;
+    let addr = gw.addr();
+    for host in ["127.0.0.9", "127.0.0.9.", "127.0.0.9:80"] {
+        let r = get(addr, "/x", &[format!("Host: {host}").as_bytes()]).await;
+        assert_eq!(r.header("x-upstream"), Some("admin"), "{host}: {r:?}");
+    }
+    for host in [
+        "0x7f.0.0.9",
+        "0X7F.0.0.9",
+        "0177.0.0.9",
+        "127.0.0.011",
+        "127.0.9",
+        "127.9",
+        "0x7f000009",
+        "2130706441",
+        "017700000011",
+        "127.000.000.009",
+        "127.0.0.9.0",
+        "[::ffff:127.0.0.9]",
+        "[::ffff:7f00:9]",
+        "0x7f.0.0.9:80",
+    ] {
+        let r = get(addr, "/x", &[format!("Host: {host}").as_bytes()]).await;
+        assert_problem(&r, 400, host);
+        let r = send(
+            addr,
+            format!("GET http://{host}/x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+        assert_eq!(r.status, 400, "absolute-form {host}: {r:?}");
+    }
+    assert_eq!(public.hits(), 0, "{:?}", public.requests());
+    assert!(admin.hits() >= 3);
 }
 
 #[tokio::test]
@@ -523,6 +657,11 @@ async fn http2_authority_spellings_never_route_around_a_host_scoped_route() {
         "admin%2eexample.com".into(),
         "admin.example.com%2e".into(),
         "admin.example.com:0443".into(),
+        "0x7f.0.0.9".into(),
+        "0177.0.0.9".into(),
+        "127.0.9".into(),
+        "2130706441".into(),
+        "127.000.000.009".into(),
     ] {
         if let Some((status, upstream)) =
             h2_request(addr, &certs.ca_pem, "GET", &authority, &[]).await
@@ -534,7 +673,7 @@ async fn http2_authority_spellings_never_route_around_a_host_scoped_route() {
             );
         }
     }
-    assert!(sent >= 8, "only {sent} authorities could be sent");
+    assert!(sent >= 12, "only {sent} authorities could be sent");
 
     // A Host header beside :authority: malformed, or naming another host.
     for (authority, host) in [
@@ -712,6 +851,147 @@ async fn client_ip_headers_and_forwarded_proto_host_depend_on_trust() {
     assert_eq!(seen.header_all("x-forwarded-host"), vec!["api.test"]);
 }
 
+/// F2, F4: headers an upstream may read as the client's address, host, URL, scheme or
+/// port, which the cache does not key, never come from an untrusted peer; names with `_`
+/// (read as `-` by WSGI/CGI upstreams) and method overrides never come from anyone.
+#[tokio::test]
+async fn unkeyed_forwarding_and_override_headers_are_dropped() {
+    let spoofed = [
+        "X-Forwarded-Port: 1337",
+        "X-Forwarded-Ssl: on",
+        "X-Forwarded-Prefix: /evil",
+        "X-Forwarded-Scheme: https",
+        "X-Forwarded-Server: evil.example",
+        "X-Forwarded-Uri: /evil",
+        "X-Forwarded: for=6.6.6.6",
+        "X-Host: evil.example",
+        "X-Original-URL: /admin",
+        "X-Rewrite-URL: /admin",
+        "X-Original-Host: evil.example",
+        "X-Url-Scheme: https",
+        "Front-End-Https: on",
+        "X-Cluster-Client-IP: 6.6.6.6",
+        "Client-IP: 6.6.6.6",
+        "CF-Connecting-IP: 6.6.6.6",
+        "Fastly-Client-IP: 6.6.6.6",
+        "X-Original-Forwarded-For: 6.6.6.6",
+        "Forwarded-For: 6.6.6.6",
+        "X-ProxyUser-Ip: 6.6.6.6",
+    ];
+    let everyone = [
+        "X_Real_IP: 6.6.6.6",
+        "X-Real_IP: 6.6.6.6",
+        "True_Client_IP: 6.6.6.6",
+        "X_Client_IP: 6.6.6.6",
+        "X_Forwarded_For: 6.6.6.6",
+        "X_Forwarded_Proto: https",
+        "X_Forwarded_Host: evil.example",
+        "X-HTTP-Method-Override: DELETE",
+        "X-HTTP-Method: DELETE",
+        "X-Method-Override: DELETE",
+    ];
+    let name = |l: &str| l.split(':').next().unwrap().to_ascii_lowercase();
+    let lines = |extra: &[&str]| {
+        let mut v: Vec<Vec<u8>> = vec![b"Host: api.test".to_vec()];
+        v.extend(extra.iter().map(|l| l.as_bytes().to_vec()));
+        v
+    };
+    let all: Vec<&str> = spoofed.iter().chain(everyone.iter()).copied().collect();
+    let sent = lines(&all);
+    let refs: Vec<&[u8]> = sent.iter().map(|l| l.as_slice()).collect();
+
+    // Untrusted peer: all dropped; the cached answer is the one everyone gets.
+    let (admin, public, gw) = setup("").await;
+    let r = get(gw.addr(), "/cached/p", &refs).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("x-cache"), Some("MISS"));
+    let seen = public.last_request().unwrap();
+    for l in &all {
+        assert_eq!(seen.header(&name(l)), None, "{l}: {:?}", seen.headers);
+    }
+    assert_eq!(seen.method, "GET");
+    assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+    let plain = get(gw.addr(), "/cached/p", &[b"Host: api.test"]).await;
+    assert_eq!(plain.header("x-cache"), Some("HIT"), "{plain:?}");
+    assert_eq!(plain.body, r.body);
+    drop(gw);
+
+    // Trusted peer: its forwarding headers are kept; `_` names and method overrides are not.
+    let gw = Gateway::start(&config(&admin, &public, TRUSTED, "")).await;
+    let r = get(gw.addr(), "/x", &refs).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let seen = public.last_request().unwrap();
+    for l in &spoofed {
+        let value = l.split_once(": ").unwrap().1;
+        assert_eq!(
+            seen.header(&name(l)),
+            Some(value),
+            "{l}: {:?}",
+            seen.headers
+        );
+    }
+    for l in &everyone {
+        assert_eq!(seen.header(&name(l)), None, "{l}: {:?}", seen.headers);
+    }
+    assert_eq!(seen.method, "GET");
+}
+
+/// F5: a trusted load balancer's scheme and host survive in the forms real proxies send:
+/// lists (the leftmost element is the original), several lines, and `Forwarded`; the cache
+/// keys the value forwarded.
+#[tokio::test]
+async fn a_trusted_peers_proto_and_host_lists_and_forwarded_are_kept() {
+    let (_admin, public, gw) = setup(TRUSTED).await;
+    let addr = gw.addr();
+    for (lines, proto, host) in [
+        (&[&b"X-Forwarded-Proto: https, https"[..]][..], "https", "api.test"),
+        (&[b"X-Forwarded-Proto: https, http"], "https", "api.test"),
+        (&[b"X-Forwarded-Proto: https", b"X-Forwarded-Proto: http"], "https", "api.test"),
+        (&[b"X-Forwarded-Proto: https, javascript"], "http", "api.test"),
+        (&[b"Forwarded: proto=https"], "https", "api.test"),
+        (&[b"Forwarded: for=203.0.113.5;proto=https;host=shop.example.com, for=127.0.0.2;proto=http"], "https", "shop.example.com"),
+        (&[b"X-Forwarded-Proto: http", b"Forwarded: proto=https"], "http", "api.test"),
+        (&[b"X-Forwarded-Host: api.example.com, lb.internal"], "http", "api.example.com"),
+        (&[b"X-Forwarded-Host: API.example.com.", b"X-Forwarded-Host: lb.internal:8080"], "http", "api.example.com"),
+        (&[b"X-Forwarded-Host: api.example.com, lb/../x"], "http", "api.test"),
+        (&[b"Forwarded: host=\"api.example.com:8443\""], "http", "api.example.com:8443"),
+    ] {
+        let mut all = vec![&b"Host: api.test"[..]];
+        all.extend_from_slice(lines);
+        let r = get(addr, "/x", &all).await;
+        let what = lines.iter().map(|l| lossy(l)).collect::<Vec<_>>();
+        assert_eq!(r.status, 200, "{what:?}: {r:?}");
+        let seen = public.last_request().unwrap();
+        assert_eq!(seen.header_all("x-forwarded-proto"), vec![proto], "{what:?}");
+        assert_eq!(seen.header_all("x-forwarded-host"), vec![host], "{what:?}");
+        assert_eq!(seen.header("host"), Some("api.test"), "{what:?}");
+    }
+    // The cache keys what is forwarded: one kept host, one entry.
+    let fetch = |lines: &'static [&'static [u8]]| async move {
+        let mut all = vec![&b"Host: api.test"[..]];
+        all.extend_from_slice(lines);
+        get(addr, "/cached/lb", &all).await
+    };
+    let a = fetch(&[b"X-Forwarded-Host: a.example, lb.internal"]).await;
+    assert_eq!(a.header("x-cache"), Some("MISS"), "{a:?}");
+    let b = fetch(&[b"X-Forwarded-Host: a.example"]).await;
+    assert_eq!(b.header("x-cache"), Some("HIT"), "{b:?}");
+    let c = fetch(&[b"X-Forwarded-Host: b.example, lb.internal"]).await;
+    assert_ne!(c.header("x-cache"), Some("HIT"), "{c:?}");
+    let d = fetch(&[
+        b"X-Forwarded-Host: a.example",
+        b"X-Forwarded-Proto: https, http",
+    ])
+    .await;
+    assert_ne!(d.header("x-cache"), Some("HIT"), "{d:?}");
+    let e = fetch(&[b"X-Forwarded-Host: a.example", b"Forwarded: proto=https"]).await;
+    assert_eq!(
+        e.header("x-cache"),
+        Some("HIT"),
+        "https, kept from Forwarded: {e:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Item 18: HTTP/1.0 without Host
 // ---------------------------------------------------------------------------------------------
@@ -790,6 +1070,34 @@ async fn h2c_upgrade_requests_are_forwarded_as_plain_http11() {
         let r = conn.read_response().await;
         assert_eq!(r.status, 200, "{r:?}");
         assert_eq!(public.last_request().unwrap().path, "/after");
+    }
+}
+
+/// F6: an HTTP/1.0 request cannot upgrade (RFC 9110 §7.8): it is forwarded as a plain
+/// request, without `Upgrade` and without `Connection: upgrade`.
+#[tokio::test]
+async fn http10_upgrade_requests_are_forwarded_as_plain_requests() {
+    let (_admin, public, gw) = setup("").await;
+    for (connection, upgrade) in [
+        ("Upgrade", "websocket"),
+        ("keep-alive, Upgrade", "WebSocket"),
+        ("upgrade", "h2c"),
+    ] {
+        let head = format!(
+            "GET /chat HTTP/1.0\r\nHost: api.test\r\nConnection: {connection}\r\nUpgrade: {upgrade}\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        let r = send(gw.addr(), head.as_bytes()).await;
+        assert_eq!(r.status, 200, "{connection}/{upgrade}: {r:?}");
+        let seen = public.last_request().unwrap();
+        assert_eq!(seen.header("upgrade"), None, "{:?}", seen.headers);
+        for c in seen.header_all("connection") {
+            assert!(
+                !c.to_ascii_lowercase().contains("upgrade"),
+                "{:?}",
+                seen.headers
+            );
+        }
     }
 }
 
@@ -885,7 +1193,7 @@ fn allocations() -> usize {
 
 #[test]
 fn host_and_client_ip_decisions_do_not_allocate_in_the_common_case() {
-    use tollgate::proxy::forwarded::{client_ip, Forwarding};
+    use tollgate::proxy::forwarded::{client_ip, spoofable_headers, Forwarding};
     // Header values as Pingora makes them: slices of one shared request buffer.
     let buf = bytes::Bytes::copy_from_slice(
         b"api.example.com:8443 198.51.100.7, 203.0.113.9, 10.2.2.2 https",
@@ -913,6 +1221,42 @@ fn host_and_client_ip_decisions_do_not_allocate_in_the_common_case() {
     assert_eq!(f.host(), "api.example.com");
     assert_eq!(f.proto(), "https");
     assert_eq!(after - before, 0, "allocations on the common path");
+    drop(f);
+
+    // Nothing to drop from an ordinary request: nothing allocated. (Something to drop
+    // costs the list and the names' copies.)
+    headers.insert("accept", http::HeaderValue::from_static("*/*"));
+    headers.insert("user-agent", http::HeaderValue::from_static("curl/8"));
+    let before = allocations();
+    let none = spoofable_headers(&headers, true).len();
+    let after = allocations();
+    assert_eq!((none, after - before), (0, 0));
+    assert_eq!(
+        spoofable_headers(&headers, false).len(),
+        2,
+        "x-forwarded-for and -proto from an untrusted peer"
+    );
+
+    // A trusted peer's Forwarded, read without X-Forwarded-For: nothing allocated.
+    let mut fwd = http::HeaderMap::new();
+    fwd.insert("host", value(0..20));
+    fwd.insert(
+        "forwarded",
+        http::HeaderValue::from_static(
+            "for=198.51.100.7, for=\"[2001:db8::1]:443\";proto=https;host=api.example.com",
+        ),
+    );
+    let before = allocations();
+    let ip = client_ip(Some(lb), &fwd, &nets);
+    let f = Forwarding::from_request(true, false, &fwd, None).unwrap();
+    let after = allocations();
+    assert_eq!(ip, Ok(Some("2001:db8::1".parse().unwrap())));
+    assert_eq!(f.proto(), "https");
+    assert!(
+        after - before <= 1,
+        "{} allocations (the kept host)",
+        after - before
+    );
     drop(f);
 
     // A host that needs rewriting costs one allocation, whatever its length.

@@ -32,8 +32,76 @@ pub const HOP_BY_HOP: [&str; 9] = [
 ];
 
 /// Client-address headers some upstreams believe; only a trusted proxy may
-/// send them (SPEC §4).
-pub const CLIENT_IP_HEADERS: [&str; 3] = ["x-real-ip", "true-client-ip", "x-client-ip"];
+/// send them (SPEC §4). Their underscore spellings (`X_Real_IP`, which WSGI
+/// and CGI upstreams read as `X-Real-IP`) are dropped from every request.
+pub const CLIENT_IP_HEADERS: [&str; 14] = [
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-original-forwarded-for",
+    "forwarded-for",
+    "x-forwarded",
+    "x-proxyuser-ip",
+    "x-originating-ip",
+    "x-remote-ip",
+    "x-remote-addr",
+];
+
+/// Headers some frameworks take for the request's host, URL or scheme (IIS,
+/// Symfony, Zend, nginx `X-Original-URI` setups, `Front-End-Https`): only a
+/// trusted proxy may send them, like every `X-Forwarded-*` header.
+pub const ORIGIN_OVERRIDE_HEADERS: [&str; 8] = [
+    "x-host",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-host",
+    "x-original-uri",
+    "x-url-scheme",
+    "x-scheme",
+    "front-end-https",
+];
+
+/// Method-override headers: dropped from every request. Routing, plugins,
+/// rate limits and idempotency all judge the real method; an upstream that
+/// honoured one of these would run a method nobody checked.
+pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// The client-sent headers to drop before any plugin sees the request and
+/// before forwarding (SPEC §4):
+/// - from every request: header names holding `_` (as nginx's default
+///   `underscores_in_headers off`: CGI-style upstreams read `X_Real_IP` as
+///   `X-Real-IP`), and the [`METHOD_OVERRIDE_HEADERS`];
+/// - from an untrusted peer: every `X-Forwarded-*` header (the gateway writes
+///   `X-Forwarded-For`, `-Proto` and `-Host` itself; the others, such as
+///   `-Port`, `-Prefix`, `-Ssl`, are not in the cache key and would poison
+///   it), the [`CLIENT_IP_HEADERS`] and the [`ORIGIN_OVERRIDE_HEADERS`].
+///
+/// One pass over the names, comparing only names that could match; nothing is
+/// allocated unless something is dropped.
+pub fn spoofable_headers(headers: &HeaderMap, trusted_peer: bool) -> Vec<HeaderName> {
+    let mut out = Vec::new();
+    for name in headers.keys() {
+        let s = name.as_str();
+        let drop = s.as_bytes().contains(&b'_')
+            || METHOD_OVERRIDE_HEADERS.contains(&s)
+            || (!trusted_peer
+                && (s.starts_with("x-forwarded")
+                    || CLIENT_IP_HEADERS.contains(&s)
+                    || ORIGIN_OVERRIDE_HEADERS.contains(&s)));
+        if drop {
+            out.push(name.clone());
+        }
+    }
+    out
+}
 
 /// A request refused with 400; the text is the problem's `detail`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,9 +127,14 @@ pub fn is_trusted(ip: IpAddr, nets: &[IpNet]) -> bool {
 /// the walk never falls back to a trusted proxy's own address. An entry may
 /// carry a port (`192.0.2.1:4711`, `[2001:db8::1]:4711`) or brackets.
 ///
-/// A trusted peer that sends no `X-Forwarded-For` is the client itself; one
-/// whose chain holds only trusted proxies names the leftmost of them. A chain
-/// that is present but holds no entry at all is refused.
+/// A trusted peer that sends no `X-Forwarded-For` names the client in its
+/// `Forwarded` header's `for=` nodes, by the same rule (see
+/// `client_from_forwarded`); without either, it is the client itself. A
+/// chain that holds only trusted proxies names the leftmost of them; one that
+/// is present but holds no entry at all is refused. Beside `X-Forwarded-For`,
+/// `Forwarded` is not read: a load balancer that maintains only
+/// `X-Forwarded-For` passes a client's `Forwarded` through untouched, so a
+/// disagreement between the two says nothing about the client.
 pub fn client_ip(
     peer: Option<IpAddr>,
     headers: &HeaderMap,
@@ -95,9 +168,253 @@ pub fn client_ip(
     }
     match (present, last_trusted) {
         (_, Some(ip)) => Ok(Some(ip)),
-        (false, None) => Ok(Some(peer)),
+        (false, None) => client_from_forwarded(peer, headers, nets),
         (true, None) => Err(BadRequest("X-Forwarded-For holds no address")),
     }
+}
+
+/// The client named by a trusted peer's `Forwarded` header (RFC 7239), read
+/// only when it sends no `X-Forwarded-For`: the same rule as for
+/// `X-Forwarded-For` over the elements' `for=` values (every `Forwarded` line,
+/// left to right), the rightmost that is not a trusted proxy; one that is not
+/// an IP address (`unknown`, an obfuscated `_name`, garbage, a byte that is
+/// not UTF-8) or a malformed element in its place refuses the request.
+/// Elements without `for=` are skipped; a header naming no node at all
+/// leaves the peer as the client.
+fn client_from_forwarded(
+    peer: IpAddr,
+    headers: &HeaderMap,
+    nets: &[IpNet],
+) -> Result<Option<IpAddr>, BadRequest> {
+    // Left to right: the last entry that is not a trusted address decides
+    // (`Some(None)`: not an address); when there is none, the leftmost
+    // trusted one.
+    let mut last_other: Option<Option<IpAddr>> = None;
+    let mut leftmost_trusted = None;
+    forwarded_elements(headers, |el| {
+        if el.bad {
+            last_other = Some(None);
+            return;
+        }
+        let Some(node) = el.for_ else { return };
+        match parse_forwarded_node(node) {
+            Some(ip) if is_trusted(ip, nets) => {
+                leftmost_trusted.get_or_insert(ip);
+            }
+            other => last_other = Some(other),
+        }
+    });
+    match (last_other, leftmost_trusted) {
+        (Some(Some(ip)), _) => Ok(Some(ip)),
+        (Some(None), _) => Err(BadRequest(
+            "the client's Forwarded for= node is not an IP address",
+        )),
+        (None, Some(ip)) => Ok(Some(ip)),
+        (None, None) => Ok(Some(peer)),
+    }
+}
+
+/// The parameters of one `Forwarded` element that the gateway reads, as sent
+/// (a quoted string still quoted).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct FwdElement<'a> {
+    for_: Option<&'a [u8]>,
+    proto: Option<&'a [u8]>,
+    host: Option<&'a [u8]>,
+    /// A syntax error (an unterminated quoted string, a pair without `=`, a
+    /// value that is no token), or a parameter given twice.
+    bad: bool,
+}
+
+/// Calls `f` with each non-empty element of every `Forwarded` line, left to
+/// right (RFC 7239 §4: `,`-separated elements of `;`-separated pairs,
+/// parameter names in any case, values tokens or quoted strings). Lenient
+/// where no ambiguity arises: whitespace around pairs, and `:`, `[`, `]` in
+/// unquoted values (`for=[::1]:80`). A quoted string never ends at a `,`
+/// or `;` inside it; one that is never closed makes the rest of its line one
+/// bad element. Allocates nothing.
+fn forwarded_elements<'a>(headers: &'a HeaderMap, mut f: impl FnMut(FwdElement<'a>)) {
+    for v in headers.get_all("forwarded") {
+        let b = v.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if let Some(el) = forwarded_element(b, &mut i) {
+                f(el);
+            }
+        }
+    }
+}
+
+fn is_tchar(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)
+}
+
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while matches!(b.get(i), Some(b' ' | b'\t')) {
+        i += 1;
+    }
+    i
+}
+
+/// The end of the quoted string opening at `i` (after its closing quote), or
+/// `None` when it is never closed.
+fn quoted_end(b: &[u8], mut i: usize) -> Option<usize> {
+    i += 1;
+    loop {
+        match b.get(i)? {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+}
+
+/// Moves `i` past the next `,` outside quoted strings (or to the end).
+fn skip_element(b: &[u8], i: &mut usize) {
+    while let Some(&c) = b.get(*i) {
+        match c {
+            b'"' => *i = quoted_end(b, *i).unwrap_or(b.len()),
+            b',' => {
+                *i += 1;
+                return;
+            }
+            _ => *i += 1,
+        }
+    }
+}
+
+/// Parses the element starting at `*i` and moves `*i` past its `,`. `None`
+/// for an empty element.
+fn forwarded_element<'a>(b: &'a [u8], i: &mut usize) -> Option<FwdElement<'a>> {
+    let mut el = FwdElement::default();
+    let mut any = false;
+    loop {
+        *i = skip_ws(b, *i);
+        let start = *i;
+        while b.get(*i).is_some_and(|&c| is_tchar(c)) {
+            *i += 1;
+        }
+        let name = b.get(start..*i).unwrap_or_default();
+        if name.is_empty() {
+            match b.get(*i) {
+                None => return any.then_some(el),
+                Some(b',') => {
+                    *i += 1;
+                    return any.then_some(el);
+                }
+                Some(_) => {
+                    el.bad = true;
+                    skip_element(b, i);
+                    return Some(el);
+                }
+            }
+        }
+        any = true;
+        if b.get(*i) != Some(&b'=') {
+            el.bad = true;
+            skip_element(b, i);
+            return Some(el);
+        }
+        *i += 1;
+        let vstart = *i;
+        if b.get(*i) == Some(&b'"') {
+            match quoted_end(b, *i) {
+                Some(end) => *i = end,
+                None => {
+                    el.bad = true;
+                    *i = b.len();
+                    return Some(el);
+                }
+            }
+        } else {
+            while b
+                .get(*i)
+                .is_some_and(|&c| is_tchar(c) || matches!(c, b':' | b'[' | b']'))
+            {
+                *i += 1;
+            }
+            if *i == vstart {
+                el.bad = true;
+                skip_element(b, i);
+                return Some(el);
+            }
+        }
+        let value = b.get(vstart..*i).unwrap_or_default();
+        let slot = if name.eq_ignore_ascii_case(b"for") {
+            Some(&mut el.for_)
+        } else if name.eq_ignore_ascii_case(b"proto") {
+            Some(&mut el.proto)
+        } else if name.eq_ignore_ascii_case(b"host") {
+            Some(&mut el.host)
+        } else {
+            None
+        };
+        if let Some(slot) = slot {
+            if slot.is_some() {
+                el.bad = true;
+            }
+            *slot = Some(value);
+        }
+        *i = skip_ws(b, *i);
+        match b.get(*i) {
+            None => return Some(el),
+            Some(b';') => *i += 1,
+            Some(b',') => {
+                *i += 1;
+                return Some(el);
+            }
+            Some(_) => {
+                el.bad = true;
+                skip_element(b, i);
+                return Some(el);
+            }
+        }
+    }
+}
+
+/// A `Forwarded` value without its quotes and escapes, in `buf`; `None` when
+/// it does not fit.
+fn unquote<'b>(v: &'b [u8], buf: &'b mut [u8; 320]) -> Option<&'b [u8]> {
+    let Some(inner) = v.strip_prefix(b"\"").and_then(|r| r.strip_suffix(b"\"")) else {
+        return Some(v);
+    };
+    if !inner.contains(&b'\\') {
+        return Some(inner);
+    }
+    let mut n = 0;
+    let mut escaped = false;
+    for &c in inner {
+        if c == b'\\' && !escaped {
+            escaped = true;
+            continue;
+        }
+        escaped = false;
+        *buf.get_mut(n)? = c;
+        n += 1;
+    }
+    buf.get(..n)
+}
+
+/// A `for=` node as an IP address: `192.0.2.1`, `"[2001:db8::1]"`, with an
+/// optional port, numeric or obfuscated (`"[2001:db8::1]:_p1"`). `unknown`
+/// and obfuscated identifiers (`_hidden`) name no address.
+fn parse_forwarded_node(v: &[u8]) -> Option<IpAddr> {
+    let mut buf = [0u8; 320];
+    let node = unquote(v, &mut buf)?;
+    // An obfuscated port says nothing about the address.
+    let node = match node.iter().rposition(|&b| b == b':') {
+        Some(colon)
+            if node.get(colon + 1) == Some(&b'_')
+                && node.get(colon + 2..).is_some_and(|p| {
+                    p.iter()
+                        .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
+                }) =>
+        {
+            node.get(..colon)?
+        }
+        _ => node,
+    };
+    parse_node(node)
 }
 
 fn trim_ows(mut v: &[u8]) -> &[u8] {
@@ -202,6 +519,10 @@ fn check_authority(raw: &[u8], default_port: u16) -> Result<Checked, BadRequest>
         }
         let text = std::str::from_utf8(inner).map_err(|_| BAD_HOST)?;
         let addr: Ipv6Addr = text.parse().map_err(|_| BAD_HOST)?;
+        if addr.to_ipv4_mapped().is_some() {
+            // `[::ffff:127.0.0.9]`: an IPv4 address in another spelling.
+            return Err(BAD_HOST);
+        }
         let mut canon = StackStr::new();
         let _ = std::fmt::Write::write_fmt(&mut canon, format_args!("{addr}"));
         let normal = canon.as_bytes() == inner;
@@ -249,6 +570,12 @@ fn check_authority(raw: &[u8], default_port: u16) -> Result<Checked, BadRequest>
             // `:80` — a port without a host.
             return Err(BAD_HOST);
         }
+        let name = raw.get(..host_end).unwrap_or_default();
+        if looks_numeric(name) && !is_dotted_quad(name) {
+            // `0x7f.0.0.9`, `0177.0.0.9`, `127.9`, `2130706441`: an IPv4
+            // address to inet_aton, another host to routing.
+            return Err(BAD_HOST);
+        }
         (host_end, None, end, normal)
     };
     let port = match raw.get(after_host..).unwrap_or_default() {
@@ -279,6 +606,31 @@ fn check_authority(raw: &[u8], default_port: u16) -> Result<Checked, BadRequest>
         port,
         normal,
     })
+}
+
+/// Whether a host name is meant as an IPv4 address: its last label is all
+/// digits or starts with `0x` (a DNS top-level domain is never numeric).
+fn looks_numeric(name: &[u8]) -> bool {
+    let last = name.rsplit(|&b| b == b'.').next().unwrap_or_default();
+    (!last.is_empty() && last.iter().all(u8::is_ascii_digit))
+        || (last.len() >= 2 && last.get(..2).is_some_and(|p| p.eq_ignore_ascii_case(b"0x")))
+}
+
+/// Whether `name` is an IPv4 address in canonical dotted-quad form: four
+/// decimal parts of at most three digits, no leading zero, each at most 255.
+fn is_dotted_quad(name: &[u8]) -> bool {
+    let mut parts = 0;
+    for part in name.split(|&b| b == b'.') {
+        parts += 1;
+        let ok = (1..=3).contains(&part.len())
+            && part.iter().all(u8::is_ascii_digit)
+            && !(part.len() > 1 && part.first() == Some(&b'0'))
+            && part.iter().fold(0u32, |n, &d| n * 10 + u32::from(d - b'0')) <= 255;
+        if !ok || parts > 4 {
+            return false;
+        }
+    }
+    parts == 4
 }
 
 /// Parses the authority bytes `raw` (a `Host` value, `:authority`, or an
@@ -364,10 +716,13 @@ impl std::fmt::Write for StackStr {
 pub struct Forwarding {
     /// The peer is one of `trusted_proxies`.
     pub trusted_peer: bool,
-    /// The scheme as forwarded: the trusted peer's `X-Forwarded-Proto`
-    /// (`http` or `https`), else that of the connection.
+    /// The scheme as forwarded: the trusted peer's `X-Forwarded-Proto` (or,
+    /// without one, its `Forwarded: proto=`), the leftmost of a list, else
+    /// that of the connection.
     pub https: bool,
-    /// The trusted peer's `X-Forwarded-Host`, normalised, kept as forwarded.
+    /// The trusted peer's `X-Forwarded-Host` (or, without one, its
+    /// `Forwarded: host=`), the leftmost of a list, normalised; forwarded and
+    /// keyed as it is.
     pub kept_host: Option<Authority>,
     /// The request's authority; `None` when the request names none (an
     /// HTTP/1.0 request without `Host`, an empty `Host`).
@@ -390,16 +745,10 @@ impl Forwarding {
         let mut https = tls;
         let mut kept_host = None;
         if trusted_peer {
-            if let Some(v) = single(headers, "x-forwarded-proto") {
-                match trim_ows(v.as_bytes()) {
-                    p if p.eq_ignore_ascii_case(b"https") => https = true,
-                    p if p.eq_ignore_ascii_case(b"http") => https = false,
-                    _ => {}
-                }
+            if let Some(p) = kept_proto(headers) {
+                https = p;
             }
-            if let Some(v) = single(headers, "x-forwarded-host") {
-                kept_host = parse_authority(v.as_bytes(), Some(v), https).ok().flatten();
-            }
+            kept_host = kept_host_of(headers, https);
         }
         let mut hosts = headers.get_all(header::HOST).iter();
         let host = hosts.next();
@@ -478,6 +827,92 @@ fn single<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a HeaderValue> {
     let mut all = headers.get_all(name).iter();
     let first = all.next()?;
     all.next().is_none().then_some(first)
+}
+
+fn proto_of(p: &[u8]) -> Option<bool> {
+    if p.eq_ignore_ascii_case(b"https") {
+        Some(true)
+    } else if p.eq_ignore_ascii_case(b"http") {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// The elements of every line of header `name`, left to right, trimmed;
+/// empty elements skipped.
+fn list_elements<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item = &'a [u8]> {
+    headers
+        .get_all(name)
+        .into_iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(trim_ows)
+        .filter(|e| !e.is_empty())
+}
+
+/// A trusted peer's scheme (`true`: https): its `X-Forwarded-Proto` when it
+/// sends one, else the `proto=` of its `Forwarded`. A list (`https, http`,
+/// or several lines) is the chain of proxies: the leftmost element is the
+/// scheme the client used. Every element must be `http` or `https`, or
+/// nothing is kept.
+fn kept_proto(headers: &HeaderMap) -> Option<bool> {
+    if headers.contains_key("x-forwarded-proto") {
+        let mut first = None;
+        for e in list_elements(headers, "x-forwarded-proto") {
+            let p = proto_of(e)?;
+            first.get_or_insert(p);
+        }
+        return first;
+    }
+    let mut first = None;
+    let mut ok = true;
+    forwarded_elements(headers, |el| {
+        ok &= !el.bad;
+        if let Some(v) = el.proto {
+            let mut buf = [0u8; 320];
+            match unquote(v, &mut buf).and_then(proto_of) {
+                Some(p) => {
+                    first.get_or_insert(p);
+                }
+                None => ok = false,
+            }
+        }
+    });
+    first.filter(|_| ok)
+}
+
+/// A trusted peer's original host, normalised: its `X-Forwarded-Host` when it
+/// sends one, else the `host=` of its `Forwarded`. As for the scheme, the
+/// leftmost element of a list is the original, and every element must be a
+/// valid host, or nothing is kept. A single value already in normal form is
+/// kept without copying.
+fn kept_host_of(headers: &HeaderMap, https: bool) -> Option<Authority> {
+    let default_port = if https { 443 } else { 80 };
+    if headers.contains_key("x-forwarded-host") {
+        let mut first: Option<&[u8]> = None;
+        for e in list_elements(headers, "x-forwarded-host") {
+            check_authority(e, default_port).ok()?;
+            first.get_or_insert(e);
+        }
+        let first = first?;
+        let shared = single(headers, "x-forwarded-host").filter(|v| v.as_bytes() == first);
+        return parse_authority(first, shared, https).ok().flatten();
+    }
+    let mut first = None;
+    let mut ok = true;
+    forwarded_elements(headers, |el| {
+        ok &= !el.bad;
+        if let Some(v) = el.host {
+            let mut buf = [0u8; 320];
+            match unquote(v, &mut buf).map(|h| parse_authority(h, None, https)) {
+                Some(Ok(Some(a))) => {
+                    first.get_or_insert(a);
+                }
+                _ => ok = false,
+            }
+        }
+    });
+    first.filter(|_| ok)
 }
 
 /// Whether `m` is a standard method written in another case (`post`, `Get`):
@@ -572,9 +1007,13 @@ pub fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
 /// `Upgrade`, `Connection` and `HTTP2-Settings` are stripped and the request
 /// is forwarded as a plain HTTP/1.1 request (RFC 9110 §7.8: a server may
 /// ignore an upgrade).
-pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    single(headers, header::UPGRADE.as_str())
-        .is_some_and(|v| trim_ows(v.as_bytes()).eq_ignore_ascii_case(b"websocket"))
+///
+/// Only in HTTP/1.1: an HTTP/1.0 request's `Upgrade` is ignored (RFC 9110
+/// §7.8), and it is forwarded as a plain request; HTTP/2 has no `Upgrade`.
+pub fn is_upgrade(headers: &HeaderMap, version: http::Version) -> bool {
+    version == http::Version::HTTP_11
+        && single(headers, header::UPGRADE.as_str())
+            .is_some_and(|v| trim_ows(v.as_bytes()).eq_ignore_ascii_case(b"websocket"))
         && headers.get_all(header::CONNECTION).iter().any(|v| {
             v.as_bytes()
                 .split(|&b| b == b',')
@@ -934,6 +1373,286 @@ mod tests {
         assert_eq!(f.forwarded_host().unwrap(), "internal:8080");
     }
 
+    fn fwd(lines: &[&[u8]]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for l in lines {
+            m.append("forwarded", HeaderValue::from_bytes(l).unwrap());
+        }
+        m
+    }
+
+    fn fwd_from_lb(lines: &[&[u8]]) -> Result<Option<IpAddr>, BadRequest> {
+        client_ip(Some(ip(LB)), &fwd(lines), &nets())
+    }
+
+    #[test]
+    fn a_trusted_peers_forwarded_names_the_client_when_it_sends_no_xff() {
+        for (sent, client) in [
+            (&[&b"for=6.6.6.6"[..]][..], "6.6.6.6"),
+            (&[b"For=6.6.6.6;proto=https"], "6.6.6.6"),
+            (&[b"FOR=\"6.6.6.6:4711\""], "6.6.6.6"),
+            (&[b"for=\"[2001:db8::1]\""], "2001:db8::1"),
+            (&[b"for=\"[2001:db8::1]:443\";by=10.0.0.1"], "2001:db8::1"),
+            (&[b"for=\"[2001:db8::1]:_p1\""], "2001:db8::1"),
+            (&[b"for=\"\\6.6.6.6\""], "6.6.6.6"),
+            (
+                &[b"for=1.1.1.1, for=6.6.6.6;host=\"a,b;c\", for=10.0.0.5"],
+                "6.6.6.6",
+            ),
+            (
+                &[b"for=1.1.1.1", b"for=6.6.6.6", b"for=10.0.0.5"],
+                "6.6.6.6",
+            ),
+            (&[b"proto=https;for=6.6.6.6 , , for=10.2.2.2"], "6.6.6.6"),
+            // Garbage left of the client's element is never looked at.
+            (&[b"for=\"\xff\", for=6.6.6.6"], "6.6.6.6"),
+            (&[b"\xff junk;;=, for=6.6.6.6"], "6.6.6.6"),
+            // Only trusted nodes: the leftmost.
+            (&[b"for=10.3.3.3, for=10.4.4.4"], "10.3.3.3"),
+            // No node named: the peer is the client.
+            (&[b"proto=https"], LB),
+            (&[b""], LB),
+            (&[b"for=6.6.6.6, proto=https"], "6.6.6.6"),
+        ] {
+            assert_eq!(
+                fwd_from_lb(sent),
+                Ok(Some(ip(client))),
+                "{:?}",
+                sent.iter()
+                    .map(|l| String::from_utf8_lossy(l))
+                    .collect::<Vec<_>>()
+            );
+        }
+        // Never from an untrusted peer.
+        assert_eq!(
+            client_ip(Some(ip("203.0.113.9")), &fwd(&[b"for=6.6.6.6"]), &nets()),
+            Ok(Some(ip("203.0.113.9")))
+        );
+    }
+
+    #[test]
+    fn a_forwarded_client_node_that_is_no_address_is_refused() {
+        for bad in [
+            &b"for=\"\xff\""[..],
+            b"for=\xff",
+            b"for=unknown",
+            b"for=UNKNOWN",
+            b"for=\"unknown\"",
+            b"for=_hidden",
+            b"for=\"_hidden:80\"",
+            b"for=6.6.6.6, for=unknown",
+            b"for=6.6.6.6, for=_x, for=10.0.0.2",
+            b"for=junk",
+            b"for=\"6.6.6.6 7.7.7.7\"",
+            b"for=6.6.6.6 7.7.7.7",
+            b"for=0x7f.0.0.1",
+            b"for=127.1",
+            b"for=\"[6.6.6.6]\"",
+            b"for=",
+            b"for=\"\"",
+            b"for=6.6.6.6;for=7.7.7.7",
+            b"for=\"6.6.6.6",
+            b"for=6.6.6.6, \"",
+            b"for=6.6.6.6, junk",
+            b"for=6.6.6.6, =x",
+            b"for=6.6.6.6, for=10.0.0.9;x",
+        ] {
+            assert!(
+                fwd_from_lb(&[bad]).is_err(),
+                "{:?} -> {:?}",
+                String::from_utf8_lossy(bad),
+                fwd_from_lb(&[bad])
+            );
+        }
+    }
+
+    #[test]
+    fn xff_wins_over_forwarded() {
+        let mut m = xff(&[b"7.7.7.7"]);
+        m.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
+        assert_eq!(
+            client_ip(Some(ip(LB)), &m, &nets()),
+            Ok(Some(ip("7.7.7.7")))
+        );
+        m.insert("forwarded", HeaderValue::from_static("for=unknown"));
+        assert_eq!(
+            client_ip(Some(ip(LB)), &m, &nets()),
+            Ok(Some(ip("7.7.7.7")))
+        );
+    }
+
+    #[test]
+    fn numeric_hosts_must_be_canonical_dotted_quads() {
+        for ok in [
+            "127.0.0.9",
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.0.1:8080",
+            "127.0.0.9.",
+        ] {
+            assert!(auth(ok, false).is_ok(), "{ok}");
+        }
+        for bad in [
+            "0x7f.0.0.9",
+            "0X7F.0.0.9",
+            "0177.0.0.9",
+            "127.0.0.011",
+            "127.0.9",
+            "127.9",
+            "0x7f000009",
+            "2130706441",
+            "2130706441:80",
+            "127.000.000.009",
+            "127.0.0.256",
+            "127.0.0.9.9",
+            "1.2.3.4.5",
+            "a.b.0x1",
+            "example.123",
+            "127.0.0.0x9",
+            "[::ffff:127.0.0.9]",
+            "[::ffff:7f00:9]",
+        ] {
+            assert!(auth(bad, false).is_err(), "{bad} -> {:?}", auth(bad, false));
+        }
+        // A digit-led label elsewhere is a DNS name like any other.
+        assert!(auth("123.example.com", false).is_ok());
+        assert!(auth("0x.example.com", false).is_ok());
+    }
+
+    #[test]
+    fn a_trusted_peers_proto_and_host_lists_keep_the_original() {
+        fn host(lines: &[(&'static str, &[u8])]) -> (&'static str, String) {
+            let mut m = HeaderMap::new();
+            m.insert(header::HOST, HeaderValue::from_static("internal"));
+            for (n, v) in lines {
+                m.append(*n, HeaderValue::from_bytes(v).unwrap());
+            }
+            let f = Forwarding::from_request(true, false, &m, None).unwrap();
+            (
+                f.proto(),
+                f.forwarded_host().unwrap().to_str().unwrap().to_string(),
+            )
+        }
+        let p = |v: &[u8]| host(&[("x-forwarded-proto", v)]).0;
+        assert_eq!(p(b"https, https"), "https");
+        assert_eq!(p(b"https, http"), "https");
+        assert_eq!(p(b"http, https"), "http");
+        assert_eq!(p(b" HTTPS ,, http"), "https");
+        assert_eq!(
+            host(&[
+                ("x-forwarded-proto", b"https"),
+                ("x-forwarded-proto", b"http")
+            ])
+            .0,
+            "https"
+        );
+        // Any invalid element: the connection's scheme.
+        assert_eq!(p(b"https, javascript"), "http");
+        assert_eq!(p(b"https \xff"), "http");
+        assert_eq!(p(b","), "http");
+        // From Forwarded when there is no X-Forwarded-Proto.
+        let f = |v: &[u8]| host(&[("forwarded", v)]);
+        assert_eq!(f(b"proto=https").0, "https");
+        assert_eq!(
+            f(b"for=6.6.6.6;Proto=\"HTTPS\", for=10.0.0.1;proto=http").0,
+            "https"
+        );
+        assert_eq!(f(b"proto=https, proto=gopher").0, "http");
+        assert_eq!(f(b"proto=https, \"").0, "http");
+        assert_eq!(
+            host(&[
+                ("x-forwarded-proto", b"http"),
+                ("forwarded", b"proto=https")
+            ])
+            .0,
+            "http"
+        );
+        // Hosts.
+        let h = |v: &[u8]| host(&[("x-forwarded-host", v)]).1;
+        assert_eq!(h(b"api.example.com, lb.internal"), "api.example.com");
+        assert_eq!(
+            h(b"API.example.com.:80 , lb.internal:8080"),
+            "api.example.com"
+        );
+        assert_eq!(h(b"api.example.com, lb/../x"), "internal");
+        assert_eq!(h(b"api.example.com, 0x7f.1"), "internal");
+        assert_eq!(
+            host(&[
+                ("x-forwarded-host", b"a.example"),
+                ("x-forwarded-host", b"b.example")
+            ])
+            .1,
+            "a.example"
+        );
+        assert_eq!(f(b"host=api.example.com").1, "api.example.com");
+        assert_eq!(
+            f(b"for=1.2.3.4;host=\"API.example.com:8443\", host=lb.internal").1,
+            "api.example.com:8443"
+        );
+        assert_eq!(f(b"host=\"a b\"").1, "internal");
+        assert_eq!(
+            host(&[
+                ("x-forwarded-host", b"x.example"),
+                ("forwarded", b"host=y.example")
+            ])
+            .1,
+            "x.example"
+        );
+        // The default port follows the kept scheme.
+        assert_eq!(
+            host(&[("forwarded", b"proto=https;host=\"api.example.com:443\"")]).1,
+            "api.example.com"
+        );
+    }
+
+    #[test]
+    fn spoofable_headers_by_trust() {
+        let mut m = HeaderMap::new();
+        for n in [
+            "host",
+            "x-forwarded-port",
+            "x-forwarded-prefix",
+            "x-forwarded-for",
+            "x-forwarded",
+            "x-original-url",
+            "x-host",
+            "cf-connecting-ip",
+            "x-real_ip",
+            "x_forwarded_for",
+            "x-http-method-override",
+            "x-method-override",
+            "x-custom",
+            "accept",
+        ] {
+            m.insert(HeaderName::from_static(n), HeaderValue::from_static("1"));
+        }
+        let names = |trusted| {
+            let mut v: Vec<String> = spoofable_headers(&m, trusted)
+                .iter()
+                .map(|n| n.as_str().to_string())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(
+            names(true),
+            [
+                "x-http-method-override",
+                "x-method-override",
+                "x-real_ip",
+                "x_forwarded_for"
+            ]
+        );
+        let untrusted = names(false);
+        for n in ["host", "x-custom", "accept"] {
+            assert!(!untrusted.iter().any(|u| u == n), "{n}");
+        }
+        assert_eq!(untrusted.len(), 11, "{untrusted:?}");
+        m.clear();
+        m.insert("accept", HeaderValue::from_static("1"));
+        assert!(spoofable_headers(&m, false).is_empty());
+    }
+
     #[test]
     fn miscased_standard_methods() {
         for m in [
@@ -961,8 +1680,8 @@ mod tests {
             "http2-settings",
             "AAMAAABkAARAAAAAAAIAAAAA".parse().unwrap(),
         );
-        assert!(!is_upgrade(&m));
-        let stripped = hop_by_hop(&m, is_upgrade(&m));
+        assert!(!is_upgrade(&m, http::Version::HTTP_11));
+        let stripped = hop_by_hop(&m, is_upgrade(&m, http::Version::HTTP_11));
         for n in ["connection", "upgrade", "http2-settings"] {
             assert!(stripped.iter().any(|s| s == n), "{n}: {stripped:?}");
         }
@@ -970,13 +1689,22 @@ mod tests {
         m.insert("connection", "upgrade".parse().unwrap());
         assert!(hop_by_hop(&m, false).iter().any(|s| s == "http2-settings"));
         m.insert("upgrade", "websocket, h2c".parse().unwrap());
-        assert!(!is_upgrade(&m));
+        assert!(!is_upgrade(&m, http::Version::HTTP_11));
         m.insert("upgrade", "WebSocket".parse().unwrap());
-        assert!(is_upgrade(&m));
+        assert!(is_upgrade(&m, http::Version::HTTP_11));
         m.insert("connection", "keep-alive, Upgrade".parse().unwrap());
-        assert!(is_upgrade(&m));
+        assert!(is_upgrade(&m, http::Version::HTTP_11));
         m.remove("connection");
-        assert!(!is_upgrade(&m));
+        assert!(!is_upgrade(&m, http::Version::HTTP_11));
+        // HTTP/1.0 has no upgrade (RFC 9110 §7.8): both headers are stripped.
+        m.insert("connection", "Upgrade".parse().unwrap());
+        assert!(is_upgrade(&m, http::Version::HTTP_11));
+        assert!(!is_upgrade(&m, http::Version::HTTP_10));
+        assert!(!is_upgrade(&m, http::Version::HTTP_2));
+        let stripped = hop_by_hop(&m, is_upgrade(&m, http::Version::HTTP_10));
+        for n in ["connection", "upgrade"] {
+            assert!(stripped.iter().any(|s| s == n), "{n}: {stripped:?}");
+        }
     }
 
     #[test]
@@ -1009,7 +1737,7 @@ mod tests {
             connection_listed(&m),
             vec![HeaderName::from_static("close-me")]
         );
-        assert!(is_upgrade(&m));
+        assert!(is_upgrade(&m, http::Version::HTTP_11));
     }
 }
 
@@ -1353,9 +2081,10 @@ mod properties {
         }
     }
 
-    /// Arbitrary `Forwarded` bytes play no part in choosing the client.
+    /// Beside an `X-Forwarded-For`, arbitrary `Forwarded` bytes play no part
+    /// in choosing the client (SPEC §3 names `X-Forwarded-For`).
     #[test]
-    fn forwarded_header_does_not_pick_the_client() {
+    fn beside_xff_forwarded_bytes_do_not_pick_the_client() {
         let mut runner = proptest::test_runner::TestRunner::default();
         runner
             .run(&proptest::collection::vec(value_byte(), 0..64), |fwd| {
@@ -1372,5 +2101,185 @@ mod properties {
                 Ok(())
             })
             .unwrap();
+    }
+
+    /// A `for=` value: addresses (trusted or not, in the spellings RFC 7239
+    /// allows), and nodes that name no address.
+    fn for_value() -> impl Strategy<Value = (Vec<u8>, Option<IpAddr>)> {
+        let addr = |s: &str, ip: &str| (s.as_bytes().to_vec(), Some(ip.parse::<IpAddr>().unwrap()));
+        prop_oneof![
+            any::<[u8; 4]>().prop_map(|o| {
+                let ip = std::net::Ipv4Addr::from(o);
+                (ip.to_string().into_bytes(), Some(IpAddr::V4(ip)))
+            }),
+            any::<[u16; 8]>().prop_map(|s| {
+                let ip = Ipv6Addr::from(s);
+                (
+                    format!("\"[{ip}]:443\"").into_bytes(),
+                    Some(IpAddr::V6(ip).to_canonical()),
+                )
+            }),
+            Just(addr("10.1.2.3", "10.1.2.3")),
+            Just(addr("\"10.9.9.9:80\"", "10.9.9.9")),
+            Just(addr("\"[fd00::1]\"", "fd00::1")),
+            Just(addr("6.6.6.6", "6.6.6.6")),
+            Just((b"unknown".to_vec(), None)),
+            Just((b"_hidden".to_vec(), None)),
+            Just((b"\"\xff\"".to_vec(), None)),
+            Just((b"\"_x:_y\"".to_vec(), None)),
+            Just((b"junk".to_vec(), None)),
+            Just((b"0x7f.1".to_vec(), None)),
+        ]
+    }
+
+    /// Well-formed `Forwarded` lines, with what each element's `for=` names
+    /// (`None`: no `for=`; `Some(None)`: a node that is no address).
+    #[allow(clippy::type_complexity)]
+    fn forwarded_lines() -> impl Strategy<Value = (Vec<Vec<u8>>, Vec<Option<Option<IpAddr>>>)> {
+        let element = (
+            proptest::option::of((
+                for_value(),
+                prop_oneof![Just("for"), Just("For"), Just("FOR")],
+            )),
+            any::<bool>(),
+            any::<bool>(),
+        )
+            .prop_map(|(node, proto, host)| {
+                let mut pairs: Vec<Vec<u8>> = Vec::new();
+                if proto {
+                    pairs.push(b"proto=https".to_vec());
+                }
+                let named = node.map(|((v, ip), name)| {
+                    let mut p = format!("{name}=").into_bytes();
+                    p.extend(v);
+                    pairs.push(p);
+                    ip
+                });
+                if host {
+                    pairs.push(b"host=\"a.example,;x\"".to_vec());
+                }
+                (pairs.join(&b";"[..]), named)
+            });
+        proptest::collection::vec(proptest::collection::vec(element, 1..4), 0..4).prop_map(
+            |lines| {
+                let mut out = Vec::new();
+                let mut named = Vec::new();
+                for l in lines {
+                    let mut line = Vec::new();
+                    for (i, (e, n)) in l.into_iter().enumerate() {
+                        if i > 0 {
+                            line.extend_from_slice(b", ");
+                        }
+                        if !e.is_empty() {
+                            named.push(n);
+                        }
+                        line.extend(e);
+                    }
+                    out.push(line);
+                }
+                (out, named)
+            },
+        )
+    }
+
+    fn forwarded_map(lines: &[Vec<u8>]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for l in lines {
+            m.append("forwarded", HeaderValue::from_bytes(l).unwrap());
+        }
+        m
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// Well-formed `Forwarded` from a trusted peer (without
+        /// X-Forwarded-For): the same rule as for X-Forwarded-For — the
+        /// rightmost node that is not trusted, a 400 when that node is no
+        /// address, the leftmost trusted one only when all are trusted.
+        #[test]
+        fn forwarded_for_follows_the_xff_rule((lines, named) in forwarded_lines()) {
+            let peer: IpAddr = "10.200.0.1".parse().unwrap();
+            let got = client_ip(Some(peer), &forwarded_map(&lines), &nets());
+            let nodes: Vec<Option<IpAddr>> = named.into_iter().flatten().collect();
+            let trusted = |n: &Option<IpAddr>| n.is_some_and(|ip| is_trusted(ip, &nets()));
+            let want = match nodes.iter().rev().find(|n| !trusted(n)) {
+                Some(Some(ip)) => Ok(Some(*ip)),
+                Some(None) => Err(()),
+                None => Ok(Some(nodes.first().copied().flatten().unwrap_or(peer))),
+            };
+            prop_assert_eq!(got.map_err(|_| ()), want, "{:?}", lines.iter().map(|l| String::from_utf8_lossy(l)).collect::<Vec<_>>());
+        }
+
+        /// Whatever bytes precede it, the node a trusted proxy appends on a
+        /// line of its own is the client; appended to the last line, it is
+        /// the client or a 400 (the bytes before it left a quoted string
+        /// open), never another address.
+        #[test]
+        fn the_node_a_trusted_proxy_appends_to_forwarded_is_the_client(
+            sent in proptest::collection::vec(proptest::collection::vec(value_byte(), 0..32), 0..3),
+            client in any::<[u8; 4]>().prop_filter("untrusted", |o| o[0] != 10 && !(o[0] == 192 && o[1] == 168)),
+            own_line in any::<bool>(),
+        ) {
+            let client = IpAddr::V4(client.into());
+            let mut lines = sent;
+            let appended = format!("for={client};proto=https").into_bytes();
+            match lines.last_mut() {
+                Some(l) if !own_line => {
+                    l.extend_from_slice(b", ");
+                    l.extend_from_slice(&appended);
+                }
+                _ => lines.push(appended),
+            }
+            let got = client_ip(Some("10.1.1.1".parse().unwrap()), &forwarded_map(&lines), &nets());
+            if own_line {
+                prop_assert_eq!(got, Ok(Some(client)));
+            } else {
+                prop_assert!(got.is_err() || got == Ok(Some(client)), "{got:?}");
+            }
+        }
+
+        /// Arbitrary bytes as `Forwarded`: a trusted address is the client
+        /// only when one was named (the peer only when no `for=` was sent),
+        /// and any address found is one the bytes spell.
+        #[test]
+        fn forwarded_bytes_never_yield_a_trusted_address_by_mistake(
+            sent in proptest::collection::vec(
+                proptest::collection::vec(prop_oneof![
+                    4 => value_byte().prop_map(|b| vec![b]),
+                    1 => Just(b"for=".to_vec()),
+                    1 => Just(b"For=\"".to_vec()),
+                    1 => Just(b"10.1.2.3".to_vec()),
+                    1 => Just(b"6.6.6.6".to_vec()),
+                    1 => Just(b"[fd00::1]".to_vec()),
+                    1 => Just(b"\"".to_vec()),
+                    1 => Just(b";".to_vec()),
+                    1 => Just(b", ".to_vec()),
+                ], 0..16).prop_map(|p| p.concat()),
+                1..3,
+            ),
+        ) {
+            let peer: IpAddr = "10.200.0.1".parse().unwrap();
+            let got = client_ip(Some(peer), &forwarded_map(&sent), &nets());
+            let all: Vec<u8> = sent.concat().to_ascii_lowercase();
+            let has = |needle: &[u8]| all.windows(needle.len()).any(|w| w == needle);
+            match got {
+                Ok(Some(ip)) if ip == peer => {
+                    // No pair named `for` (outside a quoted string).
+                    let pair_start = |i: usize| i == 0 || matches!(all[i - 1], b';' | b',' | b' ' | b'\t');
+                    let named = all.windows(4).enumerate().any(|(i, w)| w == b"for=" && pair_start(i));
+                    prop_assert!(!named || all.contains(&b'"'), "{:?}", String::from_utf8_lossy(&all));
+                }
+                Ok(Some(ip)) => {
+                    let spelled = match ip {
+                        IpAddr::V4(v4) => v4.to_string(),
+                        IpAddr::V6(v6) => v6.to_string(),
+                    };
+                    prop_assert!(has(spelled.as_bytes()), "{ip} from {:?}", String::from_utf8_lossy(&all));
+                }
+                Ok(None) => prop_assert!(false, "no client"),
+                Err(_) => {}
+            }
+        }
     }
 }

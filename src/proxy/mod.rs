@@ -475,6 +475,13 @@ impl ProxyHttp for Gateway {
         let client_ip =
             forwarded::client_ip(peer, &session.req_header().headers, &rt.trusted_proxies);
         ctx.client_ip = *client_ip.as_ref().unwrap_or(&peer);
+        let trusted_peer = peer.is_some_and(|p| forwarded::is_trusted(p, &rt.trusted_proxies));
+        // Client-sent headers an upstream could take for the client's address,
+        // host, URL or method are gone before any plugin, the cache or the
+        // upstream sees the request (SPEC §4).
+        for n in forwarded::spoofable_headers(&session.req_header().headers, trusted_peer) {
+            session.req_header_mut().remove_header(&n);
+        }
         if let Some(rid) = &rt.request_id {
             if let Some(r) = rid.plugin.as_request_id() {
                 r.assign(session.req_header(), ctx);
@@ -502,7 +509,6 @@ impl ProxyHttp for Gateway {
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())
             .is_some();
-        let trusted_peer = peer.is_some_and(|p| forwarded::is_trusted(p, &rt.trusted_proxies));
         let checked = client_ip.and_then(|_| {
             if forwarded::is_miscased_method(&req.method) {
                 return Err(forwarded::BadRequest(
@@ -910,11 +916,13 @@ impl ProxyHttp for Gateway {
                 up_req.set_uri(u);
             }
         }
-        let upgrade = forwarded::is_upgrade(&session.req_header().headers);
+        let downstream = session.req_header();
+        let upgrade = forwarded::is_upgrade(&downstream.headers, downstream.version);
         for n in forwarded::hop_by_hop(&up_req.headers, upgrade) {
             up_req.remove_header(&n);
         }
-        if upgrade {
+        // `Connection: upgrade` only ever goes with the `Upgrade` it names.
+        if upgrade && up_req.headers.contains_key(header::UPGRADE) {
             up_req.insert_header(header::CONNECTION, "upgrade")?;
         } else if !session.is_http2()
             && session.get_keepalive().is_none()
@@ -935,11 +943,6 @@ impl ProxyHttp for Gateway {
             .and_then(|d| d.ssl_digest.as_ref())
             .is_some();
         let f = &ctx.forwarding;
-        if !f.trusted_peer {
-            for n in forwarded::CLIENT_IP_HEADERS {
-                up_req.remove_header(n);
-            }
-        }
         // The host that was routed and keyed is the host forwarded. A request
         // that named none (HTTP/1.0 without Host) is sent to the target's
         // address, as nginx's `$proxy_host`: HTTP/1.1 requires a Host.
@@ -1013,7 +1016,11 @@ impl ProxyHttp for Gateway {
             );
         }
         if resp.status == http::StatusCode::SWITCHING_PROTOCOLS
-            && !(session.is_upgrade_req() && forwarded::is_upgrade(&session.req_header().headers))
+            && !(session.is_upgrade_req()
+                && forwarded::is_upgrade(
+                    &session.req_header().headers,
+                    session.req_header().version,
+                ))
         {
             // Nothing asked to switch protocols (only WebSocket upgrades are
             // forwarded as such): a broken upstream (SPEC §4).
