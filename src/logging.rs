@@ -452,7 +452,7 @@ pub fn access(a: &Access<'_>) {
         target: "tollgate::access",
         request_id = a.request_id,
         route = a.route,
-        method = a.method,
+        method = %mask_pans(a.method),
         path = %mask_pans(a.path),
         status = a.status,
         duration_ms = a.duration_ms,

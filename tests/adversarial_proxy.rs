@@ -7,6 +7,7 @@
 //! ([`raw_upstream`]); clients that an HTTP library would normalise are raw sockets.
 
 mod common;
+use futures_util::StreamExt;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -743,6 +744,37 @@ async fn h2c_prior_knowledge_is_served_when_enabled() {
     // A bad route over h2c gets the usual problem.
     let r = c.get(gw.url("/%zz")).send().await.unwrap();
     assert_eq!(r.status(), 400);
+}
+
+/// Over HTTP/2 (where Pingora applies no read timeout to a request body), a body that
+/// stalls on a route whose plugin reads it (`idempotency`) gets 408 after
+/// `body_timeout`, not after `request_timeout`.
+#[tokio::test]
+async fn a_stalled_http2_body_on_a_body_reading_route_gets_408() {
+    let up = TestUpstream::start("up").await;
+    let cfg = config(
+        up.addr(),
+        "h2c = true\nbody_timeout = \"500ms\"\nrequest_timeout = \"30s\"",
+        "",
+        "plugins = [\"idem\"]",
+    ) + "\n[plugins.idem]\ntype = \"idempotency\"\n";
+    let gw = Gateway::start(&cfg).await;
+    let first =
+        futures_util::stream::iter([Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"abc"))]);
+    let stalled = first.chain(futures_util::stream::pending());
+    let started = Instant::now();
+    let r = h2c_client()
+        .post(gw.url("/pay"))
+        .header("idempotency-key", "h2-stall-1")
+        .header("content-length", "100")
+        .body(reqwest::Body::wrap_stream(stalled))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 408);
+    // Well before request_timeout (30 s): body_timeout ended it.
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(up.hits(), 0);
 }
 
 /// Off by default: the HTTP/2 client gets a clear refusal (GOAWAY `HTTP_1_1_REQUIRED`, with

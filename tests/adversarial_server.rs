@@ -113,6 +113,47 @@ async fn card_numbers_with_separators_never_reach_the_access_log() {
     }
 }
 
+/// A card number sent as a request id or a method never reaches the logs either: such a
+/// request id is replaced by a fresh one (it would otherwise be in every log line and
+/// error body of the request), and a method is logged masked.
+#[tokio::test]
+async fn card_numbers_in_request_ids_and_methods_never_reach_the_logs() {
+    let up = TestUpstream::start("pan").await;
+    let cfg = config(up.addr(), "plugins = [\"rid\"]") + "\n[plugins.rid]\ntype = \"request_id\"\n";
+    let gw = Gateway::start(&cfg).await;
+    for raw in [
+        "GET /api/a HTTP/1.1\r\nHost: gw.test\r\nx-request-id: 4111111111111111\r\nConnection: close\r\n\r\n",
+        "GET /nowhere HTTP/1.1\r\nHost: gw.test\r\nx-request-id: 5500-0055-5555-5559\r\nConnection: close\r\n\r\n",
+        "6011000990139424 /api/b HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n",
+    ] {
+        let resp = raw_request(gw.addr(), raw.as_bytes()).await;
+        assert!(resp.starts_with(b"HTTP/1.1 "), "no response to {raw:?}");
+        let text = String::from_utf8_lossy(&resp);
+        assert!(!text.contains("4111111111111111") && !text.contains("5500-0055"), "{text}");
+    }
+    // A valid id is still kept.
+    let r = gw
+        .client()
+        .get(gw.url("/api/c"))
+        .header("x-request-id", "order-2024-0001")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "order-2024-0001");
+    wait_until_msg(WAIT, "one access line per request", || async {
+        access_lines(&gw).len() >= 4
+    })
+    .await;
+    let logs = gw.logs();
+    for leak in [
+        "4111111111111111",
+        "5500-0055-5555-5559",
+        "6011000990139424",
+    ] {
+        assert!(!logs.contains(leak), "{leak} reached the logs:\n{logs}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Item 24: colour escape codes
 // ---------------------------------------------------------------------------------------------

@@ -270,18 +270,37 @@ enum BodyRead {
     },
 }
 
+/// One read of the request body. Pingora applies the session's read timeout
+/// (`body_timeout`) to HTTP/1 only; an HTTP/2 stream's read is bounded here.
+async fn next_chunk(
+    session: &mut Session,
+    body_timeout: std::time::Duration,
+) -> pingora::Result<Option<bytes::Bytes>> {
+    if !session.is_http2() {
+        return session.read_request_body().await;
+    }
+    match tokio::time::timeout(body_timeout, session.read_request_body()).await {
+        Ok(r) => r,
+        Err(_) => pingora::Error::e_explain(
+            pingora::ErrorType::ReadTimedout,
+            "request body slower than body_timeout",
+        ),
+    }
+}
+
 async fn read_to_limit(
     session: &mut Session,
     limit: u64,
     max_total: u64,
+    body_timeout: std::time::Duration,
 ) -> pingora::Result<BodyRead> {
     let mut body = bytes::BytesMut::new();
-    while let Some(chunk) = session.read_request_body().await? {
+    while let Some(chunk) = next_chunk(session, body_timeout).await? {
         if (body.len() + chunk.len()) as u64 > limit {
             let mut total = (body.len() + chunk.len()) as u64;
             drop(body);
             while total <= max_total {
-                match session.read_request_body().await {
+                match next_chunk(session, body_timeout).await {
                     Ok(Some(c)) => total += c.len() as u64,
                     Ok(None) => return Ok(BodyRead::TooLarge { drained: true }),
                     Err(_) => break,
@@ -313,7 +332,12 @@ pub async fn read_body(session: &mut Session, ctx: &RequestCtx) -> Result<Bytes,
         .limits
         .request_timeout
         .saturating_sub(ctx.start.elapsed());
-    match tokio::time::timeout(remaining, read_to_limit(session, limit, max_total)).await {
+    match tokio::time::timeout(
+        remaining,
+        read_to_limit(session, limit, max_total, ctx.rt.limits.body_timeout),
+    )
+    .await
+    {
         Ok(Ok(BodyRead::Complete(b))) => {
             // The retry buffer must hold the body whole, or the upstream would
             // get a request without it.

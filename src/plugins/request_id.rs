@@ -21,6 +21,11 @@ pub fn valid_id(v: &[u8]) -> bool {
         && v.iter().all(|b| {
             b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'+' | b'=')
         })
+        // An id holding a card number would carry it into every log line and
+        // error body of the request (SPEC §8): such an id is replaced.
+        && std::str::from_utf8(v).is_ok_and(|s| {
+            matches!(crate::logging::mask_pans(s), std::borrow::Cow::Borrowed(_))
+        })
 }
 
 pub fn new_id() -> String {

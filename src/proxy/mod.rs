@@ -1271,7 +1271,7 @@ impl ProxyHttp for Gateway {
         // query string, which may carry secrets.
         format!(
             "{} {} request_id={}",
-            session.req_header().method,
+            crate::logging::mask_pans(session.req_header().method.as_str()),
             crate::logging::mask_pans(ctx.path.as_deref().unwrap_or("-")),
             ctx.request_id.as_deref().unwrap_or("-")
         )
