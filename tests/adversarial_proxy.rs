@@ -460,6 +460,40 @@ async fn unsolicited_101_gives_502() {
     assert_eq!(r.headers()["content-type"], "application/problem+json");
 }
 
+/// A WebSocket upgrade answered `101` to another protocol, or with no `Upgrade` at all,
+/// is not the switch the client asked for: 502, no tunnel.
+#[tokio::test]
+async fn a_101_to_another_protocol_than_asked_gives_502() {
+    for upgrade in ["Upgrade: h2c\r\n", ""] {
+        let answer = format!(
+            "HTTP/1.1 101 Switching Protocols\r\n{upgrade}Connection: upgrade\r\n\r\nRAW-TUNNEL-BYTES"
+        );
+        let up = raw_upstream(move |mut s, _| {
+            let answer = answer.clone();
+            async move {
+                let mut buf = Vec::new();
+                if read_request(&mut s, &mut buf).await.is_some() {
+                    let _ = s.write_all(answer.as_bytes()).await;
+                    let mut sink = [0u8; 1024];
+                    let _ = tokio::time::timeout(Duration::from_secs(5), s.read(&mut sink)).await;
+                }
+            }
+        })
+        .await;
+        let gw = Gateway::start(&config(up, "", "", "")).await;
+        let mut conn = RawConn::connect(gw.addr()).await;
+        conn.send(
+            "GET /ws HTTP/1.1\r\nHost: a.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let r = conn.read_response().await;
+        assert_problem(&r, 502, upgrade);
+        assert!(!r.body_str().contains("RAW-TUNNEL"), "{}", r.body_str());
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Item 20: a chunked body that breaks mid-stream gets the promised 400.
 
@@ -744,6 +778,32 @@ async fn h2c_prior_knowledge_is_served_when_enabled() {
     // A bad route over h2c gets the usual problem.
     let r = c.get(gw.url("/%zz")).send().await.unwrap();
     assert_eq!(r.status(), 400);
+}
+
+/// A webhook whose body stalls gets 408 even when its signature header is missing or
+/// bad: the stall is what ended the request, and the client should resend, not re-sign.
+#[tokio::test]
+async fn a_stalled_webhook_body_gets_408_whatever_its_headers() {
+    let up = TestUpstream::start("up").await;
+    let cfg = config(
+        up.addr(),
+        "body_timeout = \"500ms\"\nmin_body_rate = \"0B\"",
+        "",
+        "plugins = [\"gh\"]",
+    )
+        + "\n[plugins.gh]\ntype = \"webhook_signature\"\nscheme = \"github\"\nsecrets = [\"s\"]\n";
+    let gw = Gateway::start(&cfg).await;
+    for extra in ["", "X-Hub-Signature-256: sha256=00\r\n"] {
+        let mut conn = RawConn::connect(gw.addr()).await;
+        conn.send(format!(
+            "POST /hooks HTTP/1.1\r\nHost: a.test\r\n{extra}Content-Length: 10\r\n\r\nabc"
+        ))
+        .await
+        .unwrap();
+        let r = conn.read_response().await;
+        assert_problem(&r, 408, extra);
+    }
+    assert_eq!(up.hits(), 0);
 }
 
 /// Over HTTP/2 (where Pingora applies no read timeout to a request body), a body that

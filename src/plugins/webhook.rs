@@ -850,9 +850,10 @@ impl Plugin for WebhookSignature {
                     (_, super::BodyError::Broken) => {
                         return Ok(Flow::problem(400, "the request body could not be read"))
                     }
+                    // A stalled body is a 408 whatever the headers said.
+                    (_, super::BodyError::Timeout) => BODY_TIMEOUT,
                     (Err(r), _) => r,
                     (Ok(_), super::BodyError::TooLarge) => BODY_TOO_LARGE,
-                    (Ok(_), super::BodyError::Timeout) => BODY_TIMEOUT,
                 };
                 return Ok(self.refuse(ctx, r, limit));
             }

@@ -1020,7 +1020,12 @@ impl ProxyHttp for Gateway {
                 && forwarded::is_upgrade(
                     &session.req_header().headers,
                     session.req_header().version,
-                ))
+                )
+                // ...and it switches to the protocol asked for (RFC 9110 §7.8).
+                && resp
+                    .headers
+                    .get(header::UPGRADE)
+                    .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket")))
         {
             // Nothing asked to switch protocols (only WebSocket upgrades are
             // forwarded as such): a broken upstream (SPEC §4).
