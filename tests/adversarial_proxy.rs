@@ -528,6 +528,32 @@ async fn chunked_body_broken_mid_stream_gets_400() {
     }
 }
 
+/// A client that closes its sending side before the body it announced is complete (a
+/// half-close) gets a 400 problem it can still read, and the upstream never gets the
+/// request as complete.
+#[tokio::test]
+async fn a_body_cut_short_by_a_half_close_gets_400() {
+    let up = TestUpstream::start("up").await;
+    let gw = Gateway::start(&config(up.addr(), "", "", "")).await;
+    for (what, request) in [
+        (
+            "content-length",
+            "POST /upload HTTP/1.1\r\nHost: a.test\r\nContent-Length: 10\r\n\r\nabc",
+        ),
+        (
+            "chunked",
+            "POST /upload HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+        ),
+    ] {
+        let mut conn = RawConn::connect(gw.addr()).await;
+        conn.send(request).await.unwrap();
+        conn.shutdown_write().await;
+        let r = conn.read_response().await;
+        assert_problem(&r, 400, what);
+    }
+    assert_eq!(up.hits(), 0, "no complete request upstream");
+}
+
 /// The plugins that read the whole body before the upstream is contacted
 /// (`webhook_signature`, `idempotency`) answer a broken chunked body with the same
 /// 400 problem, and nothing reaches the upstream.

@@ -352,6 +352,18 @@ fn broken_chunk(e: &Error) -> Option<&'static str> {
         .map(|c| c.detail())
 }
 
+/// The client closed its side before the request body was complete (a body
+/// was announced and its end never arrived).
+fn body_cut_short(session: &Session, ctx: &RequestCtx, e: &Error) -> bool {
+    if ctx.body_done.is_some() || !matches!(e.etype(), ErrorType::ConnectionClosed) {
+        return false;
+    }
+    let h = &session.req_header().headers;
+    h.contains_key(header::TRANSFER_ENCODING)
+        || h.get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0")
+}
+
 /// The client connection a request came on, as a group of Pingora's upstream
 /// connection pool: its address and the time it was accepted (nanoseconds),
 /// which no other connection shares even when the address is reused. An idle
@@ -1190,6 +1202,8 @@ impl ProxyHttp for Gateway {
                     }
                 }
                 ErrorSource::Downstream if broken_chunk(e).is_some() => 400,
+                // The client ended its body early (a half-close): it may still read.
+                ErrorSource::Downstream if body_cut_short(session, ctx, e) => 400,
                 ErrorSource::Downstream => match e.etype() {
                     ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
                     ErrorType::ReadTimedout => 408,
@@ -1221,6 +1235,9 @@ impl ProxyHttp for Gateway {
                 504 => ("the upstream service did not answer in time", vec![]),
                 413 => ("the request body is larger than the limit", vec![]),
                 408 => ("the request body was not received in time", vec![]),
+                400 if body_cut_short(session, ctx, e) => {
+                    ("the request body ended before its declared length", vec![])
+                }
                 400 => (broken_chunk(e).unwrap_or("malformed request"), vec![]),
                 _ => ("the gateway could not complete the request", vec![]),
             };
