@@ -162,6 +162,45 @@ fn upgrade_sock(config_path: &Path) -> String {
 /// service manager may start the new process while the old one still exits).
 const BIND_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Two `tollgate run` started at the same moment would both find an address
+/// free, and the one whose bind comes second would retry for ever. So each
+/// listen address is also claimed with an exclusive lock on a file named after
+/// it (in the temporary directory), held for the life of the process: the
+/// second start fails like one that finds the address taken. (`--upgrade`
+/// takes sockets over and claims nothing.)
+fn claim(addr: &str, deadline: std::time::Instant) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let name: String = addr
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let path = std::env::temp_dir().join(format!("tollgate-listen-{name}.lock"));
+    let Ok(file) = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+    else {
+        // No lock file (a read-only temporary directory): the bind check alone.
+        return Ok(());
+    };
+    loop {
+        // SAFETY: flock on a file descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            // Held until the process exits.
+            std::mem::forget(file);
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "cannot listen on {addr}: address already in use (another tollgate is \
+                 starting or running there; to take over from it, use `tollgate run --upgrade`)"
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// Pingora retries a listen address in use for 30 s, one warning a second, and
 /// then fails only the thread of that service: the process stays up without
 /// the listener. Without `--upgrade`, an address that stays in use is an error
@@ -169,6 +208,7 @@ const BIND_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 fn addresses_free(addrs: &[String]) -> Result<(), String> {
     let deadline = std::time::Instant::now() + BIND_RETRY;
     for addr in addrs {
+        claim(addr, deadline)?;
         loop {
             // Bound as Pingora binds (SO_REUSEADDR, listen), then closed again.
             match std::net::TcpListener::bind(addr.as_str()) {

@@ -680,3 +680,59 @@ async fn a_second_gateway_on_a_taken_address_exits_with_a_clear_message() {
     let resp = gw.client().get(gw.url("/api/still")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+/// Two gateways started at the same moment on the same addresses: exactly one serves,
+/// the other exits non-zero with the message (neither retries for ever).
+#[tokio::test]
+async fn two_gateways_started_together_on_one_address_leave_one_running() {
+    let up = TestUpstream::start("race").await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let admin = format!("127.0.0.1:{}", free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(up.addr(), "")
+        .replace("{LISTEN}", &listen)
+        .replace("{ADMIN}", &admin);
+    let spawn = |n: usize| {
+        let path = dir.path().join(format!("gw{n}.toml"));
+        std::fs::write(&path, &cfg).unwrap();
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("run")
+            .arg("-c")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let (mut a, mut b) = (spawn(0), spawn(1));
+    // One of them exits (the loser), well before any test timeout.
+    let (loser, mut winner) = tokio::time::timeout(Duration::from_secs(30), async {
+        tokio::select! {
+            s = a.wait() => (s.unwrap(), b),
+            s = b.wait() => (s.unwrap(), a),
+        }
+    })
+    .await
+    .expect("neither start gave up: one retries binding for ever");
+    assert!(!loser.success(), "the second start must fail: {loser}");
+    // The winner serves.
+    let client = http_client();
+    wait_until(WAIT, || {
+        let client = client.clone();
+        let url = format!("http://{listen}/api/ok");
+        async move {
+            client
+                .get(url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        }
+    })
+    .await;
+    assert!(
+        winner.try_wait().unwrap().is_none(),
+        "the winner keeps running"
+    );
+}
