@@ -340,6 +340,15 @@ async fn the_admin_listener_refuses_ambiguous_and_malformed_heads() {
         "{}",
         resp.body_str()
     );
+    // A standard method in the wrong case: 400, as on the proxy listeners.
+    for head in [
+        "get /healthz HTTP/1.1\r\nHost: admin\r\n\r\n",
+        "Post /reload HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\n\r\n",
+    ] {
+        let mut conn = RawConn::connect(gw.admin()).await;
+        conn.send(head).await.unwrap();
+        assert_problem(&conn.read_response().await, 400, head);
+    }
     // Refusals on the admin port are not proxy traffic.
     let metrics = gw.metrics().await;
     assert!(

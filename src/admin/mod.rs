@@ -231,6 +231,10 @@ impl ServeHttp for Admin {
         if !self.authorized(session) {
             return problem(401, "a valid admin bearer token is required");
         }
+        // The proxy listeners' rule (SPEC §4): `get`, `Post`... are refused.
+        if crate::proxy::forwarded::is_miscased_method(&method) {
+            return problem(400, "a standard method must be written in upper case");
+        }
         match (method, path.as_str()) {
             (Method::GET, "/healthz") => json_resp(StatusCode::OK, json!({"status": "ok"})),
             (Method::GET, "/readyz") => {
