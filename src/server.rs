@@ -207,7 +207,11 @@ fn claim(addr: &str, deadline: std::time::Instant) -> Result<(), String> {
 /// at once, naming the address.
 fn addresses_free(addrs: &[String]) -> Result<(), String> {
     let deadline = std::time::Instant::now() + BIND_RETRY;
-    for addr in addrs {
+    for (i, addr) in addrs.iter().enumerate() {
+        // Several `[[server.tls]]` blocks may share one address: claimed once.
+        if addrs[..i].contains(addr) {
+            continue;
+        }
         claim(addr, deadline)?;
         loop {
             // Bound as Pingora binds (SO_REUSEADDR, listen), then closed again.

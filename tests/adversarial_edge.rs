@@ -572,6 +572,18 @@ async fn h2_request(
     authority: &str,
     headers: &[(&str, &str)],
 ) -> Option<(u16, Option<String>)> {
+    h2_request_to(addr, ca_pem, method, authority, "/x", headers).await
+}
+
+/// [`h2_request`] with a `:path` of one's own.
+async fn h2_request_to(
+    addr: SocketAddr,
+    ca_pem: &str,
+    method: &str,
+    authority: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<(u16, Option<String>)> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
@@ -593,7 +605,17 @@ async fn h2_request(
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let uri = format!("https://{authority}/x").parse::<http::Uri>().ok()?;
+    let uri = http::Uri::builder()
+        .scheme("https")
+        .authority(authority)
+        .path_and_query(
+            http::uri::PathAndQuery::from_maybe_shared(bytes::Bytes::copy_from_slice(
+                path.as_bytes(),
+            ))
+            .ok()?,
+        )
+        .build()
+        .ok()?;
     let mut req = http::Request::builder()
         .method(http::Method::from_bytes(method.as_bytes()).unwrap())
         .uri(uri);
@@ -751,6 +773,29 @@ async fn http2_standard_methods_in_the_wrong_case_get_400() {
     assert_eq!(admin.hits() + public.hits(), 0);
     let got = h2_request(addr, &certs.ca_pem, "PROPFIND", "admin.example.com", &[]).await;
     assert_eq!(got, Some((200, Some("admin".into()))));
+}
+
+/// An HTTP/2 `:path` may carry raw bytes outside ASCII (HTTP/1 heads cannot): they
+/// would reach the upstream raw in an HTTP/1.1 request line. 400 instead.
+#[tokio::test]
+async fn http2_paths_with_raw_non_ascii_bytes_get_400() {
+    let (admin, public, gw, certs) = tls_setup().await;
+    let addr = gw.tls_addr();
+    for path in ["/caf\u{e9}", "/a\u{a0}b", "/x?q=\u{e9}"] {
+        let got = h2_request_to(addr, &certs.ca_pem, "GET", "admin.example.com", path, &[]).await;
+        assert_eq!(got.map(|g| g.0), Some(400), "{path:?}");
+    }
+    assert_eq!(admin.hits() + public.hits(), 0);
+    let got = h2_request_to(
+        addr,
+        &certs.ca_pem,
+        "GET",
+        "admin.example.com",
+        "/caf%C3%A9",
+        &[],
+    )
+    .await;
+    assert_eq!(got.map(|g| g.0), Some(200));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -539,6 +539,19 @@ impl ProxyHttp for Gateway {
         }
 
         let req = session.req_header();
+        // An HTTP/1 head never carries one (`head.rs`); an HTTP/2 `:path` may, and an
+        // upstream's HTTP/1.1 request line must not.
+        if !req.uri.path().is_ascii() || !req.uri.query().is_none_or(str::is_ascii) {
+            self.respond_problem(
+                session,
+                ctx,
+                400,
+                "invalid request path: a non-ASCII byte must be percent-encoded",
+                vec![],
+            )
+            .await;
+            return Ok(true);
+        }
         let path = match normalize_path(req.uri.path()) {
             Ok(p) => p.into_owned(),
             Err(e) => {
