@@ -250,6 +250,43 @@ async fn jwt_forwarded_claims_that_are_not_visible_ascii_are_percent_encoded() {
     assert_eq!(decoded, "100% \u{7f}\u{0}ok ");
 }
 
+#[tokio::test]
+async fn jwt_consumer_is_forwarded_with_the_same_encoding_as_forward_claims() {
+    let up = TestUpstream::start("up").await;
+    let gw = hs_gateway(&up, "forward_claims = { sub = \"x-user-id\" }").await;
+    for (sub, sent) in [
+        ("José", "Jos%C3%A9"),
+        ("😀", "%F0%9F%98%80"),
+        ("a\u{2028}b", "a%E2%80%A8b"),
+        ("a\u{202e}b", "a%E2%80%AEb"),
+        // An upstream that trims the value would read another consumer.
+        (" a", "%20a"),
+        ("a ", "a%20"),
+        ("100%", "100%25"),
+        ("acme corp", "acme corp"),
+        ("acct_42", "acct_42"),
+    ] {
+        let t = hs256_payload(&json!({"sub": sub, "exp": now() + 300}).to_string());
+        let a = get(&gw, "/", &t).await;
+        assert_eq!(a.status, 200, "{sub:?}: {}", a.body);
+        let r = up.last_request().unwrap();
+        assert_eq!(r.header_all("x-consumer"), [sent], "{sub:?}");
+        assert_eq!(r.header_all("x-user-id"), [sent], "{sub:?}");
+        let decoded = percent_encoding::percent_decode_str(r.header("x-consumer").unwrap())
+            .decode_utf8()
+            .unwrap();
+        assert_eq!(decoded, sub);
+    }
+    // A consumer with a control character is still refused.
+    let hits = up.hits();
+    for sub in ["a\r\nx-admin: 1", "a\tb", "a\u{0}b", "a\u{85}b"] {
+        let t = hs256_payload(&json!({"sub": sub, "exp": now() + 300}).to_string());
+        let a = get(&gw, "/", &t).await;
+        assert_eq!(a.status, 401, "{sub:?}: {}", a.body);
+    }
+    assert_eq!(up.hits(), hits);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Items 30 and 32: JWKS fetch failures
 // ---------------------------------------------------------------------------------------------

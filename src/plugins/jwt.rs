@@ -1407,7 +1407,7 @@ impl Jwt {
 
     /// The consumer and the `forward_claims` headers. A consumer with a control
     /// character is refused; claim values are written percent-encoded where
-    /// they are not visible ASCII ([`header_text`]).
+    /// they are not visible ASCII ([`auth::header_text`]).
     #[allow(clippy::type_complexity)]
     fn identity(
         &self,
@@ -1424,8 +1424,8 @@ impl Jwt {
         for (claim, header) in &self.forward {
             let value = match claims.get(claim) {
                 None | Some(Value::Null) => continue,
-                Some(Value::String(s)) => header_text(s),
-                Some(v) => header_text(&v.to_string()),
+                Some(Value::String(s)) => auth::header_text(s),
+                Some(v) => auth::header_text(&v.to_string()),
             };
             headers.push((header.clone(), value));
         }
@@ -1436,35 +1436,6 @@ impl Jwt {
 /// No control characters (CR, LF, NUL, tab, DEL, C1).
 fn clean(s: &str) -> bool {
     !s.chars().any(char::is_control)
-}
-
-/// A claim value as a header value (SPEC §3 `forward_claims`): its UTF-8 bytes,
-/// with every byte that is not visible ASCII (controls, DEL, non-ASCII), every
-/// `%`, and a space at either end written as `%XX`, so the upstream can always
-/// percent-decode it back to the exact claim. Visible ASCII and inner spaces
-/// (`"read write"`) are kept as they are.
-fn header_text(s: &str) -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let b = s.as_bytes();
-    let last = b.len().saturating_sub(1);
-    let keep = |i: usize, c: u8| {
-        (0x21..0x7f).contains(&c) && c != b'%' || (c == b' ' && i != 0 && i != last)
-    };
-    if b.iter().enumerate().all(|(i, &c)| keep(i, c)) {
-        if let Ok(v) = HeaderValue::from_str(s) {
-            return v;
-        }
-    }
-    let mut out = Vec::with_capacity(b.len() * 3);
-    for (i, &c) in b.iter().enumerate() {
-        if keep(i, c) {
-            out.push(c);
-        } else {
-            out.extend_from_slice(&[b'%', HEX[usize::from(c >> 4)], HEX[usize::from(c & 15)]]);
-        }
-    }
-    // Only visible ASCII and inner spaces are left: always a valid value.
-    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// The end of year 9999 (9999-12-31T23:59:59Z) as a NumericDate.
