@@ -505,6 +505,103 @@ jwks_url = "http://{failing}/keys"
     }
 }
 
+/// The JWKS failure lines of one plugin: (seconds since the epoch, the "next try" they state).
+fn failure_lines(gw: &Gateway, plugin: &str) -> Vec<(f64, u64)> {
+    let mut out: Vec<(f64, u64)> = gw
+        .log_json()
+        .into_iter()
+        .filter(|l| l["plugin"] == plugin)
+        .filter_map(|l| {
+            let m = l["message"].as_str()?.to_string();
+            let rest = m.strip_prefix("JWKS fetch failed: ")?;
+            let next = rest.split("; next try in ").nth(1)?.split('s').next()?;
+            let ts = time::OffsetDateTime::parse(
+                l["timestamp"].as_str()?,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .ok()?;
+            Some((ts.unix_timestamp_nanos() as f64 / 1e9, next.parse().ok()?))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+#[tokio::test]
+async fn jwks_failure_log_states_when_the_next_try_happens() {
+    let up = TestUpstream::start("up").await;
+    // The issue: with no traffic every line said "next try in 1s" while the
+    // attempts came after 1, 2, 4, 8… s.
+    let cfg = format!(
+        r#"
+[server]
+listen = "{{LISTEN}}"
+admin_listen = "{{ADMIN}}"
+
+[upstreams.up]
+targets = ["{up}"]
+
+[[routes]]
+name = "quiet"
+upstream = "up"
+path = "/quiet"
+plugins = ["quiet"]
+
+[[routes]]
+name = "busy"
+upstream = "up"
+path = "/busy"
+plugins = ["busy"]
+
+[plugins.quiet]
+type = "jwt"
+algorithms = ["RS256"]
+jwks_url = "http://{a}/jwks.json"
+
+[plugins.busy]
+type = "jwt"
+algorithms = ["RS256"]
+jwks_url = "http://{b}/jwks.json"
+jwks_cooldown = "1s"
+"#,
+        up = up.addr(),
+        a = unused_addr(),
+        b = unused_addr(),
+    );
+    let gw = Gateway::start(&cfg).await;
+    // Traffic on one of them: a token every 200 ms, each of which may ask for a fetch.
+    let t = rs256("k1", &json!({"sub": "alice", "exp": now() + 300}));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let a = get(&gw, "/busy", &t).await;
+        assert_eq!(a.status, 503, "{}", a.body);
+        let retry: u64 = a.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=8).contains(&retry), "Retry-After {retry}");
+        if failure_lines(&gw, "quiet").len() >= 4 && failure_lines(&gw, "busy").len() >= 4 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "four failures each not seen; logs:\n{}",
+            gw.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for plugin in ["quiet", "busy"] {
+        let lines = failure_lines(&gw, plugin);
+        let stated: Vec<u64> = lines.iter().map(|l| l.1).collect();
+        assert_eq!(stated[..3], [1, 2, 4], "{plugin}: {stated:?}");
+        for w in lines.windows(2) {
+            let ((t0, next), (t1, _)) = (w[0], w[1]);
+            let gap = t1 - t0;
+            assert!(
+                gap > next as f64 - 0.05 && gap < next as f64 + 0.9,
+                "{plugin}: a line said next try in {next}s, the next attempt failed {gap:.2}s later: {lines:?}"
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Item 27: CORS preflights for a method the route does not allow
 // ---------------------------------------------------------------------------------------------
