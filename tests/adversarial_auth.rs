@@ -758,3 +758,131 @@ path = "/"
     assert_eq!(other.hits(), 1);
     assert_eq!(api.hits(), 0);
 }
+
+async fn preflight_announcing(gw: &Gateway, path: &str, method: &str, headers: &str) -> Answer {
+    let mut req = gw
+        .client()
+        .request(reqwest::Method::OPTIONS, gw.url(path))
+        .header("origin", APP)
+        .header("access-control-request-method", method);
+    if !headers.is_empty() {
+        req = req.header("access-control-request-headers", headers);
+    }
+    let resp = req.send().await.expect("preflight through the gateway");
+    Answer {
+        status: resp.status().as_u16(),
+        headers: resp.headers().clone(),
+        body: resp.text().await.unwrap_or_default(),
+    }
+}
+
+#[tokio::test]
+async fn cors_preflight_reaches_a_route_whose_headers_predicate_it_cannot_carry() {
+    let tenant = TestUpstream::start("tenant").await;
+    let beta = TestUpstream::start("beta").await;
+    let other = TestUpstream::start("other").await;
+    let cfg = format!(
+        r#"
+[server]
+listen = "{{LISTEN}}"
+admin_listen = "{{ADMIN}}"
+
+[upstreams.tenant]
+targets = ["{tenant}"]
+[upstreams.beta]
+targets = ["{beta}"]
+[upstreams.other]
+targets = ["{other}"]
+
+[plugins.cors]
+type = "cors"
+origins = ["{APP}"]
+methods = ["GET", "POST"]
+headers = ["content-type", "x-tenant", "x-beta"]
+
+[plugins.cors_beta]
+type = "cors"
+origins = ["https://beta.example.com"]
+methods = ["GET"]
+headers = ["x-beta"]
+
+[[routes]]
+name = "h"
+upstream = "tenant"
+path = "/h"
+methods = ["GET", "POST"]
+headers = {{ "x-tenant" = "acme" }}
+plugins = ["cors"]
+
+# Two routes told apart by a header only: the one whose header the preflight
+# announces answers it.
+[[routes]]
+name = "p_beta"
+upstream = "beta"
+path = "/p"
+headers = {{ "x-beta" = "1" }}
+plugins = ["cors_beta"]
+
+[[routes]]
+name = "p"
+upstream = "tenant"
+path = "/p"
+plugins = ["cors"]
+
+[[routes]]
+name = "all"
+upstream = "other"
+path = "/"
+"#,
+        tenant = tenant.addr(),
+        beta = beta.addr(),
+        other = other.addr()
+    );
+    let gw = Gateway::start(&cfg).await;
+
+    // Browsers never send x-tenant on the preflight: announced, or not even that.
+    for (method, headers) in [
+        ("POST", "x-tenant"),
+        ("POST", "content-type, x-tenant"),
+        ("GET", ""),
+        ("POST", "content-type"),
+    ] {
+        let a = preflight_announcing(&gw, "/h/x", method, headers).await;
+        assert_eq!(a.status, 204, "{method} [{headers}]: {}", a.body);
+        assert_eq!(a.header("access-control-allow-origin"), Some(APP));
+        assert_eq!(a.header("access-control-allow-methods"), Some("GET, POST"));
+    }
+    // A method the route refuses is refused by its cors plugin.
+    let a = preflight_announcing(&gw, "/h/x", "DELETE", "x-tenant").await;
+    assert_eq!(a.status, 403, "{}", a.body);
+    assert_eq!(
+        other.hits(),
+        0,
+        "a preflight reached the catch-all's upstream"
+    );
+    assert_eq!(tenant.hits(), 0);
+
+    // Routing of actual requests is unchanged.
+    let r = gw
+        .client()
+        .get(gw.url("/h/x"))
+        .header("x-tenant", "acme")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(tenant.hits(), 1);
+    let r = gw.client().get(gw.url("/h/x")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(other.hits(), 1);
+
+    // Announcing x-beta picks the x-beta route (whose cors does not allow this
+    // origin); not announcing it picks the route the actual request will reach.
+    let a = preflight_announcing(&gw, "/p", "GET", "x-beta").await;
+    assert_eq!(a.status, 403, "{}", a.body);
+    assert!(a.header("access-control-allow-origin").is_none());
+    let a = preflight_announcing(&gw, "/p", "GET", "content-type").await;
+    assert_eq!(a.status, 204, "{}", a.body);
+    assert_eq!(a.header("access-control-allow-origin"), Some(APP));
+    assert_eq!(beta.hits() + other.hits(), 1);
+}
