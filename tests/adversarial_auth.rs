@@ -250,6 +250,43 @@ async fn jwt_forwarded_claims_that_are_not_visible_ascii_are_percent_encoded() {
     assert_eq!(decoded, "100% \u{7f}\u{0}ok ");
 }
 
+#[tokio::test]
+async fn jwt_consumer_is_forwarded_with_the_same_encoding_as_forward_claims() {
+    let up = TestUpstream::start("up").await;
+    let gw = hs_gateway(&up, "forward_claims = { sub = \"x-user-id\" }").await;
+    for (sub, sent) in [
+        ("José", "Jos%C3%A9"),
+        ("😀", "%F0%9F%98%80"),
+        ("a\u{2028}b", "a%E2%80%A8b"),
+        ("a\u{202e}b", "a%E2%80%AEb"),
+        // An upstream that trims the value would read another consumer.
+        (" a", "%20a"),
+        ("a ", "a%20"),
+        ("100%", "100%25"),
+        ("acme corp", "acme corp"),
+        ("acct_42", "acct_42"),
+    ] {
+        let t = hs256_payload(&json!({"sub": sub, "exp": now() + 300}).to_string());
+        let a = get(&gw, "/", &t).await;
+        assert_eq!(a.status, 200, "{sub:?}: {}", a.body);
+        let r = up.last_request().unwrap();
+        assert_eq!(r.header_all("x-consumer"), [sent], "{sub:?}");
+        assert_eq!(r.header_all("x-user-id"), [sent], "{sub:?}");
+        let decoded = percent_encoding::percent_decode_str(r.header("x-consumer").unwrap())
+            .decode_utf8()
+            .unwrap();
+        assert_eq!(decoded, sub);
+    }
+    // A consumer with a control character is still refused.
+    let hits = up.hits();
+    for sub in ["a\r\nx-admin: 1", "a\tb", "a\u{0}b", "a\u{85}b"] {
+        let t = hs256_payload(&json!({"sub": sub, "exp": now() + 300}).to_string());
+        let a = get(&gw, "/", &t).await;
+        assert_eq!(a.status, 401, "{sub:?}: {}", a.body);
+    }
+    assert_eq!(up.hits(), hits);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Items 30 and 32: JWKS fetch failures
 // ---------------------------------------------------------------------------------------------
@@ -468,6 +505,103 @@ jwks_url = "http://{failing}/keys"
     }
 }
 
+/// The JWKS failure lines of one plugin: (seconds since the epoch, the "next try" they state).
+fn failure_lines(gw: &Gateway, plugin: &str) -> Vec<(f64, u64)> {
+    let mut out: Vec<(f64, u64)> = gw
+        .log_json()
+        .into_iter()
+        .filter(|l| l["plugin"] == plugin)
+        .filter_map(|l| {
+            let m = l["message"].as_str()?.to_string();
+            let rest = m.strip_prefix("JWKS fetch failed: ")?;
+            let next = rest.split("; next try in ").nth(1)?.split('s').next()?;
+            let ts = time::OffsetDateTime::parse(
+                l["timestamp"].as_str()?,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .ok()?;
+            Some((ts.unix_timestamp_nanos() as f64 / 1e9, next.parse().ok()?))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+#[tokio::test]
+async fn jwks_failure_log_states_when_the_next_try_happens() {
+    let up = TestUpstream::start("up").await;
+    // The issue: with no traffic every line said "next try in 1s" while the
+    // attempts came after 1, 2, 4, 8… s.
+    let cfg = format!(
+        r#"
+[server]
+listen = "{{LISTEN}}"
+admin_listen = "{{ADMIN}}"
+
+[upstreams.up]
+targets = ["{up}"]
+
+[[routes]]
+name = "quiet"
+upstream = "up"
+path = "/quiet"
+plugins = ["quiet"]
+
+[[routes]]
+name = "busy"
+upstream = "up"
+path = "/busy"
+plugins = ["busy"]
+
+[plugins.quiet]
+type = "jwt"
+algorithms = ["RS256"]
+jwks_url = "http://{a}/jwks.json"
+
+[plugins.busy]
+type = "jwt"
+algorithms = ["RS256"]
+jwks_url = "http://{b}/jwks.json"
+jwks_cooldown = "1s"
+"#,
+        up = up.addr(),
+        a = unused_addr(),
+        b = unused_addr(),
+    );
+    let gw = Gateway::start(&cfg).await;
+    // Traffic on one of them: a token every 200 ms, each of which may ask for a fetch.
+    let t = rs256("k1", &json!({"sub": "alice", "exp": now() + 300}));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let a = get(&gw, "/busy", &t).await;
+        assert_eq!(a.status, 503, "{}", a.body);
+        let retry: u64 = a.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=8).contains(&retry), "Retry-After {retry}");
+        if failure_lines(&gw, "quiet").len() >= 4 && failure_lines(&gw, "busy").len() >= 4 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "four failures each not seen; logs:\n{}",
+            gw.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for plugin in ["quiet", "busy"] {
+        let lines = failure_lines(&gw, plugin);
+        let stated: Vec<u64> = lines.iter().map(|l| l.1).collect();
+        assert_eq!(stated[..3], [1, 2, 4], "{plugin}: {stated:?}");
+        for w in lines.windows(2) {
+            let ((t0, next), (t1, _)) = (w[0], w[1]);
+            let gap = t1 - t0;
+            assert!(
+                gap > next as f64 - 0.05 && gap < next as f64 + 0.9,
+                "{plugin}: a line said next try in {next}s, the next attempt failed {gap:.2}s later: {lines:?}"
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Item 27: CORS preflights for a method the route does not allow
 // ---------------------------------------------------------------------------------------------
@@ -623,4 +757,132 @@ path = "/"
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(other.hits(), 1);
     assert_eq!(api.hits(), 0);
+}
+
+async fn preflight_announcing(gw: &Gateway, path: &str, method: &str, headers: &str) -> Answer {
+    let mut req = gw
+        .client()
+        .request(reqwest::Method::OPTIONS, gw.url(path))
+        .header("origin", APP)
+        .header("access-control-request-method", method);
+    if !headers.is_empty() {
+        req = req.header("access-control-request-headers", headers);
+    }
+    let resp = req.send().await.expect("preflight through the gateway");
+    Answer {
+        status: resp.status().as_u16(),
+        headers: resp.headers().clone(),
+        body: resp.text().await.unwrap_or_default(),
+    }
+}
+
+#[tokio::test]
+async fn cors_preflight_reaches_a_route_whose_headers_predicate_it_cannot_carry() {
+    let tenant = TestUpstream::start("tenant").await;
+    let beta = TestUpstream::start("beta").await;
+    let other = TestUpstream::start("other").await;
+    let cfg = format!(
+        r#"
+[server]
+listen = "{{LISTEN}}"
+admin_listen = "{{ADMIN}}"
+
+[upstreams.tenant]
+targets = ["{tenant}"]
+[upstreams.beta]
+targets = ["{beta}"]
+[upstreams.other]
+targets = ["{other}"]
+
+[plugins.cors]
+type = "cors"
+origins = ["{APP}"]
+methods = ["GET", "POST"]
+headers = ["content-type", "x-tenant", "x-beta"]
+
+[plugins.cors_beta]
+type = "cors"
+origins = ["https://beta.example.com"]
+methods = ["GET"]
+headers = ["x-beta"]
+
+[[routes]]
+name = "h"
+upstream = "tenant"
+path = "/h"
+methods = ["GET", "POST"]
+headers = {{ "x-tenant" = "acme" }}
+plugins = ["cors"]
+
+# Two routes told apart by a header only: the one whose header the preflight
+# announces answers it.
+[[routes]]
+name = "p_beta"
+upstream = "beta"
+path = "/p"
+headers = {{ "x-beta" = "1" }}
+plugins = ["cors_beta"]
+
+[[routes]]
+name = "p"
+upstream = "tenant"
+path = "/p"
+plugins = ["cors"]
+
+[[routes]]
+name = "all"
+upstream = "other"
+path = "/"
+"#,
+        tenant = tenant.addr(),
+        beta = beta.addr(),
+        other = other.addr()
+    );
+    let gw = Gateway::start(&cfg).await;
+
+    // Browsers never send x-tenant on the preflight: announced, or not even that.
+    for (method, headers) in [
+        ("POST", "x-tenant"),
+        ("POST", "content-type, x-tenant"),
+        ("GET", ""),
+        ("POST", "content-type"),
+    ] {
+        let a = preflight_announcing(&gw, "/h/x", method, headers).await;
+        assert_eq!(a.status, 204, "{method} [{headers}]: {}", a.body);
+        assert_eq!(a.header("access-control-allow-origin"), Some(APP));
+        assert_eq!(a.header("access-control-allow-methods"), Some("GET, POST"));
+    }
+    // A method the route refuses is refused by its cors plugin.
+    let a = preflight_announcing(&gw, "/h/x", "DELETE", "x-tenant").await;
+    assert_eq!(a.status, 403, "{}", a.body);
+    assert_eq!(
+        other.hits(),
+        0,
+        "a preflight reached the catch-all's upstream"
+    );
+    assert_eq!(tenant.hits(), 0);
+
+    // Routing of actual requests is unchanged.
+    let r = gw
+        .client()
+        .get(gw.url("/h/x"))
+        .header("x-tenant", "acme")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(tenant.hits(), 1);
+    let r = gw.client().get(gw.url("/h/x")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(other.hits(), 1);
+
+    // Announcing x-beta picks the x-beta route (whose cors does not allow this
+    // origin); not announcing it picks the route the actual request will reach.
+    let a = preflight_announcing(&gw, "/p", "GET", "x-beta").await;
+    assert_eq!(a.status, 403, "{}", a.body);
+    assert!(a.header("access-control-allow-origin").is_none());
+    let a = preflight_announcing(&gw, "/p", "GET", "content-type").await;
+    assert_eq!(a.status, 204, "{}", a.body);
+    assert_eq!(a.header("access-control-allow-origin"), Some(APP));
+    assert_eq!(beta.hits() + other.hits(), 1);
 }

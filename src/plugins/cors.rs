@@ -13,19 +13,23 @@
 //! A preflight is answered by the `cors` plugin of the route its path belongs
 //! to, even for a method that route does not allow ([`route_preflight`]): that
 //! method is refused (403) rather than the preflight falling through to another
-//! route (a catch-all without `cors`) and its upstream.
+//! route (a catch-all without `cors`) and its upstream. A preflight carries none
+//! of the headers of the request it announces, so a route's `headers`
+//! predicates are waived when routing it: first those on the headers
+//! `Access-Control-Request-Headers` names, then, if no `cors` route is found,
+//! all of them.
 
 use super::{auth, BuildCtx, BuildError, BuildResult, Flow, Phase, Plugin, Reply};
 use crate::config::CorsConfig;
 use crate::proxy::RequestCtx;
-use crate::runtime::router::{RequestInfo, RouteMatch};
+use crate::runtime::router::{RequestInfo, RouteMatch, Waive};
 use crate::runtime::Runtime;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::header::{
     ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
     ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
-    ACCESS_CONTROL_REQUEST_METHOD, ORIGIN, VARY,
+    ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD, ORIGIN, VARY,
 };
 use http::{HeaderValue, Method};
 use pingora::http::ResponseHeader;
@@ -367,7 +371,19 @@ const PROBES: [Method; 7] = [
     Method::OPTIONS,
 ];
 
+/// Header names an `Access-Control-Request-Headers` list may waive; a
+/// longer list waives only these many (the second pass waives all anyway).
+const MAX_ANNOUNCED: usize = 64;
+
 /// The route a CORS preflight (`info`: the `OPTIONS` request) is routed to.
+///
+/// A preflight carries none of the headers of the request it announces (a
+/// browser only names them in `Access-Control-Request-Headers`), so a route's
+/// `headers` predicates cannot hold on it: routed as it is, a preflight for a
+/// route with `headers = { "x-tenant" = "acme" }` would reach a catch-all
+/// route and its upstream. So the routes are looked up with predicates waived,
+/// first those on the headers the preflight announces, then, if that finds no
+/// `cors` route, all of them ([`Waive`]); in each pass:
 ///
 /// 1. The route of the method it announces, when that route has `cors`: its
 ///    `cors` answers.
@@ -378,13 +394,40 @@ const PROBES: [Method; 7] = [
 ///    `cors` and reach that route's upstream. It is used only when it is more
 ///    specific than the route the announced method reaches: routes are ranked
 ///    whatever the method, so it is when it wins a method both accept.
-/// 3. Else the `OPTIONS` request is routed as itself (no `cors` route owns the
-///    path: the upstream answers CORS on its own).
 ///
-/// Bounded work: at most one lookup per standard method, plus one per
-/// non-standard method a route lists (from the config, never from the request).
+/// 3. Else the `OPTIONS` request is routed as itself, no predicate waived (no
+///    `cors` route owns the path: the upstream answers CORS on its own).
+///
+/// Bounded work: per pass, at most one lookup per standard method, plus one per
+/// non-standard method a route lists (from the config, never from the request);
+/// at most [`MAX_ANNOUNCED`] announced names are compared.
 pub fn route_preflight(rt: &Runtime, info: &RequestInfo<'_>, announced: &Method) -> RouteMatch {
-    let find = |m: &Method| rt.router.find(&RequestInfo { method: m, ..*info });
+    let names: Vec<&str> = info
+        .headers
+        .get_all(ACCESS_CONTROL_REQUEST_HEADERS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .take(MAX_ANNOUNCED)
+        .collect();
+    cors_route(rt, info, announced, Waive::Named(&names))
+        .or_else(|| cors_route(rt, info, announced, Waive::All))
+        .unwrap_or_else(|| rt.router.find(info))
+}
+
+/// Steps 1 and 2 of [`route_preflight`], with `waive`'d header predicates.
+fn cors_route(
+    rt: &Runtime,
+    info: &RequestInfo<'_>,
+    announced: &Method,
+    waive: Waive<'_>,
+) -> Option<RouteMatch> {
+    let find = |m: &Method| {
+        rt.router
+            .find_with(&RequestInfo { method: m, ..*info }, waive)
+    };
     let has_cors = |i: usize| {
         rt.routes
             .get(i)
@@ -396,7 +439,7 @@ pub fn route_preflight(rt: &Runtime, info: &RequestInfo<'_>, announced: &Method)
     };
     let found = find(announced);
     let owner = match found {
-        RouteMatch::Found { route, .. } if has_cors(route) => return found,
+        RouteMatch::Found { route, .. } if has_cors(route) => return Some(found),
         RouteMatch::Found { route, .. } => Some(route),
         _ => None,
     };
@@ -414,20 +457,18 @@ pub fn route_preflight(rt: &Runtime, info: &RequestInfo<'_>, announced: &Method)
         .iter()
         .filter(|m| *m != announced)
         .find_map(&refusing);
-    if let Some(f) = standard {
-        return f;
+    if standard.is_some() {
+        return standard;
     }
     // Rare: a route whose methods are all non-standard (`PURGE`). One string
     // comparison per configured method, a lookup only for non-standard ones.
-    let custom = rt
-        .config
+    rt.config
         .routes
         .iter()
         .flat_map(|r| &r.methods)
         .filter(|m| !PROBES.iter().any(|p| p.as_str() == m.as_str()) && *m != announced.as_str())
         .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
-        .find_map(|m| refusing(&m));
-    custom.unwrap_or_else(|| find(info.method))
+        .find_map(|m| refusing(&m))
 }
 
 #[async_trait]

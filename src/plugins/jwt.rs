@@ -587,7 +587,8 @@ fn connector() -> Result<&'static Connector, String> {
 struct FetchState {
     in_flight: Option<watch::Receiver<bool>>,
     last_on_demand: Option<Instant>,
-    last_attempt: Option<Instant>,
+    /// When the last failed fetch ended: the backoff counts from there.
+    last_failure: Option<Instant>,
     last_success: Option<Instant>,
     failures: u32,
 }
@@ -626,7 +627,6 @@ impl Remote {
     fn start(self: &Arc<Self>, st: &mut FetchState) -> watch::Receiver<bool> {
         let (tx, rx) = watch::channel(false);
         st.in_flight = Some(rx.clone());
-        st.last_attempt = Some(Instant::now());
         self.fetches.fetch_add(1, Ordering::Relaxed);
         let guard = InFlight(self.clone(), Some(tx));
         tokio::spawn(async move {
@@ -635,13 +635,26 @@ impl Remote {
                 Ok(r) => r,
                 Err(_) => Err(format!("no answer within {FETCH_TIMEOUT:?}")),
             };
-            me.finish(result);
+            let retry = me.finish(result);
             drop(guard);
+            // The retry after a failure starts when the log line said, not at
+            // the next once-a-second tick after it (the tick stays a fallback).
+            // A weak reference: a plugin dropped by a reload is not kept alive.
+            if let Some(at) = retry {
+                let weak = Arc::downgrade(&me);
+                drop(me);
+                tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await;
+                if let Some(me) = weak.upgrade() {
+                    me.tick();
+                }
+            }
         });
         rx
     }
 
-    fn finish(&self, result: Result<KeySet, String>) {
+    /// Records a fetch's outcome; after a failure, returns when the retry is
+    /// due.
+    fn finish(&self, result: Result<KeySet, String>) -> Option<Instant> {
         let mut st = self.lock();
         match result {
             Ok(set) => {
@@ -650,10 +663,16 @@ impl Remote {
                 drop(st);
                 tracing::info!(plugin = %self.name, url = %self.target.display, keys = set.keys.len(), "JWKS loaded");
                 self.keys.store(Some(Arc::new(set)));
+                None
             }
             Err(e) => {
                 st.failures = st.failures.saturating_add(1);
+                st.last_failure = Some(Instant::now());
+                // After a failure nothing fetches before the backoff ends (on
+                // demand neither): this is when the next attempt happens, and
+                // what a 503's `Retry-After` says too.
                 let next = self.seconds_until_next(&st);
+                let at = self.next_scheduled(&st);
                 drop(st);
                 let keys = if self.keys.load().is_some() {
                     "keeping the last good keys"
@@ -667,12 +686,15 @@ impl Remote {
                     url = %self.target.display,
                     "JWKS fetch failed: {e}; next try in {next}s; {keys}"
                 );
+                at
             }
         }
     }
 
     /// A fetch for a token whose key is not known: joins the fetch in flight,
-    /// or starts one unless one was started on demand within `jwks_cooldown`.
+    /// or starts one unless one was started on demand within `jwks_cooldown`
+    /// or the last fetch failed (then the backoff decides, see
+    /// [`next_scheduled`](Self::next_scheduled)).
     /// `true` when a fetch finished (look the key up again).
     /// A fetch the background schedule says is due is started at once too, so
     /// that a client honouring `Retry-After` finds one happening.
@@ -682,9 +704,10 @@ impl Remote {
             let now = Instant::now();
             if let Some(rx) = &st.in_flight {
                 rx.clone()
-            } else if st
-                .last_on_demand
-                .is_none_or(|t| now.duration_since(t) >= self.cooldown)
+            } else if st.failures == 0
+                && st
+                    .last_on_demand
+                    .is_none_or(|t| now.duration_since(t) >= self.cooldown)
             {
                 st.last_on_demand = Some(now);
                 self.start(&mut st)
@@ -700,24 +723,31 @@ impl Remote {
 
     /// When the background refresh starts its next fetch (`None`: at once):
     /// `jwks_refresh` after a success; after the n-th failure in a row,
-    /// 2^(n-1) s after the failed attempt started (1 s, 2 s, 4 s… at most 64 s
+    /// 2^(n-1) s after the failed attempt ended (1 s, 2 s, 4 s… at most 64 s
     /// and at most `jwks_refresh`).
     fn next_scheduled(&self, st: &FetchState) -> Option<Instant> {
         if st.failures > 0 {
             let backoff = Duration::from_secs(1u64 << (st.failures - 1).min(6)).min(self.refresh);
-            st.last_attempt.map(|t| t + backoff)
+            st.last_failure.map(|t| t + backoff)
         } else {
             st.last_success.map(|t| t + self.refresh)
         }
     }
 
-    /// Whole seconds (rounded up, at least 1) until the next fetch attempt: the
-    /// scheduled one, or an on-demand one once `jwks_cooldown` has passed.
+    /// Whole seconds (rounded up, at least 1) until the next fetch attempt:
+    /// after a failure the scheduled retry (nothing fetches before it);
+    /// otherwise the scheduled refresh, or an on-demand fetch once
+    /// `jwks_cooldown` has passed. The failure log's "next try" and a 503's
+    /// `Retry-After` both say this.
     fn seconds_until_next(&self, st: &FetchState) -> u64 {
         let now = Instant::now();
         let scheduled = self.next_scheduled(st).unwrap_or(now);
-        let on_demand = st.last_on_demand.map_or(now, |t| t + self.cooldown);
-        let left = scheduled.min(on_demand).saturating_duration_since(now);
+        let next = if st.failures > 0 {
+            scheduled
+        } else {
+            scheduled.min(st.last_on_demand.map_or(now, |t| t + self.cooldown))
+        };
+        let left = next.saturating_duration_since(now);
         (left.as_secs() + u64::from(left.subsec_nanos() > 0)).max(1)
     }
 
@@ -1407,7 +1437,7 @@ impl Jwt {
 
     /// The consumer and the `forward_claims` headers. A consumer with a control
     /// character is refused; claim values are written percent-encoded where
-    /// they are not visible ASCII ([`header_text`]).
+    /// they are not visible ASCII ([`auth::header_text`]).
     #[allow(clippy::type_complexity)]
     fn identity(
         &self,
@@ -1424,8 +1454,8 @@ impl Jwt {
         for (claim, header) in &self.forward {
             let value = match claims.get(claim) {
                 None | Some(Value::Null) => continue,
-                Some(Value::String(s)) => header_text(s),
-                Some(v) => header_text(&v.to_string()),
+                Some(Value::String(s)) => auth::header_text(s),
+                Some(v) => auth::header_text(&v.to_string()),
             };
             headers.push((header.clone(), value));
         }
@@ -1436,35 +1466,6 @@ impl Jwt {
 /// No control characters (CR, LF, NUL, tab, DEL, C1).
 fn clean(s: &str) -> bool {
     !s.chars().any(char::is_control)
-}
-
-/// A claim value as a header value (SPEC §3 `forward_claims`): its UTF-8 bytes,
-/// with every byte that is not visible ASCII (controls, DEL, non-ASCII), every
-/// `%`, and a space at either end written as `%XX`, so the upstream can always
-/// percent-decode it back to the exact claim. Visible ASCII and inner spaces
-/// (`"read write"`) are kept as they are.
-fn header_text(s: &str) -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let b = s.as_bytes();
-    let last = b.len().saturating_sub(1);
-    let keep = |i: usize, c: u8| {
-        (0x21..0x7f).contains(&c) && c != b'%' || (c == b' ' && i != 0 && i != last)
-    };
-    if b.iter().enumerate().all(|(i, &c)| keep(i, c)) {
-        if let Ok(v) = HeaderValue::from_str(s) {
-            return v;
-        }
-    }
-    let mut out = Vec::with_capacity(b.len() * 3);
-    for (i, &c) in b.iter().enumerate() {
-        if keep(i, c) {
-            out.push(c);
-        } else {
-            out.extend_from_slice(&[b'%', HEX[usize::from(c >> 4)], HEX[usize::from(c & 15)]]);
-        }
-    }
-    // Only visible ASCII and inner spaces are left: always a valid value.
-    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// The end of year 9999 (9999-12-31T23:59:59Z) as a NumericDate.
@@ -2316,7 +2317,7 @@ LwV4bUsA7rbkk7pbrKQi/3i63yUAzzrAf63YCxxZDMYbPXxIlV003ZJk
         let after_failures = |failures: u32| {
             let mut st = r.lock();
             st.failures = failures;
-            st.last_attempt = Some(now);
+            st.last_failure = Some(now);
             st.last_on_demand = Some(now);
             drop(st);
             r.retry_after()
@@ -2325,12 +2326,17 @@ LwV4bUsA7rbkk7pbrKQi/3i63yUAzzrAf63YCxxZDMYbPXxIlV003ZJk
         assert_eq!(after_failures(2), 2);
         assert_eq!(after_failures(3), 4);
         assert_eq!(after_failures(4), 8);
-        // At most 64 s, and the on-demand fetch after the cooldown comes first.
-        assert_eq!(after_failures(20), 30);
+        // At most 64 s. After a failure no fetch starts before the backoff
+        // ends, on demand neither (the log said "next try in 1s" while
+        // the next attempt came 2, 4, 8 s later): the cooldown does not count.
+        assert_eq!(after_failures(20), 64);
         {
             let mut st = r.lock();
             st.last_on_demand = None;
         }
+        assert_eq!(r.retry_after(), 64);
+        // Without failures, an on-demand fetch may start at once.
+        r.lock().failures = 0;
         assert_eq!(r.retry_after(), 1, "an on-demand fetch may start at once");
         // Keys loaded, refreshed every 10 minutes: the refresh is the next fetch
         // unless the cooldown ends first.
@@ -2420,5 +2426,35 @@ LwV4bUsA7rbkk7pbrKQi/3i63yUAzzrAf63YCxxZDMYbPXxIlV003ZJk
         r.tick();
         r.tick();
         assert!(j.jwks_fetches() <= 2);
+    }
+
+    #[tokio::test]
+    async fn a_failed_fetch_is_retried_when_its_log_line_says() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let (j, _d) = ok(
+            &format!("algorithms = [\"RS256\"]\njwks_url = \"http://127.0.0.1:{port}/jwks\"\njwks_cooldown = \"1s\"\njwks_refresh = \"1h\""),
+            &[],
+        );
+        let Keys::Remote(r) = &j.keys else { panic!() };
+        let next = || r.seconds_until_next(&r.lock());
+        assert!(r.on_demand().await);
+        assert_eq!(j.jwks_fetches(), 1);
+        assert_eq!(next(), 1);
+        // Within the backoff a request starts no fetch, even past the cooldown.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!r.on_demand().await);
+        assert_eq!(j.jwks_fetches(), 1);
+        // Nothing calls `tick` here: the retry starts on time by itself.
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        assert_eq!(j.jwks_fetches(), 2);
+        assert_eq!(next(), 2);
+        assert!(!r.on_demand().await);
+        tokio::time::sleep(Duration::from_millis(2300)).await;
+        assert_eq!(j.jwks_fetches(), 3);
+        assert_eq!(next(), 4);
     }
 }

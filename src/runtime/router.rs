@@ -66,6 +66,31 @@ pub struct RequestInfo<'a> {
     pub version: Option<&'a str>,
 }
 
+/// The `headers` predicates a lookup treats as holding whatever the request
+/// carries ([`Router::find_with`]). A CORS preflight carries none of the
+/// headers of the request it announces (a browser only names them in
+/// `Access-Control-Request-Headers`), so it is routed with some waived.
+#[derive(Debug, Clone, Copy)]
+pub enum Waive<'a> {
+    /// Every predicate must hold (an ordinary request).
+    Nothing,
+    /// Predicates on these header names (compared case-insensitively) hold.
+    Named(&'a [&'a str]),
+    /// Every `headers` predicate holds.
+    All,
+}
+
+impl Waive<'_> {
+    #[inline]
+    fn waives(&self, name: &HeaderName) -> bool {
+        match self {
+            Waive::Nothing => false,
+            Waive::Named(names) => names.iter().any(|n| n.eq_ignore_ascii_case(name.as_str())),
+            Waive::All => true,
+        }
+    }
+}
+
 /// Captured path parameters of the chosen route, in pattern order:
 /// (parameter name, segment as it appears in the normalised path).
 pub type Params = Vec<(Arc<str>, String)>;
@@ -228,17 +253,19 @@ struct Route {
 impl Route {
     /// Everything but host, path and method (those are checked elsewhere).
     #[inline]
-    fn other_predicates_hold(&self, req: &RequestInfo<'_>) -> bool {
+    fn other_predicates_hold(&self, req: &RequestInfo<'_>, waive: Waive<'_>) -> bool {
         if let Some(v) = &self.version {
             if req.version != Some(v.as_ref()) {
                 return false;
             }
         }
         self.headers.iter().all(|(name, want)| {
-            req.headers
-                .get_all(name)
-                .iter()
-                .any(|have| have.as_bytes() == want.as_ref())
+            waive.waives(name)
+                || req
+                    .headers
+                    .get_all(name)
+                    .iter()
+                    .any(|have| have.as_bytes() == want.as_ref())
         })
     }
 
@@ -711,6 +738,12 @@ impl Router {
 
     /// Chooses the route for a request.
     pub fn find(&self, req: &RequestInfo<'_>) -> RouteMatch {
+        self.find_with(req, Waive::Nothing)
+    }
+
+    /// [`find`](Self::find), with the `headers` predicates `waive` names
+    /// taken as holding (routing a CORS preflight).
+    pub fn find_with(&self, req: &RequestInfo<'_>, waive: Waive<'_>) -> RouteMatch {
         let bit = method_bit(req.method);
         let mut best = Best {
             rank: usize::MAX,
@@ -724,7 +757,7 @@ impl Router {
                 let Some(route) = self.routes.get(rank) else {
                     break;
                 };
-                if !route.other_predicates_hold(req) {
+                if !route.other_predicates_hold(req, waive) {
                     continue;
                 }
                 if route.methods.allows(req.method, bit) {
@@ -742,7 +775,7 @@ impl Router {
         }
         if best.method_mismatch {
             return RouteMatch::MethodNotAllowed {
-                allow: self.allow(req),
+                allow: self.allow(req, waive),
             };
         }
         RouteMatch::NotFound
@@ -750,13 +783,13 @@ impl Router {
 
     /// The `Allow` value for a request no route fully matches: the methods
     /// of every route that matches all but the method.
-    fn allow(&self, req: &RequestInfo<'_>) -> String {
+    fn allow(&self, req: &RequestInfo<'_>, waive: Waive<'_>) -> String {
         let mut bits = 0u16;
         let mut names: Vec<String> = Vec::new();
         self.visit(req.host, req.path, &mut |ranks: &[usize]| {
             for &rank in ranks {
                 if let Some(route) = self.routes.get(rank) {
-                    if route.other_predicates_hold(req) {
+                    if route.other_predicates_hold(req, waive) {
                         bits |= route.methods.bits;
                         names.extend(
                             route
@@ -1284,6 +1317,40 @@ mod tests {
             ),
             Some(1)
         );
+    }
+
+    #[test]
+    fn waived_headers_predicates_hold() {
+        let tenant = HeaderName::from_static("x-tenant");
+        let r = build(&[
+            RouteDef {
+                headers: vec![(tenant.clone(), "acme".into())],
+                methods: vec![Method::GET, Method::POST],
+                ..route("/h")
+            },
+            RouteDef {
+                headers: vec![(HeaderName::from_static("x-env"), "prod".into())],
+                ..route("/h")
+            },
+            route("/"),
+        ]);
+        let with = |q: &Req, w: Waive<'_>| match r.find_with(&q.info(), w) {
+            RouteMatch::Found { route, .. } => Some(route),
+            _ => None,
+        };
+        let q = req("/h/x").method(Method::POST);
+        assert_eq!(with(&q, Waive::Nothing), Some(2));
+        assert_eq!(with(&q, Waive::Named(&["X-Tenant"])), Some(0));
+        assert_eq!(with(&q, Waive::Named(&["x-env"])), Some(1));
+        assert_eq!(with(&q, Waive::Named(&["content-type"])), Some(2));
+        assert_eq!(with(&q, Waive::All), Some(0));
+        // A predicate that holds still holds; a waived one need not.
+        let q = req("/h/x").method(Method::POST).header("x-env", "prod");
+        assert_eq!(with(&q, Waive::Named(&["x-tenant"])), Some(0));
+        assert_eq!(with(&q, Waive::Nothing), Some(1));
+        // The method still counts.
+        let q = req("/h/x").method(Method::DELETE);
+        assert_eq!(with(&q, Waive::Named(&["x-tenant"])), Some(2));
     }
 
     #[test]
