@@ -65,6 +65,9 @@ impl Live {
     /// changed nothing (the edit was already applied by `SIGHUP` or
     /// `POST /reload`, or the file was only touched) is no reload and is not
     /// counted, so one edit seen by the watcher and a request is applied once.
+    /// Except after a refusal: files restored to the running config end it,
+    /// and that is recorded (and counted) as a successful reload, so
+    /// `/config/status` no longer shows the refused edit (issue 12, item 26).
     pub fn sync_on_change(&self) -> Result<String, Vec<String>> {
         self.sync_files(false)
     }
@@ -75,9 +78,17 @@ impl Live {
         let digest = Self::sources_digest(&current);
         if digest == *self.loaded_digest.lock().unwrap_or_else(|p| p.into_inner()) {
             let hash = current.hash().to_string();
-            if requested {
+            // The watcher records an unchanged config only when it ends a
+            // refusal (a bad edit reverted to the running config): the files
+            // and the running config agree again, and `/config/status` says so.
+            let reverted = last.as_ref().is_some_and(|l| !l.ok);
+            if requested || reverted {
                 METRICS.config_reloads.with_label_values(&["success"]).inc();
-                tracing::info!(hash = %hash, "config reloaded: unchanged");
+                if reverted && !requested {
+                    tracing::info!(hash = %hash, "config reloaded: the files are the running config again");
+                } else {
+                    tracing::info!(hash = %hash, "config reloaded: unchanged");
+                }
                 *last = Some(LastReload {
                     ok: true,
                     at: SystemTime::now(),

@@ -72,11 +72,24 @@ async fn serve_auth(mut s: TcpStream, hits: Arc<AtomicUsize>) {
         let mut headers = [httparse::EMPTY_HEADER; 64];
         let mut req = httparse::Request::new(&mut headers);
         let _ = req.parse(&head);
-        let cookie = req
+        let cookies: Vec<String> = req
             .headers
             .iter()
-            .find(|h| h.name.eq_ignore_ascii_case("cookie"))
-            .map(|h| String::from_utf8_lossy(h.value).into_owned());
+            .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
+            .map(|h| String::from_utf8_lossy(h.value).into_owned())
+            .collect();
+        let cookie = cookies.first().cloned();
+        if req.path.is_some_and(|p| p.starts_with("/screen")) {
+            // A screening service: lets everyone through, names nobody, and says which
+            // `Cookie` lines it was shown (`<count>|<values joined by |>`).
+            let seen = format!("{}|{}", cookies.len(), cookies.join("|"));
+            let out =
+                format!("HTTP/1.1 200 OK\r\nx-seen-cookie: {seen}\r\ncontent-length: 0\r\n\r\n");
+            if s.write_all(out.as_bytes()).await.is_err() {
+                return;
+            }
+            continue;
+        }
         let out = match cookie {
             Some(c) if c.len() > 8192 => {
                 "HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n\r\n"
@@ -361,6 +374,216 @@ async fn credential_digests_of_different_header_sets_never_collide() {
         assert!(!seen.contains(&consumer), "{headers:?} collided");
         seen.push(consumer);
     }
+}
+
+/// A screening `forward_auth` (no `forward_headers`, no `consumer_header`) behind an `api_key`
+/// (alice, bob), and alone.
+fn screening_config(up: SocketAddr, auth: SocketAddr) -> String {
+    use sha2::{Digest, Sha256};
+    let h = |k: &str| hex::encode(Sha256::digest(k.as_bytes()));
+    format!(
+        r#"
+[server]
+listen = "{{LISTEN}}"
+admin_listen = "{{ADMIN}}"
+
+[plugins.ak]
+type = "api_key"
+keys = [
+  {{ consumer = "alice", key_sha256 = "{alice}" }},
+  {{ consumer = "bob", key_sha256 = "{bob}" }},
+]
+
+[plugins.fa_nohdr]
+type = "forward_auth"
+url = "http://{auth}/screen"
+timeout = "2s"
+
+[plugins.fa_cookie]
+type = "forward_auth"
+url = "http://{auth}/screen"
+timeout = "2s"
+forward_headers = ["cookie"]
+copy_response_headers = ["x-seen-cookie"]
+
+[plugins.c]
+type = "cache"
+ttl = "60s"
+
+[plugins.idem]
+type = "idempotency"
+
+[upstreams.up]
+targets = ["{up}"]
+
+[[routes]]
+name = "keyed-cache"
+upstream = "up"
+path = "/k/cache"
+plugins = ["ak", "fa_nohdr", "c"]
+
+[[routes]]
+name = "keyed-pay"
+upstream = "up"
+path = "/k/pay"
+plugins = ["ak", "fa_nohdr", "idem"]
+
+[[routes]]
+name = "screened-cache"
+upstream = "up"
+path = "/s/cache"
+plugins = ["fa_nohdr", "c"]
+
+[[routes]]
+name = "screened-pay"
+upstream = "up"
+path = "/s/pay"
+plugins = ["fa_nohdr", "idem"]
+
+[[routes]]
+name = "cookie"
+upstream = "up"
+path = "/cookie"
+plugins = ["fa_cookie"]
+"#,
+        alice = h("alice-key"),
+        bob = h("bob-key"),
+    )
+}
+
+#[tokio::test]
+async fn a_screening_service_never_merges_the_consumers_of_an_earlier_auth_plugin() {
+    let up = TestUpstream::start("up").await;
+    let auth = AuthService::start().await;
+    let gw = Gateway::start(&screening_config(up.addr(), auth.addr)).await;
+    let get = |key: &'static str| {
+        let r = gw.client().get(gw.url("/k/cache")).header("x-api-key", key);
+        async move {
+            let r = r.send().await.unwrap();
+            let cache = r
+                .headers()
+                .get("x-cache")
+                .map(|v| v.to_str().unwrap().to_string());
+            (r.status().as_u16(), cache)
+        }
+    };
+    assert_eq!(get("alice-key").await, (200, Some("MISS".into())));
+    assert_eq!(
+        up.last_request().unwrap().header("x-consumer"),
+        Some("alice")
+    );
+    assert_eq!(get("alice-key").await, (200, Some("HIT".into())));
+    let (s, cache) = get("bob-key").await;
+    assert_eq!(s, 200);
+    assert_ne!(cache.as_deref(), Some("HIT"), "Bob got Alice's cache entry");
+    assert_eq!(up.last_request().unwrap().header("x-consumer"), Some("bob"));
+
+    let pay = |key: &'static str, body: &'static str| {
+        let r = gw
+            .client()
+            .post(gw.url("/k/pay"))
+            .header("x-api-key", key)
+            .header("idempotency-key", "same")
+            .body(body);
+        async move { r.send().await.unwrap() }
+    };
+    let a = pay("alice-key", "100").await;
+    assert_eq!(a.status(), 200);
+    assert!(!replayed(&a));
+    assert!(
+        replayed(&pay("alice-key", "100").await),
+        "Alice's retry replays"
+    );
+    let b = pay("bob-key", "5").await;
+    assert_eq!(b.status(), 200, "Bob's key is not Alice's (no 422)");
+    assert!(!replayed(&b));
+    assert_eq!(up.last_request().unwrap().header("x-consumer"), Some("bob"));
+}
+
+#[tokio::test]
+async fn a_screening_service_shown_no_credential_still_keeps_credentials_apart() {
+    let up = TestUpstream::start("up").await;
+    let auth = AuthService::start().await;
+    let gw = Gateway::start(&screening_config(up.addr(), auth.addr)).await;
+    for (n, alice, bob) in [
+        ("authorization", "Bearer alice", "Bearer bob"),
+        ("cookie", "sid=alice", "sid=bob"),
+    ] {
+        let get = |v: &'static str| {
+            let r = gw.client().get(gw.url("/s/cache")).header(n, v);
+            async move {
+                let r = r.send().await.unwrap();
+                let cache = r
+                    .headers()
+                    .get("x-cache")
+                    .map(|v| v.to_str().unwrap().to_string());
+                (r.status().as_u16(), cache)
+            }
+        };
+        up.clear();
+        assert_eq!(get(alice).await.0, 200);
+        assert_eq!(get(alice).await, (200, Some("HIT".into())), "{n}");
+        let (s, cache) = get(bob).await;
+        assert_eq!(s, 200);
+        assert_ne!(
+            cache.as_deref(),
+            Some("HIT"),
+            "{n}: Bob got Alice's cache entry"
+        );
+        assert_eq!(up.hits(), 2, "{n}");
+
+        let pay = |v: &'static str, body: &'static str| {
+            let r = gw
+                .client()
+                .post(gw.url("/s/pay"))
+                .header(n, v)
+                .header("idempotency-key", format!("k-{n}"))
+                .body(body);
+            async move { r.send().await.unwrap() }
+        };
+        assert!(!replayed(&pay(alice, "100").await));
+        assert!(
+            replayed(&pay(alice, "100").await),
+            "{n}: Alice's retry replays"
+        );
+        let b = pay(bob, "5").await;
+        assert_eq!(b.status(), 200, "{n}: Bob's key is not Alice's (no 422)");
+        assert!(!replayed(&b), "{n}: Bob got Alice's record");
+    }
+}
+
+/// Item 1/22: a cookie split into several fields (HTTP/2 crumbs; here two `Cookie` lines)
+/// reaches the HTTP/1.1 auth service as one `Cookie` line joined with "; " (RFC 9113
+/// §8.2.3), and is the same credential as that one line.
+#[tokio::test]
+async fn cookie_crumbs_reach_the_auth_service_as_one_line_and_one_credential() {
+    let up = TestUpstream::start("up").await;
+    let auth = AuthService::start().await;
+    let gw = Gateway::start(&screening_config(up.addr(), auth.addr)).await;
+    let (gw, up) = (&gw, &up);
+    let raw = move |cookies: &'static str| async move {
+        let mut s = TcpStream::connect(gw.addr()).await.unwrap();
+        let req = format!("GET /cookie HTTP/1.1\r\nHost: a\r\n{cookies}Connection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut out)).await;
+        let out = String::from_utf8_lossy(&out).into_owned();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        let seen = up.last_request().unwrap();
+        (
+            seen.header("x-seen-cookie").unwrap().to_string(),
+            seen.header("x-consumer").unwrap().to_string(),
+        )
+    };
+    let (split_seen, split_consumer) = raw("Cookie: a=1\r\nCookie: b=2\r\n").await;
+    assert_eq!(split_seen, "1|a=1; b=2");
+    let (one_seen, one_consumer) = raw("Cookie: a=1; b=2\r\n").await;
+    assert_eq!(one_seen, "1|a=1; b=2");
+    assert_eq!(split_consumer, one_consumer);
+    assert!(
+        split_consumer.starts_with("cred:sha256:"),
+        "{split_consumer}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -603,3 +603,32 @@ async fn hit_vs_proxied_latency() {
         );
     }
 }
+
+/// One raw HTTP/1.1 exchange on a fresh connection; returns the response head, lower-cased.
+async fn raw_head(gw: &Gateway, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(T, s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
+    text.split("\r\n\r\n").next().unwrap_or("").to_string()
+}
+
+#[tokio::test]
+async fn a_cached_204_is_served_without_content_length() {
+    // RFC 9110 §8.6: no Content-Length on a 204, stored or not.
+    let up = TestUpstream::start("up").await;
+    let gw = Gateway::start(&config(up.addr(), "ttl = \"60s\"")).await;
+    let req = "GET /respond?status=204&header=x-done:yes HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    let first = raw_head(&gw, req).await;
+    assert!(first.starts_with("http/1.1 204"), "{first}");
+    assert!(!first.contains("content-length"), "{first}");
+    let hit = raw_head(&gw, req).await;
+    assert!(hit.starts_with("http/1.1 204"), "{hit}");
+    assert!(hit.contains("x-cache: hit"), "{hit}");
+    assert!(hit.contains("x-done: yes"), "{hit}");
+    assert!(!hit.contains("content-length"), "{hit}");
+    assert!(!hit.contains("transfer-encoding"), "{hit}");
+    assert_eq!(up.hits(), 1);
+}

@@ -306,3 +306,40 @@ async fn idempotency_doc_example() {
         .unwrap();
     assert_eq!(no_key.status(), 400, "the example requires the header");
 }
+
+/// One raw HTTP/1.1 exchange on a fresh connection; returns the response head, lower-cased.
+async fn raw_head(gw: &Gateway, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
+    text.split("\r\n\r\n").next().unwrap_or("").to_string()
+}
+
+#[tokio::test]
+async fn a_replayed_204_or_304_gains_no_content_length() {
+    // RFC 9110 §8.6: no Content-Length on a 204; a 304's would describe the representation.
+    let up = TestUpstream::start("pay").await;
+    let gw = Gateway::start(&config(up.addr(), "")).await;
+    for status in [204, 304] {
+        let req = format!(
+            "POST /respond?status={status}&header=x-done:yes HTTP/1.1\r\nHost: a\r\n\
+             Idempotency-Key: bodyless-{status}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+        );
+        let first = raw_head(&gw, &req).await;
+        assert!(first.starts_with(&format!("http/1.1 {status}")), "{first}");
+        assert!(!first.contains("content-length"), "{first}");
+        let replay = raw_head(&gw, &req).await;
+        assert!(
+            replay.starts_with(&format!("http/1.1 {status}")),
+            "{replay}"
+        );
+        assert!(replay.contains("idempotent-replayed: true"), "{replay}");
+        assert!(replay.contains("x-done: yes"), "{replay}");
+        assert!(!replay.contains("content-length"), "{status}: {replay}");
+        assert!(!replay.contains("transfer-encoding"), "{status}: {replay}");
+    }
+    assert_eq!(up.hits(), 2, "the retries were replays");
+}

@@ -536,6 +536,44 @@ async fn a_requested_reload_that_finds_no_change_is_recorded_and_counted() {
     assert_eq!(reloads(&gw, "success").await, 3.0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restoring_the_running_config_after_a_refused_edit_is_recorded_as_a_success() {
+    let up = TestUpstream::start("same").await;
+    let base = [
+        SERVER,
+        &upstream("backend", up.addr()),
+        &route("one", "backend", "/one", &[]),
+    ]
+    .concat();
+    let gw = Gateway::start(&base).await;
+    let hash = config_status(&gw).await["hash"].clone();
+    gw.write_config(&format!("{base}\n[[routes]]\nname = \"bad\"\n"));
+    wait_until_msg(WAIT, "the watcher to refuse the broken file", || async {
+        reloads(&gw, "failure").await == 1.0
+    })
+    .await;
+    assert_eq!(config_status(&gw).await["last_reload"]["result"], "failure");
+
+    // The operator puts the file back as it was: the watcher finds the running config.
+    gw.write_config(&base);
+    wait_until_msg(
+        WAIT,
+        "the restored file to be recorded as a success",
+        || async { config_status(&gw).await["last_reload"]["result"] == "success" },
+    )
+    .await;
+    let st = config_status(&gw).await;
+    assert_eq!(st["last_reload"]["errors"], serde_json::json!([]), "{st}");
+    assert_eq!(st["hash"], hash, "nothing was swapped: {st}");
+    assert_eq!(reloads(&gw, "success").await, 1.0);
+    assert_eq!(reloads(&gw, "failure").await, 1.0);
+    // Touching the file again is no reload: counted once.
+    gw.write_config(&base);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(reloads(&gw, "success").await, 1.0);
+    assert_eq!(status_of(&gw.client(), &gw.url("/one")).await, 200);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Zero failed requests under load
 // ---------------------------------------------------------------------------------------------

@@ -197,6 +197,30 @@ async fn failing_open_on_an_unreachable_redis_keeps_the_ratelimit_headers() {
 }
 
 #[tokio::test]
+async fn failing_closed_on_an_unreachable_redis_still_carries_the_ratelimit_headers() {
+    let up = TestUpstream::start("up").await;
+    let defs = format!(
+        "[redis]\nurl = \"redis://{}\"\ntimeout = \"200ms\"\n\n[plugins.loose]\ntype = \"rate_limit\"\nrate = \"100/min\"\nburst = 50\n\n[plugins.fleet]\ntype = \"rate_limit\"\nrate = \"10/min\"\nburst = 5\nkey = \"global\"\nbackend = \"redis\"\non_backend_error = \"deny\"",
+        unused_addr()
+    );
+    let gw = Gateway::start(&limited(up.addr(), "\"loose\", \"fleet\"", &defs)).await;
+    let c = gw.client();
+    for _ in 0..2 {
+        let r = status_of(&c, gw.url("/"), &[]).await;
+        assert_eq!(r.status(), 503, "fails closed");
+        let h = r.headers();
+        assert_eq!(h["retry-after"], "1", "{h:?}");
+        // SPEC §3: every response on a limited route carries them; here the failed limit's
+        // own, describing the limit itself (as failing open does), not the earlier limit's.
+        assert_eq!(h["ratelimit-limit"], "5", "{h:?}");
+        assert_eq!(h["ratelimit-remaining"], "4", "{h:?}");
+        assert_eq!(h["ratelimit-reset"], "6", "{h:?}");
+        assert_eq!(h.get_all("ratelimit-limit").iter().count(), 1, "{h:?}");
+    }
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test]
 async fn long_header_keys_are_still_one_bucket_per_value() {
     let up = TestUpstream::start("up").await;
     let defs = "[plugins.per_tenant]\ntype = \"rate_limit\"\nrate = \"1/h\"\nburst = 1\nkey = \"header:x-tenant\"\nmax_keys = 10";

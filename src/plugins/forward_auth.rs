@@ -10,11 +10,16 @@
 //! unless `on_error = "allow"`. Only those failures count against the breaker,
 //! so a client cannot open it with requests the service refuses.
 //!
-//! The request's consumer is the value of `consumer_header` in the 2xx answer,
-//! else a digest of the credentials the service was shown (the
-//! `forward_headers` names and values, length-delimited), written
-//! `cred:sha256:<hex>`; a named consumer cannot take that form. So caches and
-//! idempotency records of two credentials are never shared.
+//! The request's consumer is the value of `consumer_header` in the 2xx answer;
+//! else the consumer an earlier auth plugin of the route set (an `api_key`
+//! before a screening service keeps its consumer); else a digest of the
+//! request's credentials (the `forward_headers`, `Authorization` and `Cookie`
+//! names and values, length-delimited), written `cred:sha256:<hex>`; a named
+//! consumer cannot take that form. So caches and idempotency records of two
+//! credentials are never shared, whatever the service is shown.
+//!
+//! A cookie split into several fields (HTTP/2 crumbs) is joined with `"; "`
+//! for the call and the digest ([`joined_cookie`], RFC 9113 §8.2.3).
 //!
 //! Calls go through a pooled Pingora HTTP connector (one pool per plugin
 //! instance, surviving reloads with it) and a small circuit breaker: after
@@ -22,7 +27,7 @@
 //! [`BREAKER_COOL_DOWN`], during which `on_error` applies at once; then one
 //! probe call decides whether it closes again.
 
-use super::outbound::parse_url;
+use super::outbound::{joined_cookie, parse_url};
 use super::{auth, BuildCtx, BuildError, BuildResult, Flow, Phase, Plugin, Reply};
 use crate::config::ForwardAuthConfig;
 use crate::metrics::METRICS;
@@ -30,7 +35,9 @@ use crate::proxy::RequestCtx;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HOST, WWW_AUTHENTICATE};
+use http::header::{
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, WWW_AUTHENTICATE,
+};
 use http::{HeaderName, HeaderValue, Method};
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -293,29 +300,41 @@ impl ForwardAuth {
             req.insert_header("x-forwarded-for", ip.to_string())?;
         }
         req.insert_header("x-request-id", request_id)?;
+        let cookie = joined_cookie(&client.headers);
         for n in &self.forward_headers {
-            for v in client.headers.get_all(n) {
-                req.append_header(n.clone(), v.clone())?;
+            match &cookie {
+                // Crumbs enter this HTTP/1.1 call as one field (RFC 9113 §8.2.3).
+                Some(joined) if *n == COOKIE => {
+                    req.append_header(n.clone(), joined.clone())?;
+                }
+                _ => {
+                    for v in client.headers.get_all(n) {
+                        req.append_header(n.clone(), v.clone())?;
+                    }
+                }
             }
         }
         Ok(req)
     }
 
-    /// The consumer standing for the credentials shown to the service: a
-    /// SHA-256 of each `forward_headers` name and value, length-delimited, so
-    /// that no two header sets give the same input.
+    /// The consumer standing for the request's credentials: a SHA-256 of each
+    /// `forward_headers`, `Authorization` and `Cookie` name and value,
+    /// length-delimited, so that no two header sets give the same input. The
+    /// credential headers count even when the service is not shown them (a
+    /// screening service with no `forward_headers`): two credentials never
+    /// share a scope. A cookie in crumbs counts as its joined value, the same
+    /// as one `Cookie` line.
     fn credential_consumer(&self, session: &Session) -> String {
-        let headers = &session.req_header().headers;
-        let mut h = Sha256::new();
-        for n in &self.forward_headers {
-            for v in headers.get_all(n) {
-                for part in [n.as_str().as_bytes(), v.as_bytes()] {
-                    h.update((part.len() as u64).to_be_bytes());
-                    h.update(part);
-                }
-            }
+        credential_digest(&self.forward_headers, &session.req_header().headers)
+    }
+
+    /// The consumer when the service named none: the one an earlier auth
+    /// plugin of the route set (an `api_key` before a screening service), else
+    /// the credential digest.
+    fn set_unnamed_consumer(&self, session: &Session, ctx: &mut RequestCtx) {
+        if ctx.consumer.is_none() {
+            auth::set_consumer(ctx, &self.credential_consumer(session));
         }
-        format!("{DIGEST_PREFIX}sha256:{}", hex::encode(h.finalize()))
     }
 
     /// The consumer the service named in its 2xx answer, if it is usable.
@@ -368,7 +387,7 @@ impl ForwardAuth {
     ) -> Flow {
         if self.allow_on_error {
             // Unverified, but still never sharing a record with other credentials.
-            auth::set_consumer(ctx, &self.credential_consumer(session));
+            self.set_unnamed_consumer(session, ctx);
             let route = ctx.route().map(|r| &*r.name).unwrap_or("");
             METRICS
                 .auth_failures
@@ -451,6 +470,32 @@ fn is_json(ct: &HeaderValue) -> bool {
         .to_ascii_lowercase();
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// `cred:sha256:<hex>` over `forward_headers`, then `Authorization` and
+/// `Cookie` when not among them: each name and value length-prefixed.
+fn credential_digest(forward_headers: &[HeaderName], headers: &http::HeaderMap) -> String {
+    let cookie = joined_cookie(headers);
+    let credentials = [AUTHORIZATION, COOKIE];
+    let extra = credentials.iter().filter(|n| !forward_headers.contains(n));
+    let mut h = Sha256::new();
+    let mut put = |n: &HeaderName, v: &[u8]| {
+        for part in [n.as_str().as_bytes(), v] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+    };
+    for n in forward_headers.iter().chain(extra) {
+        match &cookie {
+            Some(joined) if *n == COOKIE => put(n, joined.as_bytes()),
+            _ => {
+                for v in headers.get_all(n) {
+                    put(n, v.as_bytes());
+                }
+            }
+        }
+    }
+    format!("{DIGEST_PREFIX}sha256:{}", hex::encode(h.finalize()))
 }
 
 fn is_timeout(e: &Error) -> bool {
@@ -572,11 +617,10 @@ impl Plugin for ForwardAuth {
                         ctx.upstream_headers.push((n.clone(), v));
                     }
                 }
-                let consumer = match self.named_consumer(&answer) {
-                    Some(named) => named.to_string(),
-                    None => self.credential_consumer(session),
-                };
-                auth::set_consumer(ctx, &consumer);
+                match self.named_consumer(&answer) {
+                    Some(named) => auth::set_consumer(ctx, named),
+                    None => self.set_unnamed_consumer(session, ctx),
+                }
                 Ok(Flow::Continue)
             }
             // Refusals, whatever the reason (401, 403, 431 for a huge cookie):
@@ -807,6 +851,55 @@ mod tests {
             !build(&ok)
                 .unwrap_or_else(|_| panic!("deny refused"))
                 .allow_on_error
+        );
+    }
+
+    #[test]
+    fn credential_digests_cover_credentials_the_service_is_not_shown() {
+        let map = |pairs: &[(&str, &str)]| {
+            let mut h = http::HeaderMap::new();
+            for (n, v) in pairs {
+                h.append(
+                    HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                    v.parse().unwrap(),
+                );
+            }
+            h
+        };
+        let none: Vec<HeaderName> = vec![];
+        let d = |fh: &[HeaderName], pairs: &[(&str, &str)]| credential_digest(fh, &map(pairs));
+        // No forward_headers: Authorization and Cookie still tell credentials apart.
+        assert_ne!(
+            d(&none, &[("authorization", "Bearer a")]),
+            d(&none, &[("authorization", "Bearer b")])
+        );
+        assert_ne!(
+            d(&none, &[("cookie", "sid=a")]),
+            d(&none, &[("cookie", "sid=b")])
+        );
+        assert_ne!(
+            d(&none, &[("cookie", "sid=a")]),
+            d(&none, &[("authorization", "sid=a")])
+        );
+        assert_ne!(d(&none, &[]), d(&none, &[("cookie", "sid=a")]));
+        // Other headers are not credentials unless forwarded.
+        assert_eq!(d(&none, &[("x-trace", "1")]), d(&none, &[]));
+        let xs = vec![HeaderName::from_static("x-session")];
+        assert_ne!(d(&xs, &[("x-session", "1")]), d(&xs, &[]));
+        // Listing cookie in forward_headers does not count it twice.
+        let ck = vec![COOKIE];
+        assert_eq!(
+            d(&ck, &[("cookie", "sid=a")]),
+            d(&none, &[("cookie", "sid=a")])
+        );
+        // Crumbs are the same credential as one joined line.
+        assert_eq!(
+            d(&ck, &[("cookie", "a=1"), ("cookie", "b=2")]),
+            d(&ck, &[("cookie", "a=1; b=2")])
+        );
+        assert_ne!(
+            d(&ck, &[("cookie", "a=1"), ("cookie", "b=2")]),
+            d(&ck, &[("cookie", "a=1, b=2")])
         );
     }
 

@@ -706,7 +706,11 @@ impl Idempotency {
             let _ = h.append_header(n.clone(), v.clone());
         }
         h.remove_header(&http::header::TRANSFER_ENCODING);
-        let _ = h.insert_header(http::header::CONTENT_LENGTH, s.body.len().to_string());
+        // A 204 has no Content-Length (RFC 9110 §8.6) and a 304's would describe
+        // the representation, not this empty body: replay them as they came.
+        if !matches!(s.status, 204 | 304) {
+            let _ = h.insert_header(http::header::CONTENT_LENGTH, s.body.len().to_string());
+        }
         let _ = h.insert_header("idempotent-replayed", "true");
         Some(Reply::Raw {
             header: Box::new(h),

@@ -66,9 +66,28 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
     })
 }
 
+/// The `Cookie` value to send over HTTP/1.1 when a client split its cookie into
+/// several fields (HTTP/2 "crumbs", RFC 9113 §8.2.3, or repeated `Cookie`
+/// lines): the fields joined with `"; "`, in order. `None` when there are fewer
+/// than two fields (one field is forwarded as it is). Used for the
+/// `forward_auth` call and its credential digest, so a cookie sent in crumbs
+/// is the same credential as the one `Cookie: a=1; b=2` line, and for
+/// upstream requests.
+pub fn joined_cookie(headers: &http::HeaderMap) -> Option<http::HeaderValue> {
+    let mut fields = headers.get_all(http::header::COOKIE).iter();
+    let first = fields.next()?;
+    let second = fields.next()?;
+    let mut v = first.as_bytes().to_vec();
+    for f in std::iter::once(second).chain(fields) {
+        v.extend_from_slice(b"; ");
+        v.extend_from_slice(f.as_bytes());
+    }
+    http::HeaderValue::from_bytes(&v).ok()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_url;
+    use super::{joined_cookie, parse_url};
 
     #[test]
     fn urls() {
@@ -94,5 +113,16 @@ mod tests {
         ] {
             assert!(parse_url(bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn cookie_crumbs_are_joined_with_semicolons() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(joined_cookie(&h), None);
+        h.append("cookie", "a=1".parse().unwrap());
+        assert_eq!(joined_cookie(&h), None, "one field is sent as it is");
+        h.append("cookie", "b=2".parse().unwrap());
+        h.append("cookie", "c=3".parse().unwrap());
+        assert_eq!(joined_cookie(&h).unwrap(), "a=1; b=2; c=3");
     }
 }

@@ -33,13 +33,17 @@ type Limiter<C> = RateLimiter<String, BoundedStore, C, StateInformationMiddlewar
 /// Key values longer than this (in bytes) are counted under their SHA-256.
 pub const MAX_KEY_VALUE: usize = 128;
 
-/// `<kind>:<value>` for a short UTF-8 value, else `<kind>#<sha-256 hex>`: a
-/// key costs at most ~130 bytes whatever the client sent, and the two forms
-/// never collide (`:` vs `#`). Non-UTF-8 values are hashed rather than
-/// lossily converted, so two different byte strings never share a bucket.
+/// `<kind>:<value>` for a short value of visible ASCII only, else
+/// `<kind>#<sha-256 hex>`: a key costs at most ~130 bytes whatever the client
+/// sent, and the two forms never collide (`:` vs `#`). Any other value (long,
+/// not UTF-8, or holding a space, a tab, a control character or any non-ASCII
+/// character such as U+200B) is hashed: two different byte strings never share
+/// a bucket, and a Redis key never holds an invisible character
+/// (`redis-cli --scan` shows what is there).
 fn bucket_key(kind: char, value: &[u8]) -> String {
+    let visible = value.iter().all(|b| (0x21..0x7f).contains(b));
     match std::str::from_utf8(value) {
-        Ok(s) if s.len() <= MAX_KEY_VALUE => {
+        Ok(s) if s.len() <= MAX_KEY_VALUE && visible => {
             let mut k = String::with_capacity(2 + s.len());
             k.push(kind);
             k.push(':');
@@ -546,10 +550,17 @@ where
                     ctx.rate_limit = Some(LimitState::merge(ctx.rate_limit, state));
                     return Ok(Flow::Continue);
                 }
+                // Fail closed, still with the `RateLimit-*` headers every
+                // response of a limited route carries (SPEC §3): the limit
+                // itself, as on the fail-open path, plus `Retry-After: 1`. An
+                // earlier limit's state must not overwrite them.
+                ctx.rate_limit = None;
+                let mut headers = headers(&self.unknown_state(), false);
+                headers.push((http::header::RETRY_AFTER, HeaderValue::from(1u64)));
                 return Ok(Flow::Respond(Reply::Problem {
                     status: 503,
                     detail: "the rate limiter's backend is unavailable".into(),
-                    headers: vec![(http::header::RETRY_AFTER, HeaderValue::from(1u64))],
+                    headers,
                 }));
             }
         };
@@ -684,6 +695,22 @@ mod tests {
         assert!(bucket_key('h', &[b'a'; MAX_KEY_VALUE + 1]).starts_with("h#"));
         // Two different invalid byte strings are two buckets (no lossy U+FFFD).
         assert_ne!(bucket_key('h', b"\xff"), bucket_key('h', b"\xfe"));
+        // Anything but visible ASCII is hashed, however short: no invisible
+        // character reaches a Redis key.
+        for odd in [
+            &b"tab\there"[..],
+            "\u{200b}zw".as_bytes(),
+            b"a b",
+            b"nul\0",
+            b"del\x7f",
+            "caf\u{e9}".as_bytes(),
+        ] {
+            let k = bucket_key('h', odd);
+            assert!(k.starts_with("h#") && k.len() == 66, "{odd:?} -> {k:?}");
+            assert!(k.bytes().all(|b| (0x21..0x7f).contains(&b)), "{k:?}");
+        }
+        assert_ne!(bucket_key('h', b"a b"), bucket_key('h', b"a\tb"));
+        assert_eq!(bucket_key('h', b"Tenant_42.x~"), "h:Tenant_42.x~");
         // A short value that looks like a digest is still its own key.
         let hexed = k[2..].to_string();
         assert_ne!(bucket_key('h', hexed.as_bytes()), k);
