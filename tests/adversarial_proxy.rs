@@ -863,6 +863,24 @@ async fn a_stalled_http2_body_on_a_body_reading_route_gets_408() {
     assert_eq!(up.hits(), 0);
 }
 
+/// Cookie crumbs of an HTTP/2 client reach an HTTP/1.1 upstream as one `Cookie` line.
+#[tokio::test]
+async fn http2_cookie_crumbs_reach_the_upstream_as_one_line() {
+    let up = TestUpstream::start("up").await;
+    let gw = Gateway::start(&config(up.addr(), "h2c = true", "", "")).await;
+    let r = h2c_client()
+        .get(gw.url("/crumbs"))
+        .header("cookie", "a=1")
+        .header("cookie", "b=2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    let got = up.last_request().unwrap();
+    assert_eq!(got.header_all("cookie"), vec!["a=1; b=2"]);
+}
+
 /// Off by default: the HTTP/2 client gets a clear refusal (GOAWAY `HTTP_1_1_REQUIRED`, with
 /// a reason naming h2c), not an HTTP/1 answer it cannot read, and nothing goes upstream.
 #[tokio::test]
