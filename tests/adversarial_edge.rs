@@ -117,18 +117,6 @@ async fn get(addr: SocketAddr, path: &str, lines: &[&[u8]]) -> RawResponse {
     send(addr, &head).await
 }
 
-fn assert_problem(resp: &RawResponse, status: u16, what: &str) {
-    assert_eq!(resp.status, status, "{what}: {resp:?}");
-    assert_eq!(
-        resp.header("content-type"),
-        Some("application/problem+json"),
-        "{what}: {resp:?}"
-    );
-    let v: serde_json::Value = serde_json::from_slice(&resp.body)
-        .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {}", resp.body_str()));
-    assert_eq!(v["status"], status, "{what}: {v}");
-}
-
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }

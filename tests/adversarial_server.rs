@@ -244,15 +244,6 @@ async fn logs_written_to_a_pipe_carry_no_colour_codes() {
 // Item 13: the admin listener's edge
 // ---------------------------------------------------------------------------------------------
 
-fn assert_problem(r: &RawResponse, status: u16, what: &str) {
-    assert_eq!(r.status, status, "{what}: {}", r.body_str());
-    assert_eq!(
-        r.header("content-type"),
-        Some("application/problem+json"),
-        "{what}"
-    );
-}
-
 #[tokio::test]
 async fn the_admin_listener_refuses_ambiguous_and_malformed_heads() {
     let up = TestUpstream::start("admin-edge").await;

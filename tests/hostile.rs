@@ -62,18 +62,6 @@ path = "/"
     )
 }
 
-fn assert_problem(r: &RawResponse, status: u16, what: &str) {
-    assert_eq!(r.status, status, "{what}: {}", r.body_str());
-    assert_eq!(
-        r.header("content-type"),
-        Some("application/problem+json"),
-        "{what}"
-    );
-    let v: serde_json::Value = serde_json::from_slice(&r.body)
-        .unwrap_or_else(|e| panic!("{what}: problem body is not JSON ({e}): {}", r.body_str()));
-    assert_eq!(v["status"], status, "{what}: {v}");
-}
-
 /// Sends `bytes` on a fresh connection; expects a problem+json `status`, then the close.
 async fn expect_refused(gw: &Gateway, bytes: &[u8], status: u16, what: &str) {
     let mut conn = RawConn::connect(gw.addr()).await;

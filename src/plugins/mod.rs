@@ -313,6 +313,19 @@ async fn read_to_limit(
     Ok(BodyRead::Complete(body))
 }
 
+/// Send `100 Continue` now, when the client asked for it and nothing was answered
+/// yet: called once the plugins accepted the request head, before the body is read
+/// (by a plugin, or by Pingora while proxying). Any `1xx` the upstream sends after
+/// it is not relayed: the client gets one `100`.
+pub async fn send_continue(session: &mut Session, ctx: &RequestCtx) {
+    if !ctx.expect_continue || session.response_written().is_some() {
+        return;
+    }
+    if session.write_continue_response().await.is_ok() {
+        session.set_ignore_info_resp(true);
+    }
+}
+
 /// Read the whole request body before the upstream is contacted; Pingora then
 /// sends exactly these bytes upstream (from its retry buffer, on HTTP/1 and
 /// HTTP/2 alike). A body larger than `min(max_request_body, MAX_BUFFERED_BODY)`
@@ -323,7 +336,7 @@ async fn read_to_limit(
 pub async fn read_body(session: &mut Session, ctx: &RequestCtx) -> Result<Bytes, BodyError> {
     // A client waiting for `100 Continue` sends nothing before it: the plugins up to
     // this one accepted the head, so the body may come.
-    crate::proxy::send_continue(session, ctx).await;
+    send_continue(session, ctx).await;
     let max_total = ctx.rt.limits.max_request_body;
     let limit = MAX_BUFFERED_BODY.min(max_total);
     session.as_mut().enable_retry_buffering();

@@ -85,7 +85,7 @@ pub struct RequestCtx {
     pub status: u16,
     pub failure_counted: bool,
     /// The client sent `Expect: 100-continue` (the header itself is removed: the
-    /// gateway answers it, see [`send_continue`]).
+    /// gateway answers it, see [`crate::plugins::send_continue`]).
     pub expect_continue: bool,
     /// A retry after a pooled upstream connection failed was already made.
     pub stale_retried: bool,
@@ -316,19 +316,6 @@ impl Gateway {
                 .inc();
         }
         ctx.failure_counted = true;
-    }
-}
-
-/// Send `100 Continue` now, when the client asked for it and nothing was answered
-/// yet: called once the plugins accepted the request head, before the body is read
-/// (by a plugin, or by Pingora while proxying). Any `1xx` the upstream sends after
-/// it is not relayed: the client gets one `100`.
-pub async fn send_continue(session: &mut Session, ctx: &RequestCtx) {
-    if !ctx.expect_continue || session.response_written().is_some() {
-        return;
-    }
-    if session.write_continue_response().await.is_ok() {
-        session.set_ignore_info_resp(true);
     }
 }
 
@@ -731,7 +718,7 @@ impl ProxyHttp for Gateway {
             }
         }
         // Every plugin accepted the request: the body may come now.
-        send_continue(session, ctx).await;
+        crate::plugins::send_continue(session, ctx).await;
         Ok(true)
     }
 

@@ -2242,3 +2242,17 @@ pub fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status:\n{status}"))
 }
+
+/// Asserts that a raw response is a problem+json (RFC 9457) answer with `status`,
+/// in the header and in the body; `what` names the case in the failure message.
+pub fn assert_problem(r: &RawResponse, status: u16, what: &str) {
+    assert_eq!(r.status, status, "{what}: {}", r.body_str());
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/problem+json"),
+        "{what}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&r.body)
+        .unwrap_or_else(|e| panic!("{what}: problem body is not JSON ({e}): {}", r.body_str()));
+    assert_eq!(v["status"], status, "{what}: {v}");
+}
