@@ -372,7 +372,11 @@ async fn stale_if_error_serves_stale_on_a_5xx() {
     assert_eq!(get(&gw, &p).await.x_cache, "MISS");
     up.stop().await;
     // Something that answers 500 to everything, on the same address.
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    // The stopped upstream's address, as soon as it can be bound again.
+    let listener = wait_for(Duration::from_secs(5), || async {
+        tokio::net::TcpListener::bind(addr).await.ok()
+    })
+    .await;
     let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let count = served.clone();
     let server = tokio::spawn(async move {
