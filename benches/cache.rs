@@ -14,9 +14,11 @@ use pingora::cache::key::CacheHashKey;
 use pingora::cache::trace::Span;
 use pingora::cache::{RespCacheable, Storage};
 use pingora::http::ResponseHeader;
-use tollgate::config::{load_str, PluginConfig};
-use tollgate::plugins::cache::{Cache, KeyParts};
-use tollgate::plugins::BuildCtx;
+use tollgate::config::load_str;
+use tollgate::plugins::cache::CacheConfig;
+use tollgate::pipeline::KeyParts;
+use tollgate::plugins::cache::Cache;
+use tollgate::pipeline::BuildCtx;
 
 /// The store's futures never wait: poll them once.
 fn now<F: Future>(f: F) -> F::Output {
@@ -34,7 +36,7 @@ fn cache() -> Cache {
         std::path::Path::new("."),
     )
     .expect("valid bench config");
-    let Some(PluginConfig::Cache(c)) = cfg.plugins.get("c").cloned() else {
+    let Some(c) = cfg.plugin_config::<CacheConfig>("c").cloned() else {
         panic!("cache plugin");
     };
     Cache::new(

@@ -13,9 +13,10 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::json;
-use tollgate::config::{load_str, PluginConfig};
+use tollgate::config::load_str;
+use tollgate::plugins::jwt::JwtConfig;
 use tollgate::plugins::jwt::Jwt;
-use tollgate::plugins::BuildCtx;
+use tollgate::pipeline::BuildCtx;
 
 const NOW: u64 = 1_700_000_000;
 const SECRET: &str = "bench-secret-0123456789abcdef-0123456789";
@@ -36,7 +37,7 @@ fn plugin(dir: &std::path::Path, table: &str) -> Jwt {
         Ok(c) => c,
         Err(e) => panic!("{:?}", e.messages()),
     };
-    let PluginConfig::Jwt(jc) = &cfg.plugins["jwt"] else {
+    let Some(jc) = cfg.plugin_config::<JwtConfig>("jwt") else {
         panic!("not a jwt table")
     };
     match Jwt::new(

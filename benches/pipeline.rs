@@ -55,8 +55,8 @@ use serde_json::json;
 use tollgate::config::load_str;
 use tollgate::logging::{access, Access, JsonLines, DEFAULT_FILTER};
 use tollgate::metrics::{RouteMetrics, METRICS};
-use tollgate::plugins::{Flow, Instance};
-use tollgate::proxy::{Gateway, RequestCtx, UpstreamOutcome};
+use tollgate::pipeline::{Flow, Instance, UpstreamOutcome};
+use tollgate::proxy::{Gateway, ProxyCtx};
 use tollgate::runtime::{compile, Reuse, Runtime};
 use tracing_subscriber::EnvFilter;
 
@@ -298,12 +298,12 @@ fn bench_plugin_chain(c: &mut Criterion) {
     );
     let new_ctx = || {
         let mut ctx = gw.new_ctx();
-        ctx.route = Some(route);
+        ctx.req.matched.index = Some(route);
         ctx
     };
-    let run_request = |s: &mut Session, ctx: &mut RequestCtx, chain: &[Instance]| {
-        for i in chain {
-            match now(i.plugin.request(s, ctx)) {
+    let run_request = |s: &mut Session, ctx: &mut ProxyCtx, chain: &[Instance]| {
+        for (n, i) in chain.iter().enumerate() {
+            match now(i.plugin.request(s, &mut ctx.req, ctx.states.slot(n))) {
                 Ok(Flow::Continue) => {}
                 _ => panic!("{} did not let the request through", i.name),
             }
@@ -313,9 +313,9 @@ fn bench_plugin_chain(c: &mut Criterion) {
     {
         let mut ctx = new_ctx();
         run_request(&mut s, &mut ctx, &chain);
-        assert_eq!(ctx.consumer.as_deref(), Some("bench-client"));
-        for i in chain.iter() {
-            i.plugin.finish(&mut ctx);
+        assert_eq!(ctx.req.identity.consumer.as_deref(), Some("bench-client"));
+        for (n, i) in chain.iter().enumerate() {
+            i.plugin.finish(&mut ctx.req, ctx.states.slot(n));
         }
     }
     let mut g = c.benchmark_group("plugin_chain_full");
@@ -325,8 +325,8 @@ fn bench_plugin_chain(c: &mut Criterion) {
             |mut ctx| {
                 run_request(&mut s, &mut ctx, &chain);
                 // The breaker's ticket must be given back, as the gateway does.
-                for i in chain.iter() {
-                    i.plugin.finish(&mut ctx);
+                for (n, i) in chain.iter().enumerate() {
+                    i.plugin.finish(&mut ctx.req, ctx.states.slot(n));
                 }
             },
             BatchSize::SmallInput,
@@ -339,27 +339,28 @@ fn bench_plugin_chain(c: &mut Criterion) {
             new_ctx,
             |mut ctx| {
                 run_request(&mut s, &mut ctx, &chain);
-                for i in chain.iter() {
+                for (n, i) in chain.iter().enumerate() {
                     i.plugin
-                        .upstream_request(&mut up_req, &ctx)
+                        .upstream_request(&mut up_req, &ctx.req, ctx.states.slot(n))
                         .expect("upstream_request");
                 }
-                for (n, v) in &ctx.upstream_headers {
+                for (n, v) in &ctx.req.upstream.headers {
                     up_req.insert_header(n.clone(), v.clone()).expect("header");
                 }
-                ctx.upstream_outcome = Some(UpstreamOutcome {
+                ctx.req.upstream.outcome = Some(UpstreamOutcome {
                     status: Some(200),
                     error: false,
                     elapsed: Duration::from_micros(305),
                 });
-                for i in chain.iter() {
-                    i.plugin.upstream_response(&resp, &mut ctx);
+                for (n, i) in chain.iter().enumerate() {
+                    i.plugin
+                        .upstream_response(&resp, &mut ctx.req, ctx.states.slot(n));
                 }
-                for i in chain.iter() {
-                    i.plugin.response(&mut resp, &ctx);
+                for (n, i) in chain.iter().enumerate() {
+                    i.plugin.response(&mut resp, &ctx.req, ctx.states.slot(n));
                 }
-                for i in chain.iter() {
-                    i.plugin.finish(&mut ctx);
+                for (n, i) in chain.iter().enumerate() {
+                    i.plugin.finish(&mut ctx.req, ctx.states.slot(n));
                 }
             },
             BatchSize::SmallInput,
@@ -378,7 +379,7 @@ fn bench_plugin_chain(c: &mut Criterion) {
                 || {
                     let mut ctx = new_ctx();
                     run_request(&mut s_setup, &mut ctx, &chain[..k]);
-                    ctx.upstream_outcome = Some(UpstreamOutcome {
+                    ctx.req.upstream.outcome = Some(UpstreamOutcome {
                         status: Some(200),
                         error: false,
                         elapsed: Duration::from_micros(305),
@@ -387,15 +388,17 @@ fn bench_plugin_chain(c: &mut Criterion) {
                 },
                 |mut ctx| {
                     let p = &inst.plugin;
-                    match now(p.request(&mut s, &mut ctx)) {
+                    let ProxyCtx { req, states, .. } = &mut ctx;
+                    let slot = states.slot(k);
+                    match now(p.request(&mut s, req, slot)) {
                         Ok(Flow::Continue) => {}
                         _ => panic!("{} did not let the request through", inst.name),
                     }
-                    p.upstream_request(&mut up_req, &ctx)
+                    p.upstream_request(&mut up_req, req, slot)
                         .expect("upstream_request");
-                    p.upstream_response(&resp, &mut ctx);
-                    p.response(&mut resp, &ctx);
-                    p.finish(&mut ctx);
+                    p.upstream_response(&resp, req, slot);
+                    p.response(&mut resp, req, slot);
+                    p.finish(req, slot);
                 },
                 BatchSize::SmallInput,
             )

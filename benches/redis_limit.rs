@@ -7,9 +7,10 @@
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use tollgate::config::{load_str, PluginConfig};
+use tollgate::config::load_str;
+use tollgate::plugins::rate_limit::RateLimitConfig;
 use tollgate::plugins::rate_limit::RateLimit;
-use tollgate::plugins::BuildCtx;
+use tollgate::pipeline::BuildCtx;
 
 /// Decisions per measurement: enough for the CPU clock's 10 ms ticks to resolve.
 const N_LOCAL: usize = 2_000_000;
@@ -36,7 +37,7 @@ fn limiter(backend: &str, port: u16) -> RateLimit {
         "[redis]\nurl = \"redis://127.0.0.1:{port}\"\ntimeout = \"1s\"\n[plugins.rl]\ntype = \"rate_limit\"\nrate = \"1000000000/s\"\nburst = 1000000\nkey = \"global\"\nbackend = \"{backend}\"\n[upstreams.u]\ntargets = [\"127.0.0.1:1\"]\n[[routes]]\nname = \"r\"\nupstream = \"u\"\nplugins = [\"rl\"]\n"
     );
     let cfg = load_str(&src, None, std::path::Path::new(".")).expect("valid bench config");
-    let Some(PluginConfig::RateLimit(c)) = cfg.plugins.get("rl").cloned() else {
+    let Some(c) = cfg.plugin_config::<RateLimitConfig>("rl").cloned() else {
         panic!("rate_limit plugin");
     };
     RateLimit::new(

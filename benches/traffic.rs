@@ -8,11 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use tollgate::config::{load_str, PluginConfig};
+use tollgate::config::load_str;
+use tollgate::plugins::rate_limit::RateLimitConfig;
 use tollgate::plugins::circuit_breaker::{Breaker, Params, Result_};
 use tollgate::plugins::idempotency::{Begin, LocalStore, Stored};
 use tollgate::plugins::rate_limit::RateLimit;
-use tollgate::plugins::BuildCtx;
+use tollgate::pipeline::BuildCtx;
 
 fn rate_limiter() -> RateLimit {
     let cfg = load_str(
@@ -21,7 +22,7 @@ fn rate_limiter() -> RateLimit {
         std::path::Path::new("."),
     )
     .expect("valid bench config");
-    let Some(PluginConfig::RateLimit(c)) = cfg.plugins.get("rl").cloned() else {
+    let Some(c) = cfg.plugin_config::<RateLimitConfig>("rl").cloned() else {
         panic!("rate_limit plugin");
     };
     RateLimit::new(

@@ -2,20 +2,23 @@
 //!
 //! The pipeline, top to bottom: `config` (what the user writes) → `runtime`
 //! (the compiled snapshot) → `proxy` (Pingora's `ProxyHttp` phases running the
-//! route's `plugins`), beside the `admin` listener and `reload`.
+//! route's `plugins`), beside the `admin` listener and `reload`. Plugins are
+//! written against `pipeline`, the plugin API below the proxy, and keep shared
+//! state through `store`.
 
 pub mod admin;
-pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod health;
 pub mod logging;
 pub mod metrics;
+pub mod pipeline;
 pub mod plugins;
 pub mod proxy;
 pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod signals;
+pub mod store;
 pub mod tls;
 pub mod watch;

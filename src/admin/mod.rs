@@ -77,7 +77,7 @@ fn json_resp(status: StatusCode, v: serde_json::Value) -> Response<Vec<u8>> {
 
 fn problem(status: u16, detail: &str) -> Response<Vec<u8>> {
     let body =
-        crate::proxy::problem::body(status, detail, &crate::plugins::request_id::new_id()).to_vec();
+        crate::proxy::problem::body(status, detail, &crate::pipeline::new_request_id()).to_vec();
     let mut b = Response::builder()
         .status(status)
         .header("content-type", crate::proxy::problem::CONTENT_TYPE)
@@ -212,10 +212,10 @@ impl Admin {
             .iter()
             .filter(|r| req.route.as_deref().is_none_or(|n| n == &*r.name))
         {
-            for cache in route.chain.iter().filter_map(|i| i.plugin.as_cache()) {
+            for cache in route.chain.iter().filter(|i| i.plugin.is_cache()) {
                 // An instance shared by several routes keys its entries by route.
-                if seen.insert((cache as *const _ as usize, route.name.clone())) {
-                    purged += cache.purge(&route.name, prefix);
+                if seen.insert((cache.name.clone(), route.name.clone())) {
+                    purged += cache.plugin.cache_purge(&route.name, prefix).unwrap_or(0);
                 }
             }
         }

@@ -22,6 +22,7 @@ pub use units::{Dur, Rate, Size};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 /// A whole, validated `gateway.toml`.
 #[derive(Debug, Clone)]
@@ -30,7 +31,8 @@ pub struct Config {
     pub api_versions: Option<ApiVersionsConfig>,
     pub upstreams: BTreeMap<String, UpstreamConfig>,
     pub routes: Vec<RouteConfig>,
-    pub plugins: BTreeMap<String, PluginConfig>,
+    /// `[plugins.NAME]`, each parsed by its type's entry in the plugin registry.
+    pub plugins: BTreeMap<String, Arc<dyn crate::pipeline::AnyConfig>>,
     pub redis: Option<RedisConfig>,
     /// Directory of the config file: relative paths resolve against it.
     pub base_dir: PathBuf,
@@ -46,32 +48,32 @@ impl Config {
     /// Every file this config names (certificates, keys, key files, JWKS), resolved;
     /// a change to any of them is a reason to reload.
     pub fn named_files(&self) -> Vec<PathBuf> {
-        let mut out: Vec<&String> = Vec::new();
+        let mut out: Vec<&str> = Vec::new();
         for t in &self.server.tls {
-            out.extend([&t.cert, &t.key]);
-            out.extend(t.client_ca.iter());
+            out.extend([t.cert.as_str(), t.key.as_str()]);
+            out.extend(t.client_ca.iter().map(String::as_str));
         }
         for u in self.upstreams.values() {
             out.extend(
                 u.ca_file
                     .iter()
                     .chain(u.client_cert.iter())
-                    .chain(u.client_key.iter()),
+                    .chain(u.client_key.iter())
+                    .map(String::as_str),
             );
         }
         for p in self.plugins.values() {
-            match p {
-                PluginConfig::ApiKey(c) => out.extend(c.keys_file.iter()),
-                PluginConfig::Jwt(c) => {
-                    out.extend(c.public_key_file.iter().chain(c.jwks_file.iter()))
-                }
-                _ => {}
-            }
+            out.extend(p.files());
         }
         let mut v: Vec<PathBuf> = out.into_iter().map(|f| self.resolve(f)).collect();
         v.sort();
         v.dedup();
         v
+    }
+
+    /// The typed config of plugin `name`, when it is a `T` (tests, benches).
+    pub fn plugin_config<T: 'static>(&self, name: &str) -> Option<&T> {
+        self.plugins.get(name)?.as_any().downcast_ref()
     }
 
     /// Resolve a path written in the config against the config's directory.
@@ -475,397 +477,4 @@ pub struct RouteConfig {
 
 fn root() -> String {
     "/".into()
-}
-
-/// `[plugins.NAME]`: `type` picks the variant, the other keys are the type's own.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum PluginConfig {
-    RequestId(RequestIdConfig),
-    Headers(HeadersConfig),
-    IpFilter(IpFilterConfig),
-    Cors(CorsConfig),
-    ApiKey(ApiKeyConfig),
-    Jwt(JwtConfig),
-    WebhookSignature(WebhookSignatureConfig),
-    ForwardAuth(ForwardAuthConfig),
-    RateLimit(RateLimitConfig),
-    CircuitBreaker(CircuitBreakerConfig),
-    Cache(CacheConfig),
-    Idempotency(IdempotencyConfig),
-}
-
-impl PluginConfig {
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            PluginConfig::RequestId(_) => "request_id",
-            PluginConfig::Headers(_) => "headers",
-            PluginConfig::IpFilter(_) => "ip_filter",
-            PluginConfig::Cors(_) => "cors",
-            PluginConfig::ApiKey(_) => "api_key",
-            PluginConfig::Jwt(_) => "jwt",
-            PluginConfig::WebhookSignature(_) => "webhook_signature",
-            PluginConfig::ForwardAuth(_) => "forward_auth",
-            PluginConfig::RateLimit(_) => "rate_limit",
-            PluginConfig::CircuitBreaker(_) => "circuit_breaker",
-            PluginConfig::Cache(_) => "cache",
-            PluginConfig::Idempotency(_) => "idempotency",
-        }
-    }
-}
-
-/// Where a plugin keeps shared state.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum StateBackend {
-    #[default]
-    Local,
-    Redis,
-}
-
-/// What a plugin does when its backend (Redis) fails.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
-#[serde(rename_all = "snake_case")]
-pub enum OnBackendError {
-    Allow,
-    Deny,
-}
-
-fn default_rate_limit_key() -> String {
-    "ip".into()
-}
-
-/// `type = "rate_limit"`
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimitConfig {
-    pub rate: Rate,
-    /// Requests admitted at once; default: the rate's count.
-    #[serde(default)]
-    pub burst: Option<u32>,
-    /// `ip`, `consumer`, `header:NAME`, `claim:NAME`, `route` or `global`.
-    #[serde(default = "default_rate_limit_key")]
-    pub key: String,
-    #[serde(default)]
-    pub backend: StateBackend,
-    /// Default `allow` (fail open).
-    #[serde(default)]
-    pub on_backend_error: Option<OnBackendError>,
-    /// Most keys a local limiter tracks (idle keys are evicted first).
-    #[serde(default = "default_max_keys")]
-    pub max_keys: usize,
-}
-
-fn default_max_keys() -> usize {
-    100_000
-}
-
-fn default_window() -> Dur {
-    Dur::secs(10)
-}
-fn default_min_requests() -> u32 {
-    20
-}
-fn default_failure_statuses() -> Vec<u16> {
-    vec![500, 502, 503, 504]
-}
-fn default_open_for() -> Dur {
-    Dur::secs(30)
-}
-fn default_half_open() -> u32 {
-    3
-}
-
-/// `type = "circuit_breaker"`
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct CircuitBreakerConfig {
-    /// Trip when failures / requests over `window` reach this (0 < r ≤ 1).
-    #[serde(default)]
-    pub failure_rate: Option<f64>,
-    #[serde(default = "default_window")]
-    pub window: Dur,
-    #[serde(default = "default_min_requests")]
-    pub min_requests: u32,
-    /// Trip after this many failures in a row.
-    #[serde(default)]
-    pub consecutive_failures: Option<u32>,
-    #[serde(default = "default_failure_statuses")]
-    pub failure_statuses: Vec<u16>,
-    #[serde(default)]
-    pub slow_call: Option<Dur>,
-    #[serde(default = "default_open_for")]
-    pub open_for: Dur,
-    #[serde(default = "default_half_open")]
-    pub half_open_requests: u32,
-}
-
-fn default_cache_ttl() -> Dur {
-    Dur::secs(30)
-}
-fn default_cache_methods() -> Vec<String> {
-    vec!["GET".into(), "HEAD".into()]
-}
-fn default_cache_size() -> Size {
-    Size(64 << 20)
-}
-fn default_cache_entry() -> Size {
-    Size(1 << 20)
-}
-
-/// `type = "cache"`
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct CacheConfig {
-    /// Freshness when the upstream gives none.
-    #[serde(default = "default_cache_ttl")]
-    pub ttl: Dur,
-    #[serde(default)]
-    pub max_ttl: Option<Dur>,
-    #[serde(default = "default_cache_methods")]
-    pub methods: Vec<String>,
-    #[serde(default)]
-    pub vary: Vec<String>,
-    #[serde(default = "default_cache_size")]
-    pub max_size: Size,
-    #[serde(default = "default_cache_entry")]
-    pub max_entry: Size,
-    #[serde(default)]
-    pub stale_if_error: Option<Dur>,
-}
-
-fn default_idempotency_header() -> String {
-    "Idempotency-Key".into()
-}
-fn default_idempotency_methods() -> Vec<String> {
-    vec!["POST".into(), "PATCH".into()]
-}
-fn default_idempotency_ttl() -> Dur {
-    Dur::secs(86400)
-}
-fn default_unknown_outcome_lock() -> Dur {
-    Dur::secs(60)
-}
-
-/// `type = "idempotency"`
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct IdempotencyConfig {
-    #[serde(default = "default_idempotency_header")]
-    pub header: String,
-    #[serde(default = "default_idempotency_methods")]
-    pub methods: Vec<String>,
-    #[serde(default = "default_idempotency_ttl")]
-    pub ttl: Dur,
-    #[serde(default)]
-    pub required: bool,
-    /// Largest response body stored for replay.
-    #[serde(default = "default_cache_entry")]
-    pub max_response: Size,
-    /// Memory bound of the local store.
-    #[serde(default = "default_cache_size")]
-    pub max_size: Size,
-    #[serde(default)]
-    pub backend: StateBackend,
-    /// Default `deny` (fail closed with 503).
-    #[serde(default)]
-    pub on_backend_error: Option<OnBackendError>,
-    /// How long a key whose first request ended without a known outcome (the
-    /// client went away, the upstream timed out or reset) answers 409.
-    #[serde(default = "default_unknown_outcome_lock")]
-    pub unknown_outcome_lock: Dur,
-}
-
-/// `type = "ip_filter"`: CIDR lists on the client IP (after `trusted_proxies`).
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
-#[serde(deny_unknown_fields)]
-pub struct IpFilterConfig {
-    #[serde(default)]
-    pub allow: Vec<String>,
-    #[serde(default)]
-    pub deny: Vec<String>,
-}
-
-/// `type = "cors"`
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
-#[serde(deny_unknown_fields)]
-pub struct CorsConfig {
-    /// Allowed origins (`https://app.example.com`), or `["*"]`.
-    #[serde(default)]
-    pub origins: Vec<String>,
-    #[serde(default)]
-    pub methods: Vec<String>,
-    #[serde(default)]
-    pub headers: Vec<String>,
-    #[serde(default)]
-    pub expose: Vec<String>,
-    #[serde(default)]
-    pub credentials: bool,
-    #[serde(default)]
-    pub max_age: Option<Dur>,
-}
-
-/// One entry of `keys = [...]` (config or `keys_file`).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ApiKeyEntry {
-    pub consumer: String,
-    /// Lowercase hex SHA-256 of the key.
-    pub key_sha256: String,
-}
-
-/// The contents of an `api_key` `keys_file`.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ApiKeysFile {
-    pub keys: Vec<ApiKeyEntry>,
-}
-
-fn default_api_key_header() -> String {
-    "x-api-key".into()
-}
-
-/// `type = "api_key"`
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ApiKeyConfig {
-    #[serde(default = "default_api_key_header")]
-    pub header: String,
-    #[serde(default)]
-    pub keys: Vec<ApiKeyEntry>,
-    #[serde(default)]
-    pub keys_file: Option<String>,
-}
-
-fn default_jwks_cooldown() -> Dur {
-    Dur::secs(30)
-}
-fn default_jwks_refresh() -> Dur {
-    Dur::secs(300)
-}
-fn default_leeway() -> Dur {
-    Dur::secs(30)
-}
-
-/// `type = "jwt"`
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct JwtConfig {
-    pub algorithms: Vec<String>,
-    /// Environment variable holding the HMAC secret (UTF-8).
-    #[serde(default)]
-    pub secret_env: Option<String>,
-    #[serde(default)]
-    pub public_key_file: Option<String>,
-    #[serde(default)]
-    pub jwks_file: Option<String>,
-    #[serde(default)]
-    pub jwks_url: Option<String>,
-    /// Minimum time between two fetches triggered by an unknown `kid`.
-    #[serde(default = "default_jwks_cooldown")]
-    pub jwks_cooldown: Dur,
-    /// How often `jwks_url` is refreshed in the background.
-    #[serde(default = "default_jwks_refresh")]
-    pub jwks_refresh: Dur,
-    #[serde(default)]
-    pub issuer: Option<String>,
-    #[serde(default)]
-    pub audience: Option<OneOrMany>,
-    #[serde(default = "default_leeway")]
-    pub leeway: Dur,
-    #[serde(default)]
-    pub required_claims: Vec<String>,
-    /// Claim name → upstream header name.
-    #[serde(default)]
-    pub forward_claims: BTreeMap<String, String>,
-    #[serde(default)]
-    pub consumer_claim: Option<String>,
-}
-
-fn default_tolerance() -> Dur {
-    Dur::secs(300)
-}
-
-/// `type = "webhook_signature"`
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookSignatureConfig {
-    /// `stripe`, `github`, `standard_webhooks` or `hmac`.
-    pub scheme: String,
-    #[serde(default)]
-    pub secrets: Vec<String>,
-    /// Name(s) of environment variables, each holding one secret.
-    #[serde(default)]
-    pub secrets_env: Option<OneOrMany>,
-    #[serde(default = "default_tolerance")]
-    pub tolerance: Dur,
-    /// `hmac` only: the header carrying the signature.
-    #[serde(default)]
-    pub header: Option<String>,
-    /// `hmac` only: `sha256` (default) or `sha512`.
-    #[serde(default)]
-    pub algorithm: Option<String>,
-    /// `hmac` only: `hex` (default) or `base64`.
-    #[serde(default)]
-    pub encoding: Option<String>,
-    /// `hmac` only: a header with the Unix timestamp that is signed too.
-    #[serde(default)]
-    pub timestamp_header: Option<String>,
-    /// `hmac` only: the signed string, from `{body}`, `{timestamp}` and `{header:NAME}`;
-    /// default `{body}`, or `{timestamp}.{body}` with `timestamp_header`.
-    #[serde(default)]
-    pub signed_string: Option<String>,
-    /// `hmac` only: a prefix before the signature value, e.g. `sha256=`.
-    #[serde(default)]
-    pub prefix: Option<String>,
-}
-
-fn default_forward_auth_timeout() -> Dur {
-    Dur::millis(200)
-}
-
-/// `type = "forward_auth"`
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ForwardAuthConfig {
-    pub url: String,
-    #[serde(default = "default_forward_auth_timeout")]
-    pub timeout: Dur,
-    #[serde(default)]
-    pub forward_headers: Vec<String>,
-    #[serde(default)]
-    pub copy_response_headers: Vec<String>,
-    /// `deny` (default: fail closed with 503) or `allow`.
-    #[serde(default)]
-    pub on_error: Option<String>,
-    /// A header of the service's 2xx answer naming the request's consumer;
-    /// without it the consumer is a digest of the forwarded credentials.
-    #[serde(default)]
-    pub consumer_header: Option<String>,
-}
-
-fn default_request_id_header() -> String {
-    "x-request-id".into()
-}
-
-/// `type = "request_id"`
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RequestIdConfig {
-    #[serde(default = "default_request_id_header")]
-    pub header: String,
-}
-
-/// `type = "headers"`
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
-#[serde(deny_unknown_fields)]
-pub struct HeadersConfig {
-    #[serde(default)]
-    pub request_set: BTreeMap<String, String>,
-    #[serde(default)]
-    pub request_remove: Vec<String>,
-    #[serde(default)]
-    pub response_set: BTreeMap<String, String>,
-    #[serde(default)]
-    pub response_remove: Vec<String>,
 }

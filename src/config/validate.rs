@@ -70,9 +70,6 @@ pub(super) fn validate(
         upstream(&mut v, &p("upstreams").key(name.as_str()), u);
     }
     routes(&mut v, cfg);
-    for (name, pc) in &cfg.plugins {
-        plugin(&mut v, &p("plugins").key(name.as_str()), pc);
-    }
     // Report in file order: errors with a position first, by position.
     errs.sort_by_key(|e| e.line_col.unwrap_or((usize::MAX, usize::MAX)));
 }
@@ -531,50 +528,5 @@ fn plugin_refs(
                 format!("plugin {n:?} already runs on every route through [server] plugins"),
             );
         }
-    }
-}
-
-/// Checks that need no files or environment; the rest is checked when the
-/// plugin is built (`plugins::build`), which `tollgate check` runs too.
-fn plugin(v: &mut V<'_, '_>, pp: &KeyPath, pc: &PluginConfig) {
-    match pc {
-        PluginConfig::RequestId(c) if http::HeaderName::try_from(c.header.as_str()).is_err() => {
-            v.err(
-                &pp.clone().key("header"),
-                format!("invalid header name {:?}", c.header),
-            );
-        }
-        PluginConfig::Headers(c) => {
-            for (key, map) in [
-                ("request_set", &c.request_set),
-                ("response_set", &c.response_set),
-            ] {
-                for (h, val) in map {
-                    let hp = pp.clone().key(key).key(h.as_str());
-                    if http::HeaderName::try_from(h.as_str()).is_err() {
-                        v.err(&hp, format!("invalid header name {h:?}"));
-                    } else if http::HeaderValue::try_from(val.as_str()).is_err() {
-                        v.err(
-                            &hp,
-                            "invalid header value (control characters are not allowed)",
-                        );
-                    }
-                }
-            }
-            for (key, list) in [
-                ("request_remove", &c.request_remove),
-                ("response_remove", &c.response_remove),
-            ] {
-                for (i, h) in list.iter().enumerate() {
-                    if http::HeaderName::try_from(h.as_str()).is_err() {
-                        v.err(
-                            &pp.clone().key(key).index(i),
-                            format!("invalid header name {h:?}"),
-                        );
-                    }
-                }
-            }
-        }
-        _ => {}
     }
 }

@@ -4,16 +4,67 @@
 //! constant time: timing can at most reveal something about a SHA-256 digest,
 //! never about a key. The key header is not forwarded upstream.
 
-use super::{auth, BuildCtx, BuildError, BuildResult, Flow, Phase, Plugin};
-use crate::config::{ApiKeyConfig, ApiKeyEntry, ApiKeysFile};
-use crate::proxy::RequestCtx;
-use async_trait::async_trait;
+use super::{auth};
+use crate::pipeline::{BuildCtx, BuildError, BuildResult, Flow, KeyPath, Order, Plugin, PluginConfig, RequestCtx};
 use http::HeaderName;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use subtle::ConstantTimeEq;
+
+use serde::Deserialize;
+
+// ---------------------------------------------------------------------------
+// Config: `type = "api_key"`
+// ---------------------------------------------------------------------------
+
+/// One entry of `keys = [...]` (config or `keys_file`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyEntry {
+    pub consumer: String,
+    /// Lowercase hex SHA-256 of the key.
+    pub key_sha256: String,
+}
+
+/// The contents of an `api_key` `keys_file`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeysFile {
+    pub keys: Vec<ApiKeyEntry>,
+}
+
+fn default_api_key_header() -> String {
+    "x-api-key".into()
+}
+
+/// `type = "api_key"`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    #[serde(default = "default_api_key_header")]
+    pub header: String,
+    #[serde(default)]
+    pub keys: Vec<ApiKeyEntry>,
+    #[serde(default)]
+    pub keys_file: Option<String>,
+}
+
+impl PluginConfig for ApiKeyConfig {
+    const TYPE: &'static str = "api_key";
+    const ORDER: Order = Order::Auth;
+    type Plugin = ApiKey;
+
+    fn build(&self, bx: &BuildCtx<'_>) -> BuildResult<ApiKey> {
+        ApiKey::new(self, bx)
+    }
+
+    fn files(&self) -> Vec<&str> {
+        self.keys_file.iter().map(String::as_str).collect()
+    }
+}
+
 
 pub struct ApiKey {
     name: String,
@@ -43,17 +94,19 @@ impl ApiKey {
             Ok(h) => Some(h),
             Err(_) => {
                 errs.push(BuildError {
-                    key: "header".into(),
+                    path: KeyPath::default().key("header"),
                     message: format!("invalid header name {:?}", c.header),
                 });
                 None
             }
         };
-        let mut entries: Vec<(String, &ApiKeyEntry)> = c
+        // (where an error is reported, how the message names the entry, entry):
+        // an entry of keys_file is reported at `keys_file`.
+        let mut entries: Vec<(KeyPath, String, &ApiKeyEntry)> = c
             .keys
             .iter()
             .enumerate()
-            .map(|(i, e)| (format!("keys[{i}]"), e))
+            .map(|(i, e)| (KeyPath::default().key("keys").index(i), format!("keys[{i}]"), e))
             .collect();
         let file_keys: Vec<ApiKeyEntry>;
         if let Some(f) = &c.keys_file {
@@ -67,7 +120,7 @@ impl ApiKey {
                 Ok(kf) => file_keys = kf.keys,
                 Err(e) => {
                     errs.push(BuildError {
-                        key: "keys_file".into(),
+                        path: KeyPath::default().key("keys_file"),
                         message: e,
                     });
                     file_keys = Vec::new();
@@ -77,41 +130,39 @@ impl ApiKey {
                 file_keys
                     .iter()
                     .enumerate()
-                    .map(|(i, e)| (format!("keys_file: keys[{i}]"), e)),
+                    .map(|(i, e)| {
+                        let at = KeyPath::default().key("keys_file");
+                        (at, format!("keys_file: keys[{i}]"), e)
+                    }),
             );
         }
         let mut keys = HashMap::new();
-        for (place, e) in entries {
-            let key = if place.starts_with("keys_file") {
-                "keys_file".to_string()
-            } else {
-                place.clone()
-            };
+        for (key, place, e) in entries {
             match parse_hash(&e.key_sha256) {
                 Ok(h) => {
                     if e.consumer.is_empty() || !auth::header_safe(&e.consumer) {
                         errs.push(BuildError {
-                            key,
+                            path: key.clone(),
                             message: format!(
                                 "{place}: consumer must be a non-empty printable name"
                             ),
                         });
                     } else if keys.insert(h, e.consumer.clone()).is_some() {
                         errs.push(BuildError {
-                            key,
+                            path: key.clone(),
                             message: format!("{place}: the same key hash is listed twice"),
                         });
                     }
                 }
                 Err(m) => errs.push(BuildError {
-                    key,
+                    path: key.clone(),
                     message: format!("{place}: {m}"),
                 }),
             }
         }
         if keys.is_empty() && errs.is_empty() {
             errs.push(BuildError {
-                key: "keys".into(),
+                path: KeyPath::default().key("keys"),
                 message: "no keys: give keys = [...] or keys_file".into(),
             });
         }
@@ -133,13 +184,10 @@ impl ApiKey {
     }
 }
 
-#[async_trait]
 impl Plugin for ApiKey {
-    fn phase(&self) -> Phase {
-        Phase::Auth
-    }
+    type State = ();
 
-    async fn request(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Flow> {
+    async fn request(&self, session: &mut Session, ctx: &mut RequestCtx, _state: &mut Self::State) -> pingora::Result<Flow> {
         let presented = session
             .req_header()
             .headers
@@ -164,7 +212,7 @@ impl Plugin for ApiKey {
         }
     }
 
-    fn upstream_request(&self, req: &mut RequestHeader, _ctx: &RequestCtx) -> pingora::Result<()> {
+    fn upstream_request(&self, req: &mut RequestHeader, _ctx: &RequestCtx, _state: &mut Self::State) -> pingora::Result<()> {
         req.remove_header(&self.header);
         Ok(())
     }

@@ -3,9 +3,8 @@
 //! recording who the consumer is. Reasons are short fixed codes; no credential
 //! ever reaches a log line or a metric label.
 
-use super::{Flow, Reply};
 use crate::metrics::METRICS;
-use crate::proxy::RequestCtx;
+use crate::pipeline::{Flow, Reply, RequestCtx};
 use http::{HeaderName, HeaderValue};
 
 /// Count a refusal as `tollgate_auth_failures_total{route,plugin,reason}` and
@@ -46,8 +45,9 @@ pub fn refuse(
 /// after trimming or decoding the value its own way; the request's consumer
 /// (cache keys, idempotency scopes, rate limits, logs) stays the exact value.
 pub fn set_consumer(ctx: &mut RequestCtx, consumer: &str) {
-    ctx.consumer = Some(consumer.to_string());
-    ctx.upstream_headers
+    ctx.identity.consumer = Some(consumer.to_string());
+    ctx.upstream
+        .headers
         .push((HeaderName::from_static("x-consumer"), header_text(consumer)));
 }
 

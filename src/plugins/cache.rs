@@ -17,10 +17,9 @@
 //!   failed; a stored copy past its freshness was served), `MISS` (yes, whether
 //!   or not the answer was stored), `BYPASS` (the cache was not consulted).
 
-use super::{BuildCtx, BuildError, BuildResult, Phase, Plugin};
-use crate::config::CacheConfig;
+use crate::config::{Dur, Size};
+use crate::pipeline::{CachePolicy, KeyPath, BuildCtx, BuildError, BuildResult, KeyParts, Order, Plugin, PluginConfig, RequestCtx};
 use crate::metrics::METRICS;
-use crate::proxy::RequestCtx;
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -43,6 +42,59 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+
+// ---------------------------------------------------------------------------
+// Config: `type = "cache"`
+// ---------------------------------------------------------------------------
+
+fn default_cache_size() -> Size {
+    Size(64 << 20)
+}
+fn default_cache_entry() -> Size {
+    Size(1 << 20)
+}
+
+fn default_cache_ttl() -> Dur {
+    Dur::secs(30)
+}
+
+fn default_cache_methods() -> Vec<String> {
+    vec!["GET".into(), "HEAD".into()]
+}
+
+/// `type = "cache"`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Freshness when the upstream gives none.
+    #[serde(default = "default_cache_ttl")]
+    pub ttl: Dur,
+    #[serde(default)]
+    pub max_ttl: Option<Dur>,
+    #[serde(default = "default_cache_methods")]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub vary: Vec<String>,
+    #[serde(default = "default_cache_size")]
+    pub max_size: Size,
+    #[serde(default = "default_cache_entry")]
+    pub max_entry: Size,
+    #[serde(default)]
+    pub stale_if_error: Option<Dur>,
+}
+
+impl PluginConfig for CacheConfig {
+    const TYPE: &'static str = "cache";
+    const ORDER: Order = Order::Cache;
+    type Plugin = Cache;
+
+    fn build(&self, bx: &BuildCtx<'_>) -> BuildResult<Cache> {
+        Cache::new(self, bx)
+    }
+}
+
 
 /// One lock table for every cache instance: keys carry the instance's salt, so
 /// two instances never wait on each other. Pingora needs it `'static`.
@@ -79,17 +131,6 @@ impl Outcome {
     }
 }
 
-/// The parts of a request that make its cache key.
-#[derive(Debug, Clone, Copy)]
-pub struct KeyParts<'a> {
-    pub route: &'a str,
-    pub method: &'a str,
-    pub scheme: &'a str,
-    pub host: &'a str,
-    pub path: &'a str,
-    pub query: Option<&'a str>,
-    pub consumer: Option<&'a str>,
-}
 
 /// Carried in the cache key's extensions so the store can index entries for purge.
 #[derive(Debug, Clone)]
@@ -114,46 +155,44 @@ pub struct Cache {
 impl Cache {
     pub fn new(c: &CacheConfig, _bx: &BuildCtx<'_>) -> BuildResult<Self> {
         let mut errs: Vec<BuildError> = Vec::new();
-        let mut err = |key: String, message: String| errs.push(BuildError { key, message });
+        let mut err = |path: KeyPath, message: String| errs.push(BuildError { path, message });
         let (mut get, mut head) = (false, false);
         for (i, m) in c.methods.iter().enumerate() {
             match m.to_ascii_uppercase().as_str() {
                 "GET" => get = true,
                 "HEAD" => head = true,
-                _ => err(
-                    format!("methods[{i}]"),
+                _ => err(KeyPath::default().key("methods").index(i),
                     format!("only GET and HEAD responses can be cached, not {m:?}"),
                 ),
             }
         }
         if c.methods.is_empty() {
-            err("methods".into(), "list at least one of GET, HEAD".into());
+            err(KeyPath::default().key("methods"), "list at least one of GET, HEAD".into());
         }
         let mut vary = Vec::new();
         for (i, h) in c.vary.iter().enumerate() {
             match HeaderName::from_bytes(h.trim().as_bytes()) {
                 Ok(n) => vary.push(n),
-                Err(_) => err(format!("vary[{i}]"), format!("{h:?} is not a header name")),
+                Err(_) => err(KeyPath::default().key("vary").index(i), format!("{h:?} is not a header name")),
             }
         }
         if c.ttl.0.is_zero() {
-            err("ttl".into(), "must be longer than 0s".into());
+            err(KeyPath::default().key("ttl"), "must be longer than 0s".into());
         }
         if let Some(m) = c.max_ttl {
             if m.0.is_zero() {
-                err("max_ttl".into(), "must be longer than 0s".into());
+                err(KeyPath::default().key("max_ttl"), "must be longer than 0s".into());
             }
         }
         let max_size = usize::try_from(c.max_size.0).unwrap_or(usize::MAX);
         let max_entry = usize::try_from(c.max_entry.0).unwrap_or(usize::MAX);
         if max_size < 64 * 1024 {
-            err("max_size".into(), "must be at least 64KiB".into());
+            err(KeyPath::default().key("max_size"), "must be at least 64KiB".into());
         }
         if max_entry == 0 {
-            err("max_entry".into(), "must be larger than 0B".into());
+            err(KeyPath::default().key("max_entry"), "must be larger than 0B".into());
         } else if max_entry > max_size / 2 {
-            err(
-                "max_entry".into(),
+            err(KeyPath::default().key("max_entry"),
                 "must be at most half of max_size, or one entry could empty the cache".into(),
             );
         }
@@ -181,10 +220,6 @@ impl Cache {
         })
     }
 
-    fn owner(&self) -> usize {
-        self as *const Self as usize
-    }
-
     /// The storage Pingora reads and writes (for benches and tests).
     pub fn storage(&self) -> &'static Slot {
         self.slot
@@ -192,23 +227,28 @@ impl Cache {
 
     /// `request_cache_filter`: enable Pingora's cache for this request, or
     /// record a bypass. Runs after every plugin before the cache phase (auth
-    /// has set `ctx.consumer` if the route authenticates).
-    pub fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) {
+    /// has set `ctx.identity.consumer` if the route authenticates).
+    pub fn request_cache_filter(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        state: &mut Option<Outcome>,
+    ) {
         let req = session.req_header();
         let method_ok =
             (req.method == Method::GET && self.get) || (req.method == Method::HEAD && self.head);
         let anonymous_auth =
-            req.headers.contains_key(http::header::AUTHORIZATION) && ctx.consumer.is_none();
+            req.headers.contains_key(http::header::AUTHORIZATION) && ctx.identity.consumer.is_none();
         let upgrade = req.headers.contains_key(http::header::UPGRADE);
         if !method_ok || anonymous_auth || upgrade {
-            ctx.set_state(self.owner(), Outcome::Bypass);
+            *state = Some(Outcome::Bypass);
             return;
         }
         session
             .cache
             .enable(self.slot, None, None, Some(lock()), None);
         session.cache.set_max_file_size_bytes(self.max_entry);
-        ctx.set_state(self.owner(), Outcome::Miss);
+        *state = Some(Outcome::Miss);
     }
 
     /// `cache_key_callback`.
@@ -360,8 +400,8 @@ impl Cache {
     }
 
     /// `response_filter`: settle what the cache did for this request.
-    pub fn observe(&self, phase: CachePhase, ctx: &mut RequestCtx) {
-        let Some(outcome) = ctx.state_mut::<Outcome>(self.owner()) else {
+    pub fn observe(&self, phase: CachePhase, state: &mut Option<Outcome>) {
+        let Some(outcome) = state else {
             return;
         };
         if *outcome == Outcome::Bypass {
@@ -372,11 +412,6 @@ impl Cache {
             CachePhase::Stale | CachePhase::StaleUpdating => Outcome::Stale,
             _ => Outcome::Miss,
         };
-    }
-
-    /// What the cache did for this request so far.
-    pub fn outcome(&self, ctx: &RequestCtx) -> Option<Outcome> {
-        ctx.state::<Outcome>(self.owner()).copied()
     }
 
     /// Remove every entry stored for `route` whose normalised path starts with
@@ -405,38 +440,51 @@ impl Drop for Cache {
     }
 }
 
-#[async_trait]
 impl Plugin for Cache {
-    fn phase(&self) -> Phase {
-        Phase::Cache
-    }
+    /// What the cache did for this request, once the cache phase ran.
+    type State = Option<Outcome>;
 
-    fn response(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) {
-        if let Some(o) = self.outcome(ctx) {
+    fn response(&self, resp: &mut ResponseHeader, _ctx: &RequestCtx, state: &mut Option<Outcome>) {
+        if let Some(o) = state {
             let _ = resp.insert_header("x-cache", o.header());
         }
     }
 
-    fn finish(&self, ctx: &mut RequestCtx) {
-        // `finish` may run twice (before a gateway-written answer, then at the
-        // end); the outcome stays for the response's `X-Cache`, counted once.
-        struct Counted;
-        let counted_key = self.owner() + 1;
-        if ctx.state::<Counted>(counted_key).is_some() {
-            return;
-        }
-        if let Some(o) = ctx.state::<Outcome>(self.owner()).copied() {
+    fn finish(&self, ctx: &mut RequestCtx, state: &mut Option<Outcome>) {
+        if let Some(o) = state {
             let route = ctx.route().map(|r| &*r.name).unwrap_or("");
             METRICS
                 .cache_requests
                 .with_label_values(&[route, o.label()])
                 .inc();
-            ctx.set_state(counted_key, Counted);
         }
     }
 
-    fn as_cache(&self) -> Option<&Cache> {
+    fn cache(&self) -> Option<&dyn CachePolicy<State = Option<Outcome>>> {
         Some(self)
+    }
+}
+
+impl CachePolicy for Cache {
+    type State = Option<Outcome>;
+
+    fn enable(&self, session: &mut Session, ctx: &RequestCtx, state: &mut Option<Outcome>) {
+        self.request_cache_filter(session, ctx, state)
+    }
+    fn key(&self, parts: &KeyParts<'_>, headers: &http::HeaderMap) -> CacheKey {
+        self.cache_key(parts, headers)
+    }
+    fn cacheable(&self, resp: &ResponseHeader) -> RespCacheable {
+        self.response_cacheable(resp)
+    }
+    fn serve_stale(&self, error: Option<&Error>) -> bool {
+        self.should_serve_stale(error)
+    }
+    fn observe(&self, phase: CachePhase, state: &mut Option<Outcome>) {
+        Cache::observe(self, phase, state)
+    }
+    fn purge(&self, route: &str, prefix: &str) -> usize {
+        Cache::purge(self, route, prefix)
     }
 }
 
@@ -814,7 +862,7 @@ impl HandleMiss for Miss {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{load_str, PluginConfig};
+    use crate::config::{load_str};
     use http::HeaderValue;
 
     fn build(extra: &str) -> Cache {
@@ -822,7 +870,7 @@ mod tests {
             "[plugins.c]\ntype = \"cache\"\n{extra}\n[upstreams.u]\ntargets = [\"127.0.0.1:1\"]\n[[routes]]\nname = \"r\"\nupstream = \"u\"\nplugins = [\"c\"]\n"
         );
         let cfg = load_str(&src, None, std::path::Path::new(".")).expect("valid config");
-        let Some(PluginConfig::Cache(c)) = cfg.plugins.get("c").cloned() else {
+        let Some(c) = cfg.plugin_config::<CacheConfig>("c").cloned() else {
             panic!("cache plugin");
         };
         Cache::new(
@@ -840,7 +888,7 @@ mod tests {
             "[plugins.c]\ntype = \"cache\"\n{extra}\n[upstreams.u]\ntargets = [\"127.0.0.1:1\"]\n[[routes]]\nname = \"r\"\nupstream = \"u\"\nplugins = [\"c\"]\n"
         );
         let cfg = load_str(&src, None, std::path::Path::new(".")).expect("valid config");
-        let Some(PluginConfig::Cache(c)) = cfg.plugins.get("c").cloned() else {
+        let Some(c) = cfg.plugin_config::<CacheConfig>("c").cloned() else {
             panic!("cache plugin");
         };
         match Cache::new(
@@ -1005,13 +1053,13 @@ mod tests {
     #[test]
     fn config_errors_are_located() {
         let e = build_err("methods = [\"GET\", \"POST\"]");
-        assert_eq!(e[0].key, "methods[1]");
+        assert_eq!(e[0].path.to_string(), "methods[1]");
         let e = build_err("vary = [\"bad header\"]");
-        assert_eq!(e[0].key, "vary[0]");
+        assert_eq!(e[0].path.to_string(), "vary[0]");
         let e = build_err("max_size = \"1MiB\"\nmax_entry = \"1MiB\"");
-        assert_eq!(e[0].key, "max_entry");
+        assert_eq!(e[0].path.to_string(), "max_entry");
         let e = build_err("max_size = \"1KiB\"");
-        assert_eq!(e[0].key, "max_size");
+        assert_eq!(e[0].path.to_string(), "max_size");
     }
 
     fn entry(key: HashBinary, body: usize) -> Entry {

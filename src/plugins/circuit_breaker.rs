@@ -14,16 +14,75 @@
 //! (with `slow_call`) a response slower than that. 4xx never count. A request
 //! that ends without reaching the upstream gives its probe slot back.
 
-use super::{BuildCtx, BuildError, BuildResult, Flow, Phase, Plugin, Reply};
-use crate::config::CircuitBreakerConfig;
+use crate::config::{Dur};
+use crate::pipeline::{KeyPath, BuildCtx, BuildError, BuildResult, Flow, Order, Plugin, PluginConfig, Reply, RequestCtx, UpstreamOutcome};
 use crate::metrics::METRICS;
-use crate::proxy::{RequestCtx, UpstreamOutcome};
-use async_trait::async_trait;
 use pingora::proxy::Session;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
+
+use serde::Deserialize;
+
+// ---------------------------------------------------------------------------
+// Config: `type = "circuit_breaker"`
+// ---------------------------------------------------------------------------
+
+fn default_window() -> Dur {
+    Dur::secs(10)
+}
+
+fn default_min_requests() -> u32 {
+    20
+}
+
+fn default_failure_statuses() -> Vec<u16> {
+    vec![500, 502, 503, 504]
+}
+
+fn default_open_for() -> Dur {
+    Dur::secs(30)
+}
+
+fn default_half_open() -> u32 {
+    3
+}
+
+/// `type = "circuit_breaker"`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CircuitBreakerConfig {
+    /// Trip when failures / requests over `window` reach this (0 < r ≤ 1).
+    #[serde(default)]
+    pub failure_rate: Option<f64>,
+    #[serde(default = "default_window")]
+    pub window: Dur,
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u32,
+    /// Trip after this many failures in a row.
+    #[serde(default)]
+    pub consecutive_failures: Option<u32>,
+    #[serde(default = "default_failure_statuses")]
+    pub failure_statuses: Vec<u16>,
+    #[serde(default)]
+    pub slow_call: Option<Dur>,
+    #[serde(default = "default_open_for")]
+    pub open_for: Dur,
+    #[serde(default = "default_half_open")]
+    pub half_open_requests: u32,
+}
+
+impl PluginConfig for CircuitBreakerConfig {
+    const TYPE: &'static str = "circuit_breaker";
+    const ORDER: Order = Order::CircuitBreaker;
+    type Plugin = CircuitBreaker;
+
+    fn build(&self, bx: &BuildCtx<'_>) -> BuildResult<CircuitBreaker> {
+        CircuitBreaker::new(self, bx)
+    }
+}
+
 
 const BUCKETS: u32 = 10;
 
@@ -272,7 +331,7 @@ impl CircuitBreaker {
         let mut errs = Vec::new();
         let mut e = |k: &str, m: &str| {
             errs.push(BuildError {
-                key: k.into(),
+                path: KeyPath::default().key(k),
                 message: m.into(),
             })
         };
@@ -329,24 +388,19 @@ impl CircuitBreaker {
         })
     }
 
-    fn owner(&self) -> usize {
-        self as *const Self as usize
-    }
 }
 
-#[async_trait]
 impl Plugin for CircuitBreaker {
-    fn phase(&self) -> Phase {
-        Phase::CircuitBreaker
-    }
+    /// The upstream and ticket of an admitted request, until its outcome is recorded.
+    type State = Option<(Arc<str>, Ticket)>;
 
-    async fn request(&self, _session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Flow> {
+    async fn request(&self, _session: &mut Session, ctx: &mut RequestCtx, state: &mut Self::State) -> pingora::Result<Flow> {
         let Some(upstream) = ctx.route().map(|r| r.upstream.name.clone()) else {
             return Ok(Flow::Continue);
         };
         match self.breaker.admit(&upstream) {
             Ok(ticket) => {
-                ctx.set_state(self.owner(), (upstream, ticket));
+                *state = Some((upstream, ticket));
                 Ok(Flow::Continue)
             }
             Err(wait) => {
@@ -364,17 +418,17 @@ impl Plugin for CircuitBreaker {
         }
     }
 
-    fn upstream_response(&self, _resp: &pingora::http::ResponseHeader, ctx: &mut RequestCtx) {
+    fn upstream_response(&self, _resp: &pingora::http::ResponseHeader, ctx: &mut RequestCtx, state: &mut Self::State) {
         // Record as soon as the final response head is in (not at the end of
         // the request): the next request must already see the new state.
-        self.finish(ctx);
+        self.finish(ctx, state);
     }
 
-    fn finish(&self, ctx: &mut RequestCtx) {
-        let Some((upstream, ticket)) = ctx.take_state::<(Arc<str>, Ticket)>(self.owner()) else {
+    fn finish(&self, ctx: &mut RequestCtx, state: &mut Self::State) {
+        let Some((upstream, ticket)) = state.take() else {
             return;
         };
-        let result = match &ctx.upstream_outcome {
+        let result = match &ctx.upstream.outcome {
             Some(o) => self.breaker.classify(o),
             None => Result_::Cancelled,
         };

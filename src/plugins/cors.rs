@@ -19,21 +19,54 @@
 //! `Access-Control-Request-Headers` names, then, if no `cors` route is found,
 //! all of them.
 
-use super::{auth, BuildCtx, BuildError, BuildResult, Flow, Phase, Plugin, Reply};
-use crate::config::CorsConfig;
-use crate::proxy::RequestCtx;
-use crate::runtime::router::{RequestInfo, RouteMatch, Waive};
-use crate::runtime::Runtime;
-use async_trait::async_trait;
+use super::{auth};
+use crate::config::{Dur};
+use crate::pipeline::{BuildCtx, BuildError, BuildResult, Flow, KeyPath, Order, Plugin, PluginConfig, Reply, RequestCtx};
+use crate::runtime::preflight::route_methods;
 use bytes::Bytes;
 use http::header::{
     ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
-    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
-    ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD, ORIGIN, VARY,
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_METHOD, ORIGIN, VARY,
 };
 use http::{HeaderValue, Method};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
+
+use serde::Deserialize;
+
+// ---------------------------------------------------------------------------
+// Config: `type = "cors"`
+// ---------------------------------------------------------------------------
+
+/// `type = "cors"`
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Allowed origins (`https://app.example.com`), or `["*"]`.
+    #[serde(default)]
+    pub origins: Vec<String>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub headers: Vec<String>,
+    #[serde(default)]
+    pub expose: Vec<String>,
+    #[serde(default)]
+    pub credentials: bool,
+    #[serde(default)]
+    pub max_age: Option<Dur>,
+}
+
+impl PluginConfig for CorsConfig {
+    const TYPE: &'static str = "cors";
+    const ORDER: Order = Order::Cors;
+    type Plugin = Cors;
+
+    fn build(&self, bx: &BuildCtx<'_>) -> BuildResult<Cors> {
+        Cors::new(self, bx)
+    }
+}
+
 
 /// Methods allowed when `methods` is not given: the CORS-safelisted ones.
 const DEFAULT_METHODS: &str = "GET, HEAD, POST";
@@ -116,11 +149,11 @@ fn list(
 ) -> Option<HeaderValue> {
     let mut out: Vec<String> = Vec::new();
     for (i, it) in items.iter().enumerate() {
-        let place = format!("{key}[{i}]");
+        let place = KeyPath::default().key(key).index(i);
         if it == "*" {
             if credentials {
                 errs.push(BuildError {
-                    key: place,
+                    path: place.clone(),
                     message: "\"*\" is not a wildcard when credentials = true (Fetch standard); list the names".into(),
                 });
             } else {
@@ -135,7 +168,7 @@ fn list(
                 }
             }
             Err(m) => errs.push(BuildError {
-                key: place,
+                path: place.clone(),
                 message: m,
             }),
         }
@@ -172,23 +205,23 @@ impl Cors {
         let mut any = false;
         if c.origins.is_empty() {
             errs.push(BuildError {
-                key: "origins".into(),
+                path: KeyPath::default().key("origins"),
                 message: "list the allowed origins (e.g. [\"https://app.example.com\"]) or [\"*\"]"
                     .into(),
             });
         }
         for (i, o) in c.origins.iter().enumerate() {
-            let key = format!("origins[{i}]");
+            let key = KeyPath::default().key("origins").index(i);
             if o == "*" {
                 if c.origins.len() > 1 {
                     errs.push(BuildError {
-                        key,
+                        path: key.clone(),
                         message: "\"*\" allows every origin: it cannot be combined with others"
                             .into(),
                     });
                 } else if c.credentials {
                     errs.push(BuildError {
-                        key,
+                        path: key.clone(),
                         message: "origins = [\"*\"] cannot be used with credentials = true (Fetch standard): list the origins".into(),
                     });
                 } else {
@@ -198,11 +231,11 @@ impl Cors {
             }
             match normalise_origin(o) {
                 Ok(n) if origins.contains(&n) => errs.push(BuildError {
-                    key,
+                    path: key.clone(),
                     message: format!("{o:?} is listed twice"),
                 }),
                 Ok(n) => origins.push(n),
-                Err(message) => errs.push(BuildError { key, message }),
+                Err(message) => errs.push(BuildError { path: key.clone(), message }),
             }
         }
         let methods = list("methods", &c.methods, c.credentials, method_name, &mut errs)
@@ -342,142 +375,11 @@ fn add_vary_origin(resp: &mut ResponseHeader) {
     }
 }
 
-/// The methods route `i` accepts as configured (empty: any).
-fn route_methods(rt: &Runtime, i: usize) -> &[String] {
-    let Some(name) = rt.routes.get(i).map(|r| &*r.name) else {
-        return &[];
-    };
-    // Compiled routes follow the config's order; the name check makes sure.
-    match rt.config.routes.get(i).filter(|r| r.name == name) {
-        Some(r) => &r.methods,
-        None => rt
-            .config
-            .routes
-            .iter()
-            .find(|r| r.name == name)
-            .map_or(&[][..], |r| r.methods.as_slice()),
-    }
-}
 
-/// Methods tried, after the one a preflight announces, to find the route its
-/// path belongs to.
-const PROBES: [Method; 7] = [
-    Method::GET,
-    Method::POST,
-    Method::PUT,
-    Method::PATCH,
-    Method::DELETE,
-    Method::HEAD,
-    Method::OPTIONS,
-];
-
-/// Header names an `Access-Control-Request-Headers` list may waive; a
-/// longer list waives only these many (the second pass waives all anyway).
-const MAX_ANNOUNCED: usize = 64;
-
-/// The route a CORS preflight (`info`: the `OPTIONS` request) is routed to.
-///
-/// A preflight carries none of the headers of the request it announces (a
-/// browser only names them in `Access-Control-Request-Headers`), so a route's
-/// `headers` predicates cannot hold on it: routed as it is, a preflight for a
-/// route with `headers = { "x-tenant" = "acme" }` would reach a catch-all
-/// route and its upstream. So the routes are looked up with predicates waived,
-/// first those on the headers the preflight announces, then, if that finds no
-/// `cors` route, all of them ([`Waive`]); in each pass:
-///
-/// 1. The route of the method it announces, when that route has `cors`: its
-///    `cors` answers.
-/// 2. Else a route with `cors` that the path belongs to for another method,
-///    and that does not allow the announced one: its `cors` answers and refuses
-///    the method (403). Without this, a preflight for `DELETE` on a `cors` route
-///    with `methods = ["GET"]` would fall through to a catch-all route without
-///    `cors` and reach that route's upstream. It is used only when it is more
-///    specific than the route the announced method reaches: routes are ranked
-///    whatever the method, so it is when it wins a method both accept.
-///
-/// 3. Else the `OPTIONS` request is routed as itself, no predicate waived (no
-///    `cors` route owns the path: the upstream answers CORS on its own).
-///
-/// Bounded work: per pass, at most one lookup per standard method, plus one per
-/// non-standard method a route lists (from the config, never from the request);
-/// at most [`MAX_ANNOUNCED`] announced names are compared.
-pub fn route_preflight(rt: &Runtime, info: &RequestInfo<'_>, announced: &Method) -> RouteMatch {
-    let names: Vec<&str> = info
-        .headers
-        .get_all(ACCESS_CONTROL_REQUEST_HEADERS)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .take(MAX_ANNOUNCED)
-        .collect();
-    cors_route(rt, info, announced, Waive::Named(&names))
-        .or_else(|| cors_route(rt, info, announced, Waive::All))
-        .unwrap_or_else(|| rt.router.find(info))
-}
-
-/// Steps 1 and 2 of [`route_preflight`], with `waive`'d header predicates.
-fn cors_route(
-    rt: &Runtime,
-    info: &RequestInfo<'_>,
-    announced: &Method,
-    waive: Waive<'_>,
-) -> Option<RouteMatch> {
-    let find = |m: &Method| {
-        rt.router
-            .find_with(&RequestInfo { method: m, ..*info }, waive)
-    };
-    let has_cors = |i: usize| {
-        rt.routes
-            .get(i)
-            .is_some_and(|r| r.chain.iter().any(|p| p.phase == Phase::Cors))
-    };
-    let allows = |i: usize, m: &Method| {
-        let list = route_methods(rt, i);
-        list.is_empty() || list.iter().any(|r| r == m.as_str())
-    };
-    let found = find(announced);
-    let owner = match found {
-        RouteMatch::Found { route, .. } if has_cors(route) => return Some(found),
-        RouteMatch::Found { route, .. } => Some(route),
-        _ => None,
-    };
-    let refusing = |m: &Method| match find(m) {
-        f @ RouteMatch::Found { route, .. }
-            if has_cors(route)
-                && !allows(route, announced)
-                && owner.is_none_or(|o| allows(o, m)) =>
-        {
-            Some(f)
-        }
-        _ => None,
-    };
-    let standard = PROBES
-        .iter()
-        .filter(|m| *m != announced)
-        .find_map(&refusing);
-    if standard.is_some() {
-        return standard;
-    }
-    // Rare: a route whose methods are all non-standard (`PURGE`). One string
-    // comparison per configured method, a lookup only for non-standard ones.
-    rt.config
-        .routes
-        .iter()
-        .flat_map(|r| &r.methods)
-        .filter(|m| !PROBES.iter().any(|p| p.as_str() == m.as_str()) && *m != announced.as_str())
-        .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
-        .find_map(|m| refusing(&m))
-}
-
-#[async_trait]
 impl Plugin for Cors {
-    fn phase(&self) -> Phase {
-        Phase::Cors
-    }
+    type State = ();
 
-    async fn request(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Flow> {
+    async fn request(&self, session: &mut Session, ctx: &mut RequestCtx, _state: &mut Self::State) -> pingora::Result<Flow> {
         let req = session.req_header();
         let preflight = req.method == Method::OPTIONS
             && req.headers.contains_key(ORIGIN)
@@ -499,7 +401,7 @@ impl Plugin for Cors {
         // Routed here for a method the route does not allow (see
         // `route_preflight`): refused, as for an origin that is not allowed.
         let rt = ctx.rt.clone();
-        let route_methods = ctx.route.map_or(&[][..], |i| route_methods(&rt, i));
+        let route_methods = ctx.matched.index.map_or(&[][..], |i| route_methods(&rt, i));
         let announced = req.headers.get(ACCESS_CONTROL_REQUEST_METHOD);
         if !route_methods.is_empty()
             && !announced
@@ -521,13 +423,13 @@ impl Plugin for Cors {
         }
     }
 
-    fn response(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) {
+    fn response(&self, resp: &mut ResponseHeader, ctx: &RequestCtx, _state: &mut Self::State) {
         // Our own preflight answer is already complete (it is the only response
         // of a CORS route that carries Access-Control-Allow-Methods).
         if resp.headers.contains_key(ACCESS_CONTROL_ALLOW_METHODS) && resp.status.as_u16() == 204 {
             return;
         }
-        self.decorate(resp, ctx.request_origin.as_ref(), true);
+        self.decorate(resp, ctx.client.origin.as_ref(), true);
     }
 }
 
@@ -562,7 +464,7 @@ mod tests {
     fn keys(r: BuildResult<Cors>) -> Vec<String> {
         match r {
             Ok(_) => panic!("expected build errors"),
-            Err(e) => e.into_iter().map(|e| e.key).collect(),
+            Err(e) => e.into_iter().map(|e| e.path.to_string()).collect(),
         }
     }
 

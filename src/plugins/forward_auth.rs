@@ -28,12 +28,11 @@
 //! probe call decides whether it closes again.
 
 use super::outbound::{joined_cookie, parse_url};
-use super::{auth, BuildCtx, BuildError, BuildResult, Flow, Phase, Plugin, Reply};
-use crate::config::ForwardAuthConfig;
+use super::{auth};
+use crate::config::{Dur};
+use crate::pipeline::{BuildCtx, BuildError, BuildResult, Flow, KeyPath, Order, Plugin, PluginConfig, Reply, RequestCtx};
 use crate::metrics::METRICS;
-use crate::proxy::RequestCtx;
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use http::header::{
     AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, WWW_AUTHENTICATE,
@@ -49,6 +48,47 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+// ---------------------------------------------------------------------------
+// Config: `type = "forward_auth"`
+// ---------------------------------------------------------------------------
+
+fn default_forward_auth_timeout() -> Dur {
+    Dur::millis(200)
+}
+
+/// `type = "forward_auth"`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardAuthConfig {
+    pub url: String,
+    #[serde(default = "default_forward_auth_timeout")]
+    pub timeout: Dur,
+    #[serde(default)]
+    pub forward_headers: Vec<String>,
+    #[serde(default)]
+    pub copy_response_headers: Vec<String>,
+    /// `deny` (default: fail closed with 503) or `allow`.
+    #[serde(default)]
+    pub on_error: Option<String>,
+    /// A header of the service's 2xx answer naming the request's consumer;
+    /// without it the consumer is a digest of the forwarded credentials.
+    #[serde(default)]
+    pub consumer_header: Option<String>,
+}
+
+impl PluginConfig for ForwardAuthConfig {
+    const TYPE: &'static str = "forward_auth";
+    const ORDER: Order = Order::Auth;
+    type Plugin = ForwardAuth;
+
+    fn build(&self, bx: &BuildCtx<'_>) -> BuildResult<ForwardAuth> {
+        ForwardAuth::new(self, bx)
+    }
+}
+
 
 /// Consecutive failures of the auth service that open the breaker.
 pub const BREAKER_FAILURES: u32 = 5;
@@ -134,7 +174,7 @@ fn names(
     for (i, n) in list.iter().enumerate() {
         match HeaderName::try_from(n.as_str()) {
             Ok(h) if reserved.contains(&h.as_str()) => errs.push(BuildError {
-                key: format!("{key}[{i}]"),
+                path: KeyPath::default().key(key).index(i),
                 message: format!("{n:?} is set by the gateway and cannot be listed here"),
             }),
             Ok(h) => {
@@ -143,7 +183,7 @@ fn names(
                 }
             }
             Err(_) => errs.push(BuildError {
-                key: format!("{key}[{i}]"),
+                path: KeyPath::default().key(key).index(i),
                 message: format!("invalid header name {n:?}"),
             }),
         }
@@ -169,7 +209,7 @@ impl ForwardAuth {
             Ok(t) => Some(t),
             Err(message) => {
                 errs.push(BuildError {
-                    key: "url".into(),
+                    path: KeyPath::default().key("url"),
                     message,
                 });
                 None
@@ -181,14 +221,14 @@ impl ForwardAuth {
                 .and_then(|t| match (t.host.as_str(), t.port).to_socket_addrs() {
                     Ok(mut a) => a.next().or_else(|| {
                         errs.push(BuildError {
-                            key: "url".into(),
+                            path: KeyPath::default().key("url"),
                             message: format!("{:?} resolves to no address", t.host),
                         });
                         None
                     }),
                     Err(e) => {
                         errs.push(BuildError {
-                            key: "url".into(),
+                            path: KeyPath::default().key("url"),
                             message: format!("cannot resolve {:?}: {e}", t.host),
                         });
                         None
@@ -196,7 +236,7 @@ impl ForwardAuth {
                 });
         if c.timeout.0.is_zero() {
             errs.push(BuildError {
-                key: "timeout".into(),
+                path: KeyPath::default().key("timeout"),
                 message: "timeout must be more than 0".into(),
             });
         }
@@ -205,7 +245,7 @@ impl ForwardAuth {
             Some("allow") => true,
             Some(other) => {
                 errs.push(BuildError {
-                    key: "on_error".into(),
+                    path: KeyPath::default().key("on_error"),
                     message: format!("on_error must be \"deny\" or \"allow\", not {other:?}"),
                 });
                 false
@@ -277,7 +317,7 @@ impl ForwardAuth {
         )?;
         req.insert_header(HOST, self.host_header.clone())?;
         req.insert_header("x-forwarded-method", client.method.as_str())?;
-        let mut uri = ctx.path.clone().unwrap_or_else(|| "/".into());
+        let mut uri = ctx.matched.path.clone().unwrap_or_else(|| "/".into());
         if let Some(q) = client.uri.query() {
             uri.push('?');
             uri.push_str(q);
@@ -296,7 +336,7 @@ impl ForwardAuth {
             .and_then(|d| d.ssl_digest.as_ref())
             .is_some();
         req.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
-        if let Some(ip) = ctx.client_ip {
+        if let Some(ip) = ctx.client.ip {
             req.insert_header("x-forwarded-for", ip.to_string())?;
         }
         req.insert_header("x-request-id", request_id)?;
@@ -332,7 +372,7 @@ impl ForwardAuth {
     /// plugin of the route set (an `api_key` before a screening service), else
     /// the credential digest.
     fn set_unnamed_consumer(&self, session: &Session, ctx: &mut RequestCtx) {
-        if ctx.consumer.is_none() {
+        if ctx.identity.consumer.is_none() {
             auth::set_consumer(ctx, &self.credential_consumer(session));
         }
     }
@@ -558,13 +598,10 @@ async fn exchange(
     })
 }
 
-#[async_trait]
 impl Plugin for ForwardAuth {
-    fn phase(&self) -> Phase {
-        Phase::Auth
-    }
+    type State = ();
 
-    async fn request(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Flow> {
+    async fn request(&self, session: &mut Session, ctx: &mut RequestCtx, _state: &mut Self::State) -> pingora::Result<Flow> {
         let permit = match self.breaker.admit(Instant::now()) {
             Ok(p) => p,
             Err(wait) => return Ok(self.failed(session, ctx, "breaker_open", wait)),
@@ -614,7 +651,7 @@ impl Plugin for ForwardAuth {
                         continue;
                     }
                     if let Ok(v) = HeaderValue::from_bytes(&values.join(&b", "[..])) {
-                        ctx.upstream_headers.push((n.clone(), v));
+                        ctx.upstream.headers.push((n.clone(), v));
                     }
                 }
                 match self.named_consumer(&answer) {
@@ -644,9 +681,9 @@ impl Plugin for ForwardAuth {
         }
     }
 
-    fn upstream_request(&self, req: &mut RequestHeader, _ctx: &RequestCtx) -> pingora::Result<()> {
+    fn upstream_request(&self, req: &mut RequestHeader, _ctx: &RequestCtx, _state: &mut Self::State) -> pingora::Result<()> {
         // Only the auth service speaks for these headers; what it sent is put
-        // back from `ctx.upstream_headers` after every plugin has run.
+        // back from `ctx.upstream.headers` after every plugin has run.
         for n in &self.copy_response_headers {
             req.remove_header(n);
         }
@@ -813,7 +850,7 @@ mod tests {
     fn keys(r: BuildResult<ForwardAuth>) -> Vec<String> {
         match r {
             Ok(_) => panic!("expected build errors"),
-            Err(e) => e.into_iter().map(|e| e.key).collect(),
+            Err(e) => e.into_iter().map(|e| e.path.to_string()).collect(),
         }
     }
 

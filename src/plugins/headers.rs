@@ -1,12 +1,81 @@
 //! `headers`: set and remove request headers on the way upstream and response
 //! headers on the way back.
 
-use super::{Phase, Plugin};
-use crate::config::HeadersConfig;
-use crate::proxy::RequestCtx;
-use async_trait::async_trait;
+use crate::pipeline::{BuildCtx, BuildError, BuildResult, KeyPath, Order, Plugin, PluginConfig, RequestCtx};
 use http::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// `type = "headers"`
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HeadersConfig {
+    #[serde(default)]
+    pub request_set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub request_remove: Vec<String>,
+    #[serde(default)]
+    pub response_set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub response_remove: Vec<String>,
+}
+
+impl PluginConfig for HeadersConfig {
+    const TYPE: &'static str = "headers";
+    const ORDER: Order = Order::Headers;
+    type Plugin = Headers;
+
+    fn build(&self, _bx: &BuildCtx<'_>) -> BuildResult<Headers> {
+        let mut errs = Vec::new();
+        let mut pairs = |key: &str, m: &BTreeMap<String, String>| {
+            let mut out = Vec::new();
+            for (h, v) in m {
+                let path = KeyPath::default().key(key).key(h.as_str());
+                match (HeaderName::try_from(h.as_str()), HeaderValue::try_from(v.as_str())) {
+                    (Ok(n), Ok(v)) => out.push((n, v)),
+                    (Err(_), _) => errs.push(BuildError {
+                        path,
+                        message: format!("invalid header name {h:?}"),
+                    }),
+                    (_, Err(_)) => errs.push(BuildError {
+                        path,
+                        message: "invalid header value (control characters are not allowed)"
+                            .into(),
+                    }),
+                }
+            }
+            out
+        };
+        let request_set = pairs("request_set", &self.request_set);
+        let response_set = pairs("response_set", &self.response_set);
+        let mut names = |key: &str, l: &[String]| {
+            let mut out = Vec::new();
+            for (i, h) in l.iter().enumerate() {
+                match HeaderName::try_from(h.as_str()) {
+                    Ok(n) => out.push(n),
+                    Err(_) => errs.push(BuildError::at_index(
+                        key,
+                        i,
+                        format!("invalid header name {h:?}"),
+                    )),
+                }
+            }
+            out
+        };
+        let request_remove = names("request_remove", &self.request_remove);
+        let response_remove = names("response_remove", &self.response_remove);
+        if !errs.is_empty() {
+            return Err(errs);
+        }
+        Ok(Headers {
+            request_set,
+            request_remove,
+            response_set,
+            response_remove,
+        })
+    }
+}
 
 pub struct Headers {
     request_set: Vec<(HeaderName, HeaderValue)>,
@@ -15,43 +84,15 @@ pub struct Headers {
     response_remove: Vec<HeaderName>,
 }
 
-fn pairs(
-    m: &std::collections::BTreeMap<String, String>,
-) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
-    m.iter()
-        .map(|(k, v)| {
-            Ok((
-                HeaderName::try_from(k.as_str()).map_err(|e| format!("{k}: {e}"))?,
-                HeaderValue::try_from(v.as_str()).map_err(|e| format!("{k}: {e}"))?,
-            ))
-        })
-        .collect()
-}
-
-fn names(l: &[String]) -> Result<Vec<HeaderName>, String> {
-    l.iter()
-        .map(|k| HeaderName::try_from(k.as_str()).map_err(|e| format!("{k}: {e}")))
-        .collect()
-}
-
-impl Headers {
-    pub fn new(c: &HeadersConfig) -> Result<Self, String> {
-        Ok(Headers {
-            request_set: pairs(&c.request_set)?,
-            request_remove: names(&c.request_remove)?,
-            response_set: pairs(&c.response_set)?,
-            response_remove: names(&c.response_remove)?,
-        })
-    }
-}
-
-#[async_trait]
 impl Plugin for Headers {
-    fn phase(&self) -> Phase {
-        Phase::Headers
-    }
+    type State = ();
 
-    fn upstream_request(&self, req: &mut RequestHeader, _ctx: &RequestCtx) -> pingora::Result<()> {
+    fn upstream_request(
+        &self,
+        req: &mut RequestHeader,
+        _ctx: &RequestCtx,
+        _: &mut (),
+    ) -> pingora::Result<()> {
         for n in &self.request_remove {
             req.remove_header(n);
         }
@@ -61,7 +102,7 @@ impl Plugin for Headers {
         Ok(())
     }
 
-    fn response(&self, resp: &mut ResponseHeader, _ctx: &RequestCtx) {
+    fn response(&self, resp: &mut ResponseHeader, _ctx: &RequestCtx, _: &mut ()) {
         for n in &self.response_remove {
             resp.remove_header(n);
         }

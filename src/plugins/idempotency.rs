@@ -22,21 +22,92 @@
 //!   are never evicted: a new key then gets 503. Expired records are forgotten
 //!   on every maintenance tick.
 
-use super::{read_body, BodyError, BuildCtx, BuildError, BuildResult, Flow, Phase, Plugin, Reply};
-use crate::config::{IdempotencyConfig, StateBackend};
+use crate::config::{Dur, Size};
+use crate::pipeline::{BodyError, BuildCtx, BuildError, BuildResult, Flow, KeyPath, Order, Plugin, PluginConfig, Reply, RequestCtx, read_body};
+use crate::store::{OnBackendError, StateBackend};
 use crate::metrics::METRICS;
-use crate::proxy::RequestCtx;
-use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Method};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
+
+use serde::Deserialize;
+
+// ---------------------------------------------------------------------------
+// Config: `type = "idempotency"`
+// ---------------------------------------------------------------------------
+
+fn default_cache_size() -> Size {
+    Size(64 << 20)
+}
+fn default_cache_entry() -> Size {
+    Size(1 << 20)
+}
+
+fn default_idempotency_header() -> String {
+    "Idempotency-Key".into()
+}
+
+fn default_idempotency_methods() -> Vec<String> {
+    vec!["POST".into(), "PATCH".into()]
+}
+
+fn default_idempotency_ttl() -> Dur {
+    Dur::secs(86400)
+}
+
+fn default_unknown_outcome_lock() -> Dur {
+    Dur::secs(60)
+}
+
+/// `type = "idempotency"`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct IdempotencyConfig {
+    #[serde(default = "default_idempotency_header")]
+    pub header: String,
+    #[serde(default = "default_idempotency_methods")]
+    pub methods: Vec<String>,
+    #[serde(default = "default_idempotency_ttl")]
+    pub ttl: Dur,
+    #[serde(default)]
+    pub required: bool,
+    /// Largest response body stored for replay.
+    #[serde(default = "default_cache_entry")]
+    pub max_response: Size,
+    /// Memory bound of the local store.
+    #[serde(default = "default_cache_size")]
+    pub max_size: Size,
+    #[serde(default)]
+    pub backend: StateBackend,
+    /// Default `deny` (fail closed with 503).
+    #[serde(default)]
+    pub on_backend_error: Option<OnBackendError>,
+    /// How long a key whose first request ended without a known outcome (the
+    /// client went away, the upstream timed out or reset) answers 409.
+    #[serde(default = "default_unknown_outcome_lock")]
+    pub unknown_outcome_lock: Dur,
+}
+
+impl PluginConfig for IdempotencyConfig {
+    const TYPE: &'static str = "idempotency";
+    const ORDER: Order = Order::Idempotency;
+    type Plugin = Idempotency;
+
+    fn build(&self, bx: &BuildCtx<'_>) -> BuildResult<Idempotency> {
+        Idempotency::new(self, bx)
+    }
+
+    fn uses_redis(&self) -> bool {
+        self.backend == crate::store::StateBackend::Redis
+    }
+}
+
 
 /// Most records (stored, in flight or locked) one local store keeps.
 pub const MAX_KEYS: usize = 100_000;
@@ -298,7 +369,7 @@ impl LocalStore {
 /// stored. The in-flight marker is taken with `SET NX` with an expiry inside a
 /// script, so two gateways can never both proceed with one key.
 pub struct RedisStore {
-    redis: Arc<crate::cluster::Redis>,
+    redis: Arc<crate::store::Redis>,
     prefix: String,
     begin: redis::Script,
     complete: redis::Script,
@@ -384,7 +455,7 @@ fn millis(d: Duration) -> String {
 }
 
 impl RedisStore {
-    async fn begin(&self, key: &str, fp: [u8; 32]) -> Result<Begin, crate::cluster::BackendError> {
+    async fn begin(&self, key: &str, fp: [u8; 32]) -> Result<Begin, crate::store::BackendError> {
         let fp_hex = hex::encode(fp);
         let token: u64 = rand::random();
         let k = format!("{}{key}", self.prefix);
@@ -427,7 +498,7 @@ impl RedisStore {
         token: u64,
         value: &[u8],
         ttl: Duration,
-    ) -> Result<bool, crate::cluster::BackendError> {
+    ) -> Result<bool, crate::store::BackendError> {
         let k = format!("{}{key}", self.prefix);
         let n: i64 = self
             .redis
@@ -449,7 +520,7 @@ impl RedisStore {
         key: &str,
         fp: [u8; 32],
         token: u64,
-    ) -> Result<(), crate::cluster::BackendError> {
+    ) -> Result<(), crate::store::BackendError> {
         let k = format!("{}{key}", self.prefix);
         let _: i64 = self
             .redis
@@ -482,13 +553,13 @@ where
 }
 
 /// The request's progress, kept in its context.
-struct Pending {
+pub struct Pending {
     key: String,
     fp: [u8; 32],
     token: u64,
     /// The request was handed to an upstream connection at least once, so it
     /// may be executing there.
-    sent: AtomicBool,
+    sent: bool,
     status: Option<u16>,
     headers: Vec<(HeaderName, HeaderValue)>,
     body: BytesMut,
@@ -506,7 +577,7 @@ pub struct Idempotency {
     store: LocalStore,
     redis: Option<Arc<RedisStore>>,
     fail_closed: bool,
-    errors: Arc<crate::cluster::ErrorReporter>,
+    errors: Arc<crate::store::ErrorReporter>,
 }
 
 fn valid_key(v: &[u8]) -> bool {
@@ -533,12 +604,12 @@ pub fn scope_of(req: &RequestHeader, ctx: &RequestCtx) -> String {
         .map(|r| {
             r.chain
                 .iter()
-                .filter(|i| i.phase == Phase::Auth)
+                .filter(|i| i.order == Order::Auth)
                 .map(|i| &*i.name)
                 .collect()
         })
         .unwrap_or_default();
-    match (&ctx.consumer, auth.is_empty()) {
+    match (&ctx.identity.consumer, auth.is_empty()) {
         (Some(c), _) => {
             part(b"consumer");
             for a in &auth {
@@ -558,7 +629,7 @@ pub fn scope_of(req: &RequestHeader, ctx: &RequestCtx) -> String {
             }
         }
         (None, true) => {
-            let ip = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
+            let ip = ctx.client.ip.map(|ip| ip.to_string()).unwrap_or_default();
             part(b"ip");
             part(ip.as_bytes());
         }
@@ -572,7 +643,7 @@ impl Idempotency {
         let header = HeaderName::try_from(c.header.as_str()).ok();
         if header.is_none() {
             errs.push(BuildError {
-                key: "header".into(),
+                path: KeyPath::default().key("header"),
                 message: format!("invalid header name {:?}", c.header),
             });
         }
@@ -581,20 +652,20 @@ impl Idempotency {
             match Method::from_bytes(m.as_bytes()) {
                 Ok(m) if m.as_str().bytes().all(|b| !b.is_ascii_lowercase()) => methods.push(m),
                 _ => errs.push(BuildError {
-                    key: format!("methods[{i}]"),
+                    path: KeyPath::default().key("methods").index(i),
                     message: format!("invalid method {m:?} (write it in upper case)"),
                 }),
             }
         }
         if c.ttl.0.is_zero() {
             errs.push(BuildError {
-                key: "ttl".into(),
+                path: KeyPath::default().key("ttl"),
                 message: "must be greater than zero".into(),
             });
         }
         if c.unknown_outcome_lock.0.is_zero() {
             errs.push(BuildError {
-                key: "unknown_outcome_lock".into(),
+                path: KeyPath::default().key("unknown_outcome_lock"),
                 message: "must be greater than zero (a key whose outcome is unknown must not run again at once)".into(),
             });
         }
@@ -629,16 +700,13 @@ impl Idempotency {
                 max_response: c.max_response.0 as usize,
                 store: LocalStore::new(c.max_size.0 as usize),
                 redis,
-                fail_closed: c.on_backend_error != Some(crate::config::OnBackendError::Allow),
-                errors: Arc::new(crate::cluster::ErrorReporter::new(bx.name)),
+                fail_closed: c.on_backend_error != Some(crate::store::OnBackendError::Allow),
+                errors: Arc::new(crate::store::ErrorReporter::new(bx.name)),
             }),
             _ => Err(errs),
         }
     }
 
-    fn owner(&self) -> usize {
-        self as *const Self as usize
-    }
 
     fn count(ctx: &RequestCtx, result: &str) {
         let route = ctx.route().map(|r| &*r.name).unwrap_or("");
@@ -650,8 +718,8 @@ impl Idempotency {
 
     /// The whole upstream response is known: store it (before the client gets
     /// its last byte), or release the key for a 5xx or an oversized response.
-    fn finish_pending(&self, ctx: &mut RequestCtx) {
-        let Some(p) = ctx.take_state::<Pending>(self.owner()) else {
+    fn finish_pending(&self, ctx: &mut RequestCtx, state: &mut Option<Pending>) {
+        let Some(p) = state.take() else {
             return;
         };
         let store = match p.status {
@@ -719,13 +787,11 @@ impl Idempotency {
     }
 }
 
-#[async_trait]
 impl Plugin for Idempotency {
-    fn phase(&self) -> Phase {
-        Phase::Idempotency
-    }
+    /// A request that holds its key, until its outcome is stored or released.
+    type State = Option<Pending>;
 
-    async fn request(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Flow> {
+    async fn request(&self, session: &mut Session, ctx: &mut RequestCtx, state: &mut Self::State) -> pingora::Result<Flow> {
         let req = session.req_header();
         if !self.methods.contains(&req.method) {
             return Ok(Flow::Continue);
@@ -759,7 +825,7 @@ impl Plugin for Idempotency {
                     413,
                     format!(
                         "requests with an idempotency key are limited to {} bytes",
-                        super::MAX_BUFFERED_BODY.min(ctx.rt.limits.max_request_body)
+                        crate::pipeline::MAX_BUFFERED_BODY.min(ctx.rt.limits.max_request_body)
                     ),
                 ))
             }
@@ -776,7 +842,7 @@ impl Plugin for Idempotency {
         let mut h = Sha256::new();
         for part in [
             method.as_str(),
-            ctx.path.as_deref().unwrap_or(""),
+            ctx.matched.path.as_deref().unwrap_or(""),
             query.as_deref().unwrap_or(""),
         ] {
             h.update(part.as_bytes());
@@ -806,19 +872,16 @@ impl Plugin for Idempotency {
                 // A client that goes away does not end the exchange: the
                 // upstream's answer is still read and stored for its retry.
                 session.as_mut().set_abort_on_close(false);
-                ctx.set_state(
-                    self.owner(),
-                    Pending {
+                *state = Some(Pending {
                         key: scoped,
                         fp,
                         token,
-                        sent: AtomicBool::new(false),
+                        sent: false,
                         status: None,
                         headers: Vec::new(),
                         body: BytesMut::new(),
                         oversized: false,
-                    },
-                );
+                    });
                 Ok(Flow::Continue)
             }
             Begin::InFlight => {
@@ -862,14 +925,14 @@ impl Plugin for Idempotency {
         }
     }
 
-    fn upstream_request(&self, _req: &mut RequestHeader, ctx: &RequestCtx) -> pingora::Result<()> {
-        if let Some(p) = ctx.state::<Pending>(self.owner()) {
-            p.sent.store(true, Ordering::Relaxed);
+    fn upstream_request(&self, _req: &mut RequestHeader, _ctx: &RequestCtx, state: &mut Self::State) -> pingora::Result<()> {
+        if let Some(p) = state {
+            p.sent = true;
         }
         Ok(())
     }
 
-    fn upstream_response(&self, resp: &ResponseHeader, ctx: &mut RequestCtx) {
+    fn upstream_response(&self, resp: &ResponseHeader, ctx: &mut RequestCtx, state: &mut Self::State) {
         let max = self.max_response;
         let status = resp.status.as_u16();
         let declared = resp
@@ -877,7 +940,7 @@ impl Plugin for Idempotency {
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
-        let Some(p) = ctx.state_mut::<Pending>(self.owner()) else {
+        let Some(p) = state else {
             return;
         };
         p.status = Some(status);
@@ -891,13 +954,13 @@ impl Plugin for Idempotency {
         p.oversized = declared.is_some_and(|n| n > max);
         // A response without a body gets no body callback: it is complete now.
         if declared == Some(0) || matches!(status, 204 | 304) {
-            self.finish_pending(ctx);
+            self.finish_pending(ctx, state);
         }
     }
 
-    fn upstream_response_body(&self, body: &Option<Bytes>, end: bool, ctx: &mut RequestCtx) {
+    fn upstream_response_body(&self, body: &Option<Bytes>, end: bool, ctx: &mut RequestCtx, state: &mut Self::State) {
         let max = self.max_response;
-        if let Some(p) = ctx.state_mut::<Pending>(self.owner()) {
+        if let Some(p) = state {
             if let Some(b) = body {
                 if p.body.len() + b.len() > max {
                     p.oversized = true;
@@ -908,21 +971,21 @@ impl Plugin for Idempotency {
             }
         }
         if end {
-            self.finish_pending(ctx);
+            self.finish_pending(ctx, state);
         }
     }
 
-    fn finish(&self, ctx: &mut RequestCtx) {
+    fn finish(&self, ctx: &mut RequestCtx, state: &mut Self::State) {
         // Still pending here: no whole answer was read. A request that never
         // reached an upstream, or whose upstream answered 5xx, releases its
         // key; any other may be executing (client gone, timeout, reset, a
         // broken body): its key stays locked for `unknown_outcome_lock`.
-        let Some(p) = ctx.take_state::<Pending>(self.owner()) else {
+        let Some(p) = state.take() else {
             return;
         };
         // (A retried 5xx that ran out of attempts never reached `upstream_response`.)
-        let status = p.status.or(ctx.upstream_outcome.and_then(|o| o.status));
-        let release = !p.sent.load(Ordering::Relaxed) || status.is_some_and(|s| s >= 500);
+        let status = p.status.or(ctx.upstream.outcome.and_then(|o| o.status));
+        let release = !p.sent || status.is_some_and(|s| s >= 500);
         let lock = self.unknown_outcome_lock;
         match self.redis.clone() {
             None if release => self.store.abort(&p.key, p.token),

@@ -3,13 +3,38 @@
 //! changes nothing). Deny wins over allow; with an allow list, anything not on
 //! it is refused; a request whose client IP is unknown is refused.
 
-use super::{auth, BuildCtx, BuildError, BuildResult, Flow, Phase, Plugin};
+use super::{auth};
+use crate::pipeline::{BuildCtx, BuildError, BuildResult, Flow, KeyPath, Order, Plugin, PluginConfig, RequestCtx};
 use crate::config::validate_helpers::parse_cidr;
-use crate::config::IpFilterConfig;
-use crate::proxy::RequestCtx;
-use async_trait::async_trait;
 use ipnet::IpNet;
 use pingora::proxy::Session;
+
+use serde::Deserialize;
+
+// ---------------------------------------------------------------------------
+// Config: `type = "ip_filter"`
+// ---------------------------------------------------------------------------
+
+/// `type = "ip_filter"`: CIDR lists on the client IP (after `trusted_proxies`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct IpFilterConfig {
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+impl PluginConfig for IpFilterConfig {
+    const TYPE: &'static str = "ip_filter";
+    const ORDER: Order = Order::IpFilter;
+    type Plugin = IpFilter;
+
+    fn build(&self, bx: &BuildCtx<'_>) -> BuildResult<IpFilter> {
+        IpFilter::new(self, bx)
+    }
+}
+
 
 pub struct IpFilter {
     name: String,
@@ -23,7 +48,7 @@ fn nets(key: &str, list: &[String], errs: &mut Vec<BuildError>) -> Vec<IpNet> {
         match parse_cidr(c) {
             Ok(n) => out.push(n.trunc()),
             Err(e) => errs.push(BuildError {
-                key: format!("{key}[{i}]"),
+                path: KeyPath::default().key(key).index(i),
                 message: e,
             }),
         }
@@ -38,7 +63,7 @@ impl IpFilter {
         let deny = nets("deny", &c.deny, &mut errs);
         if c.allow.is_empty() && c.deny.is_empty() {
             errs.push(BuildError {
-                key: String::new(),
+                path: KeyPath::default(),
                 message: "an ip_filter needs allow or deny (or both)".into(),
             });
         }
@@ -66,14 +91,11 @@ impl IpFilter {
     }
 }
 
-#[async_trait]
 impl Plugin for IpFilter {
-    fn phase(&self) -> Phase {
-        Phase::IpFilter
-    }
+    type State = ();
 
-    async fn request(&self, _session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Flow> {
-        if self.admits(ctx.client_ip) {
+    async fn request(&self, _session: &mut Session, ctx: &mut RequestCtx, _state: &mut Self::State) -> pingora::Result<Flow> {
+        if self.admits(ctx.client.ip) {
             return Ok(Flow::Continue);
         }
         auth::count_failure(ctx, &self.name, "ip_denied");

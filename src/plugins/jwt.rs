@@ -18,11 +18,11 @@
 //! because an RSA or ECDSA verification costs tens of microseconds.
 
 use super::outbound::{parse_url, Target};
-use super::{auth, BuildCtx, BuildError, BuildResult, Flow, Phase, Plugin};
-use crate::config::JwtConfig;
-use crate::proxy::RequestCtx;
+use super::{auth};
+use std::collections::BTreeMap;
+use crate::config::{Dur, OneOrMany};
+use crate::pipeline::{BuildCtx, BuildError, BuildResult, Flow, KeyPath, Order, Plugin, PluginConfig, RequestCtx};
 use arc_swap::ArcSwapOption;
-use async_trait::async_trait;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use http::{HeaderName, HeaderValue};
@@ -39,6 +39,74 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+
+use serde::Deserialize;
+
+// ---------------------------------------------------------------------------
+// Config: `type = "jwt"`
+// ---------------------------------------------------------------------------
+
+fn default_jwks_cooldown() -> Dur {
+    Dur::secs(30)
+}
+
+fn default_jwks_refresh() -> Dur {
+    Dur::secs(300)
+}
+
+fn default_leeway() -> Dur {
+    Dur::secs(30)
+}
+
+/// `type = "jwt"`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    pub algorithms: Vec<String>,
+    /// Environment variable holding the HMAC secret (UTF-8).
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    #[serde(default)]
+    pub public_key_file: Option<String>,
+    #[serde(default)]
+    pub jwks_file: Option<String>,
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// Minimum time between two fetches triggered by an unknown `kid`.
+    #[serde(default = "default_jwks_cooldown")]
+    pub jwks_cooldown: Dur,
+    /// How often `jwks_url` is refreshed in the background.
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh: Dur,
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub audience: Option<OneOrMany>,
+    #[serde(default = "default_leeway")]
+    pub leeway: Dur,
+    #[serde(default)]
+    pub required_claims: Vec<String>,
+    /// Claim name → upstream header name.
+    #[serde(default)]
+    pub forward_claims: BTreeMap<String, String>,
+    #[serde(default)]
+    pub consumer_claim: Option<String>,
+}
+
+impl PluginConfig for JwtConfig {
+    const TYPE: &'static str = "jwt";
+    const ORDER: Order = Order::Auth;
+    type Plugin = Jwt;
+
+    fn build(&self, bx: &BuildCtx<'_>) -> BuildResult<Jwt> {
+        Jwt::new(self, bx)
+    }
+
+    fn files(&self) -> Vec<&str> {
+        self.public_key_file.iter().chain(self.jwks_file.iter()).map(String::as_str).collect()
+    }
+}
+
 
 /// The verified claims of a token.
 pub type Claims = Arc<Map<String, Value>>;
@@ -961,10 +1029,10 @@ const RESERVED_HEADERS: &[&str] = &[
 fn parse_algorithms(list: &[String], errs: &mut Vec<BuildError>) -> Vec<Algorithm> {
     let mut out = Vec::new();
     for (i, a) in list.iter().enumerate() {
-        let key = format!("algorithms[{i}]");
+        let key = KeyPath::default().key("algorithms").index(i);
         if a.trim().eq_ignore_ascii_case("none") {
             errs.push(BuildError {
-                key,
+                path: key.clone(),
                 message: "alg \"none\" (an unsigned token) is never accepted".into(),
             });
             continue;
@@ -973,7 +1041,7 @@ fn parse_algorithms(list: &[String], errs: &mut Vec<BuildError>) -> Vec<Algorith
             Ok(alg) if !out.contains(&alg) => out.push(alg),
             Ok(_) => {}
             Err(_) => errs.push(BuildError {
-                key,
+                path: key.clone(),
                 message: format!(
                     "unknown algorithm {a:?}: use HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA"
                 ),
@@ -982,7 +1050,7 @@ fn parse_algorithms(list: &[String], errs: &mut Vec<BuildError>) -> Vec<Algorith
     }
     if list.is_empty() {
         errs.push(BuildError {
-            key: "algorithms".into(),
+            path: KeyPath::default().key("algorithms"),
             message: "list at least one algorithm".into(),
         });
     }
@@ -1003,7 +1071,7 @@ impl Jwt {
                 .iter()
                 .position(|s| Algorithm::from_str(s).ok() == Some(a))
                 .unwrap_or(0);
-            format!("algorithms[{i}]")
+            KeyPath::default().key("algorithms").index(i)
         };
 
         let sources: Vec<&str> = [
@@ -1018,7 +1086,7 @@ impl Jwt {
         .collect();
         if sources.len() != 1 {
             errs.push(BuildError {
-                key: String::new(),
+                path: KeyPath::default(),
                 message: if sources.is_empty() {
                     "give one key source: secret_env, public_key_file, jwks_file or jwks_url".into()
                 } else {
@@ -1032,7 +1100,7 @@ impl Jwt {
             if let Some(var) = &c.secret_env {
                 for a in algorithms.iter().filter(|a| !is_hmac(**a)) {
                     errs.push(BuildError {
-                        key: alg_key(*a),
+                        path: alg_key(*a),
                         message: format!(
                             "{a:?} needs a public key (public_key_file, jwks_file or jwks_url); secret_env holds an HMAC secret"
                         ),
@@ -1043,7 +1111,7 @@ impl Jwt {
                         let need = algorithms.iter().filter(|a| is_hmac(**a)).map(|a| min_secret(*a)).max().unwrap_or(32);
                         if s.len() < need {
                             errs.push(BuildError {
-                                key: "secret_env".into(),
+                                path: KeyPath::default().key("secret_env"),
                                 message: format!(
                                     "the secret in ${var} is {} bytes; the configured HMAC algorithms need at least {need} (RFC 7518 §3.2)",
                                     s.len()
@@ -1060,12 +1128,12 @@ impl Jwt {
                         };
                         keys = Some(Keys::Static(Arc::new(KeySet::new(vec![key], true))));
                     }
-                    Ok(_) => errs.push(BuildError { key: "secret_env".into(), message: format!("the environment variable {var} is empty") }),
+                    Ok(_) => errs.push(BuildError { path: KeyPath::default().key("secret_env"), message: format!("the environment variable {var} is empty") }),
                     Err(std::env::VarError::NotPresent) => {
-                        errs.push(BuildError { key: "secret_env".into(), message: format!("the environment variable {var} is not set") })
+                        errs.push(BuildError { path: KeyPath::default().key("secret_env"), message: format!("the environment variable {var} is not set") })
                     }
                     Err(std::env::VarError::NotUnicode(_)) => errs.push(BuildError {
-                        key: "secret_env".into(),
+                        path: KeyPath::default().key("secret_env"),
                         message: format!("the environment variable {var} is not UTF-8 (put binary secrets in a JWKS oct key)"),
                     }),
                 }
@@ -1073,7 +1141,7 @@ impl Jwt {
                 let path = bx.path(f);
                 for a in algorithms.iter().filter(|a| is_hmac(**a)) {
                     errs.push(BuildError {
-                        key: alg_key(*a),
+                        path: alg_key(*a),
                         message: format!(
                             "{a:?} needs an HMAC secret (secret_env or a JWKS oct key); a public key is never used as one"
                         ),
@@ -1089,14 +1157,14 @@ impl Jwt {
                             .filter(|a| !is_hmac(**a) && !key.fits(**a))
                         {
                             errs.push(BuildError {
-                                key: alg_key(*a),
+                                path: alg_key(*a),
                                 message: format!("{a:?} does not fit the key in public_key_file"),
                             });
                         }
                         keys = Some(Keys::Static(Arc::new(KeySet::new(vec![key], true))));
                     }
                     Err(m) => errs.push(BuildError {
-                        key: "public_key_file".into(),
+                        path: KeyPath::default().key("public_key_file"),
                         message: m,
                     }),
                 }
@@ -1111,13 +1179,13 @@ impl Jwt {
                     Ok(parsed) => {
                         for p in parsed.problems {
                             errs.push(BuildError {
-                                key: "jwks_file".into(),
+                                path: KeyPath::default().key("jwks_file"),
                                 message: format!("{}: {p}", path.display()),
                             });
                         }
                         if parsed.keys.is_empty() {
                             errs.push(BuildError {
-                                key: "jwks_file".into(),
+                                path: KeyPath::default().key("jwks_file"),
                                 message: format!(
                                     "{}: no key usable with the configured algorithms",
                                     path.display()
@@ -1127,14 +1195,14 @@ impl Jwt {
                         keys = Some(Keys::Static(Arc::new(KeySet::new(parsed.keys, false))));
                     }
                     Err(m) => errs.push(BuildError {
-                        key: "jwks_file".into(),
+                        path: KeyPath::default().key("jwks_file"),
                         message: m,
                     }),
                 }
             } else if let Some(url) = &c.jwks_url {
                 for a in algorithms.iter().filter(|a| is_hmac(**a)) {
                     errs.push(BuildError {
-                        key: alg_key(*a),
+                        path: alg_key(*a),
                         message: format!("{a:?} needs an HMAC secret (secret_env or jwks_file); jwks_url serves public keys only"),
                     });
                 }
@@ -1144,7 +1212,7 @@ impl Jwt {
                 ] {
                     if d < Duration::from_secs(1) {
                         errs.push(BuildError {
-                            key: k.into(),
+                            path: KeyPath::default().key(k),
                             message: "must be at least 1s".into(),
                         });
                     }
@@ -1163,7 +1231,7 @@ impl Jwt {
                         })))
                     }
                     Err(m) => errs.push(BuildError {
-                        key: "jwks_url".into(),
+                        path: KeyPath::default().key("jwks_url"),
                         message: m,
                     }),
                 }
@@ -1172,21 +1240,21 @@ impl Jwt {
 
         if c.issuer.as_deref().is_some_and(str::is_empty) {
             errs.push(BuildError {
-                key: "issuer".into(),
+                path: KeyPath::default().key("issuer"),
                 message: "must not be empty".into(),
             });
         }
         let audience = c.audience.as_ref().map(|a| a.to_vec()).unwrap_or_default();
         if c.audience.is_some() && (audience.is_empty() || audience.iter().any(String::is_empty)) {
             errs.push(BuildError {
-                key: "audience".into(),
+                path: KeyPath::default().key("audience"),
                 message: "give one or more non-empty audiences".into(),
             });
         }
         for (i, r) in c.required_claims.iter().enumerate() {
             if r.is_empty() {
                 errs.push(BuildError {
-                    key: format!("required_claims[{i}]"),
+                    path: KeyPath::default().key("required_claims").index(i),
                     message: "must not be empty".into(),
                 });
             }
@@ -1194,29 +1262,29 @@ impl Jwt {
         let mut forward = Vec::new();
         let mut targets = HashSet::new();
         for (claim, header) in &c.forward_claims {
-            let key = format!("forward_claims.{claim}");
+            let key = KeyPath::default().key("forward_claims").key(claim.as_str());
             if claim.is_empty() {
                 errs.push(BuildError {
-                    key,
+                    path: key.clone(),
                     message: "the claim name must not be empty".into(),
                 });
                 continue;
             }
             match HeaderName::try_from(header.as_str()) {
-                Err(_) => errs.push(BuildError { key, message: format!("invalid header name {header:?}") }),
+                Err(_) => errs.push(BuildError { path: key.clone(), message: format!("invalid header name {header:?}") }),
                 Ok(h) if RESERVED_HEADERS.contains(&h.as_str()) => errs.push(BuildError {
-                    key,
+                    path: key.clone(),
                     message: format!("{h} is set by the gateway or the client's connection; choose another header"),
                 }),
                 Ok(h) if !targets.insert(h.clone()) => {
-                    errs.push(BuildError { key, message: format!("two claims are forwarded into {h}") })
+                    errs.push(BuildError { path: key.clone(), message: format!("two claims are forwarded into {h}") })
                 }
                 Ok(h) => forward.push((claim.clone(), h)),
             }
         }
         if c.consumer_claim.as_deref().is_some_and(str::is_empty) {
             errs.push(BuildError {
-                key: "consumer_claim".into(),
+                path: KeyPath::default().key("consumer_claim"),
                 message: "must not be empty".into(),
             });
         }
@@ -1585,13 +1653,10 @@ fn challenge(reason: Reason) -> Vec<(HeaderName, HeaderValue)> {
     vec![(http::header::WWW_AUTHENTICATE, v)]
 }
 
-#[async_trait]
 impl Plugin for Jwt {
-    fn phase(&self) -> Phase {
-        Phase::Auth
-    }
+    type State = ();
 
-    async fn request(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Flow> {
+    async fn request(&self, session: &mut Session, ctx: &mut RequestCtx, _state: &mut Self::State) -> pingora::Result<Flow> {
         let outcome = match bearer(session.req_header()) {
             Err(r) => Err(r),
             Ok(token) => {
@@ -1608,11 +1673,11 @@ impl Plugin for Jwt {
         };
         match outcome {
             Ok(v) => {
-                ctx.claims = Some(v.claims.clone());
+                ctx.identity.claims = Some(v.claims.clone());
                 if let Some(c) = &v.consumer {
                     auth::set_consumer(ctx, c);
                 }
-                ctx.upstream_headers.extend(v.headers.iter().cloned());
+                ctx.upstream.headers.extend(v.headers.iter().cloned());
                 Ok(Flow::Continue)
             }
             Err(reason) => {
@@ -1631,7 +1696,7 @@ impl Plugin for Jwt {
 
     /// Claim headers come only from verified tokens: drop client-sent copies
     /// (the verified values are set after this hook).
-    fn upstream_request(&self, req: &mut RequestHeader, _ctx: &RequestCtx) -> pingora::Result<()> {
+    fn upstream_request(&self, req: &mut RequestHeader, _ctx: &RequestCtx, _state: &mut Self::State) -> pingora::Result<()> {
         for (_, h) in &self.forward {
             req.remove_header(h);
         }
@@ -1648,8 +1713,8 @@ impl Plugin for Jwt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, PluginConfig};
-    use jsonwebtoken::{encode, EncodingKey, Header};
+    use crate::config::Config;
+        use jsonwebtoken::{encode, EncodingKey, Header};
     use serde_json::json;
 
     const RFC7515_A1_TOKEN: &str = "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
@@ -1676,7 +1741,7 @@ LwV4bUsA7rbkk7pbrKQi/3i63yUAzzrAf63YCxxZDMYbPXxIlV003ZJk
         );
         let cfg: Config = crate::config::load_str(&src, None, dir.path())
             .unwrap_or_else(|e| panic!("{:?}", e.messages()));
-        let PluginConfig::Jwt(jc) = &cfg.plugins["t"] else {
+        let Some(jc) = cfg.plugin_config::<JwtConfig>("t") else {
             panic!("not jwt")
         };
         let r = Jwt::new(
@@ -2085,7 +2150,7 @@ LwV4bUsA7rbkk7pbrKQi/3i63yUAzzrAf63YCxxZDMYbPXxIlV003ZJk
         std::env::set_var("TOLLGATE_UNIT_JWT_SHORT", "short");
         std::env::set_var("TOLLGATE_UNIT_JWT_OK", SECRET);
         std::env::set_var("TOLLGATE_UNIT_JWT_EMPTY", "");
-        let keys = |e: Vec<BuildError>| e.into_iter().map(|e| e.key).collect::<Vec<_>>();
+        let keys = |e: Vec<BuildError>| e.into_iter().map(|e| e.path.to_string()).collect::<Vec<_>>();
         assert_eq!(
             keys(err(
                 "algorithms = [\"none\"]\nsecret_env = \"TOLLGATE_UNIT_JWT_OK\"",

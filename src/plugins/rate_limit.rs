@@ -9,11 +9,10 @@
 //! are also evicted on every maintenance tick, so memory follows the number of
 //! *active* keys, not of keys ever seen.
 
-use super::{BuildCtx, BuildError, BuildResult, Flow, Phase, Plugin, Reply};
-use crate::config::{OnBackendError, RateLimitConfig, StateBackend};
+use crate::config::{Rate};
+use crate::pipeline::{BuildCtx, BuildError, BuildResult, Flow, KeyPath, LimitState, Order, Plugin, PluginConfig, Reply, RequestCtx};
+use crate::store::{OnBackendError, StateBackend};
 use crate::metrics::METRICS;
-use crate::proxy::RequestCtx;
-use async_trait::async_trait;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::{NoOpMiddleware, StateInformationMiddleware};
 use governor::nanos::Nanos;
@@ -27,6 +26,56 @@ use sha2::{Digest, Sha256};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use serde::Deserialize;
+
+// ---------------------------------------------------------------------------
+// Config: `type = "rate_limit"`
+// ---------------------------------------------------------------------------
+
+fn default_rate_limit_key() -> String {
+    "ip".into()
+}
+
+/// `type = "rate_limit"`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    pub rate: Rate,
+    /// Requests admitted at once; default: the rate's count.
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// `ip`, `consumer`, `header:NAME`, `claim:NAME`, `route` or `global`.
+    #[serde(default = "default_rate_limit_key")]
+    pub key: String,
+    #[serde(default)]
+    pub backend: StateBackend,
+    /// Default `allow` (fail open).
+    #[serde(default)]
+    pub on_backend_error: Option<OnBackendError>,
+    /// Most keys a local limiter tracks (idle keys are evicted first).
+    #[serde(default = "default_max_keys")]
+    pub max_keys: usize,
+}
+
+impl PluginConfig for RateLimitConfig {
+    const TYPE: &'static str = "rate_limit";
+    const ORDER: Order = Order::RateLimit;
+    type Plugin = RateLimit;
+
+    fn build(&self, bx: &BuildCtx<'_>) -> BuildResult<RateLimit> {
+        RateLimit::new(self, bx)
+    }
+
+    fn uses_redis(&self) -> bool {
+        self.backend == crate::store::StateBackend::Redis
+    }
+}
+
+fn default_max_keys() -> usize {
+    100_000
+}
+
 
 type Limiter<C> = RateLimiter<String, BoundedStore, C, StateInformationMiddleware>;
 
@@ -212,6 +261,7 @@ impl KeySource {
                 )
             }
             KeySource::Consumer => ctx
+                .identity
                 .consumer
                 .as_deref()
                 .map(|c| bucket_key('c', c.as_bytes())),
@@ -220,42 +270,15 @@ impl KeySource {
                 .headers
                 .get(h)
                 .map(|v| bucket_key('h', v.as_bytes())),
-            KeySource::Claim(c) => ctx.claims.as_ref().and_then(|m| m.get(c)).map(|v| match v {
+            KeySource::Claim(c) => ctx.identity.claims.as_ref().and_then(|m| m.get(c)).map(|v| match v {
                 serde_json::Value::String(s) => bucket_key('j', s.as_bytes()),
                 other => bucket_key('j', other.to_string().as_bytes()),
             }),
         };
-        found.unwrap_or_else(|| match ctx.client_ip {
+        found.unwrap_or_else(|| match ctx.client.ip {
             Some(ip) => format!("i:{ip}"),
             None => "i:".to_string(),
         })
-    }
-}
-
-/// The state of the tightest limit a request met, for the response headers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LimitState {
-    pub limit: u32,
-    pub remaining: u32,
-    /// Seconds until the bucket is full again (`RateLimit-Reset`).
-    pub reset: u64,
-    /// Seconds until the next request can pass (`Retry-After` of a refusal;
-    /// 0 while requests pass).
-    pub retry_after: u64,
-}
-
-impl LimitState {
-    /// Keep the more restrictive of two states.
-    pub fn merge(a: Option<LimitState>, b: LimitState) -> LimitState {
-        match a {
-            Some(a)
-                if a.remaining < b.remaining
-                    || (a.remaining == b.remaining && a.reset >= b.reset) =>
-            {
-                a
-            }
-            _ => b,
-        }
     }
 }
 
@@ -271,7 +294,7 @@ pub struct RateLimit<C: Clock = DefaultClock> {
     redis: Option<RedisGcra>,
     /// Fail open (`allow`, the default) or closed when Redis fails.
     fail_open: bool,
-    errors: crate::cluster::ErrorReporter,
+    errors: crate::store::ErrorReporter,
 }
 
 /// GCRA evaluated atomically in Redis: the same algorithm as `governor`, with
@@ -295,7 +318,7 @@ return {1, math.floor((now + tau + interval - new_tat) / interval), string.forma
 "#;
 
 struct RedisGcra {
-    redis: std::sync::Arc<crate::cluster::Redis>,
+    redis: std::sync::Arc<crate::store::Redis>,
     script: redis::Script,
     /// `tollgate:rl:<plugin>:<definition digest>:` — gateways with the same
     /// config share buckets; two plugin definitions never collide.
@@ -308,7 +331,7 @@ impl RedisGcra {
     async fn check(
         &self,
         key: &str,
-    ) -> Result<Result<LimitState, LimitState>, crate::cluster::BackendError> {
+    ) -> Result<Result<LimitState, LimitState>, crate::store::BackendError> {
         let k = format!("{}{key}", self.prefix);
         let (admitted, remaining, micros): (i64, i64, String) = self
             .redis
@@ -362,7 +385,7 @@ impl<C: Clock + Clone> RateLimit<C> {
         let key = KeySource::parse(&c.key);
         if key.is_none() {
             errs.push(BuildError {
-                key: "key".into(),
+                path: KeyPath::default().key("key"),
                 message: format!(
                     "invalid key {:?}: expected \"ip\", \"consumer\", \"header:NAME\", \"claim:NAME\", \"route\" or \"global\"",
                     c.key
@@ -373,13 +396,13 @@ impl<C: Clock + Clone> RateLimit<C> {
         let nz_burst = NonZeroU32::new(burst);
         if nz_burst.is_none() {
             errs.push(BuildError {
-                key: "burst".into(),
+                path: KeyPath::default().key("burst"),
                 message: "must be at least 1".into(),
             });
         }
         if c.max_keys == 0 {
             errs.push(BuildError {
-                key: "max_keys".into(),
+                path: KeyPath::default().key("max_keys"),
                 message: "must be at least 1".into(),
             });
         }
@@ -425,9 +448,9 @@ impl<C: Clock + Clone> RateLimit<C> {
                 clock,
                 redis,
                 fail_open: c.on_backend_error != Some(OnBackendError::Deny),
-                errors: crate::cluster::ErrorReporter::new(bx.name),
+                errors: crate::store::ErrorReporter::new(bx.name),
             }),
-            (_, _, None, true) => Err(super::build_error(
+            (_, _, None, true) => Err(crate::pipeline::build_error(
                 "rate",
                 "the rate is too high to measure",
             )),
@@ -468,7 +491,7 @@ impl<C: Clock + Clone> RateLimit<C> {
     pub async fn decide(
         &self,
         key: &str,
-    ) -> Result<Result<LimitState, LimitState>, crate::cluster::BackendError> {
+    ) -> Result<Result<LimitState, LimitState>, crate::store::BackendError> {
         match &self.redis {
             None => Ok(self.check(key)),
             Some(r) => r.check(key).await,
@@ -526,17 +549,14 @@ pub fn headers(s: &LimitState, refused: bool) -> Vec<(HeaderName, HeaderValue)> 
     h
 }
 
-#[async_trait]
 impl<C> Plugin for RateLimit<C>
 where
     C: Clock + Clone + Send + Sync + 'static,
     C::Instant: Send + Sync,
 {
-    fn phase(&self) -> Phase {
-        Phase::RateLimit
-    }
+    type State = ();
 
-    async fn request(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Flow> {
+    async fn request(&self, session: &mut Session, ctx: &mut RequestCtx, _state: &mut Self::State) -> pingora::Result<Flow> {
         let key = self.key.key(session, ctx);
         let decision = match self.decide(&key).await {
             Ok(d) => d,
@@ -587,7 +607,7 @@ where
         }
     }
 
-    fn response(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) {
+    fn response(&self, resp: &mut ResponseHeader, ctx: &RequestCtx, _state: &mut Self::State) {
         if let Some(s) = &ctx.rate_limit {
             for (n, v) in ratelimit_headers(s) {
                 let _ = resp.insert_header(n, v);
@@ -784,7 +804,7 @@ mod tests {
         )
         .err()
         .unwrap();
-        assert_eq!(errs[0].key, "max_keys");
+        assert_eq!(errs[0].path.to_string(), "max_keys");
     }
 
     #[test]

@@ -1,13 +1,28 @@
 //! `request_id`: keeps a valid incoming id or makes one, sends it upstream and
 //! back to the client; the proxy puts it in every log line and error body.
 
-use super::{Flow, Phase, Plugin};
-use crate::config::RequestIdConfig;
-use crate::proxy::RequestCtx;
-use async_trait::async_trait;
+use crate::pipeline::{BuildCtx, BuildError, BuildResult, Flow, Order, Plugin, PluginConfig, RequestCtx, new_request_id};
 use http::HeaderName;
+use serde::Deserialize;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
+
+// ---------------------------------------------------------------------------
+// Config: `type = "request_id"`
+// ---------------------------------------------------------------------------
+
+fn default_request_id_header() -> String {
+    "x-request-id".into()
+}
+
+/// `type = "request_id"`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RequestIdConfig {
+    #[serde(default = "default_request_id_header")]
+    pub header: String,
+}
+
 
 pub struct RequestId {
     header: HeaderName,
@@ -28,16 +43,22 @@ pub fn valid_id(v: &[u8]) -> bool {
         })
 }
 
-pub fn new_id() -> String {
-    uuid::Uuid::new_v4().to_string()
+impl PluginConfig for RequestIdConfig {
+    const TYPE: &'static str = "request_id";
+    const ORDER: Order = Order::RequestId;
+    /// So that a 400 or 404 written before routing carries the id.
+    const BEFORE_ROUTING: bool = true;
+    type Plugin = RequestId;
+
+    fn build(&self, _bx: &BuildCtx<'_>) -> BuildResult<RequestId> {
+        match HeaderName::try_from(self.header.as_str()) {
+            Ok(header) => Ok(RequestId { header }),
+            Err(_) => BuildError::fail("header", format!("invalid header name {:?}", self.header)),
+        }
+    }
 }
 
 impl RequestId {
-    pub fn new(c: &RequestIdConfig) -> Result<Self, String> {
-        let header = HeaderName::try_from(c.header.as_str()).map_err(|e| e.to_string())?;
-        Ok(RequestId { header })
-    }
-
     /// Decide the request's id from its headers (used before routing too, so
     /// that 400/404 bodies carry it).
     pub fn assign(&self, req: &RequestHeader, ctx: &mut RequestCtx) {
@@ -46,38 +67,45 @@ impl RequestId {
         }
         let id = match req.headers.get(&self.header) {
             Some(v) if valid_id(v.as_bytes()) => String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            _ => new_id(),
+            _ => new_request_id(),
         };
         ctx.request_id = Some(id);
     }
 }
 
-#[async_trait]
 impl Plugin for RequestId {
-    fn phase(&self) -> Phase {
-        Phase::RequestId
+    type State = ();
+
+    fn before_routing(&self, req: &RequestHeader, ctx: &mut RequestCtx) {
+        self.assign(req, ctx);
     }
 
-    async fn request(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Flow> {
+    async fn request(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        _: &mut (),
+    ) -> pingora::Result<Flow> {
         self.assign(session.req_header(), ctx);
         Ok(Flow::Continue)
     }
 
-    fn upstream_request(&self, req: &mut RequestHeader, ctx: &RequestCtx) -> pingora::Result<()> {
+    fn upstream_request(
+        &self,
+        req: &mut RequestHeader,
+        ctx: &RequestCtx,
+        _: &mut (),
+    ) -> pingora::Result<()> {
         if let Some(id) = &ctx.request_id {
             req.insert_header(self.header.clone(), id.as_str())?;
         }
         Ok(())
     }
 
-    fn response(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) {
+    fn response(&self, resp: &mut ResponseHeader, ctx: &RequestCtx, _: &mut ()) {
         if let Some(id) = &ctx.request_id {
             let _ = resp.insert_header(self.header.clone(), id.as_str());
         }
-    }
-
-    fn as_request_id(&self) -> Option<&RequestId> {
-        Some(self)
     }
 }
 
@@ -93,6 +121,6 @@ mod tests {
         assert!(!valid_id(b"has space"));
         assert!(!valid_id(b"quote\""));
         assert!(!valid_id(&[b'a'; 129]));
-        assert_eq!(new_id().len(), 36);
+        assert_eq!(new_request_id().len(), 36);
     }
 }

@@ -190,7 +190,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> GatewayApp<A> {
                 Head::H2(read) => return self.serve_h2c(stream, read, shutdown).await,
                 Head::Closed => return,
                 Head::Refuse(status, detail) => {
-                    let id = crate::plugins::request_id::new_id();
+                    let id = crate::pipeline::new_request_id();
                     let listener = if self.admin { "admin" } else { "proxy" };
                     tracing::info!(target: "tollgate::access", request_id = %id, status, detail, listener, "request refused before parsing");
                     if !self.admin {

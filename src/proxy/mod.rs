@@ -8,142 +8,26 @@ pub mod head;
 pub mod problem;
 
 use crate::metrics::METRICS;
-use crate::plugins::cache::KeyParts;
-use crate::plugins::{Flow, Instance, Phase, Reply};
+pub mod ctx;
+
+use crate::pipeline::{DynPlugin, Flow, KeyParts, Order, Reply, RequestCtx};
 use crate::runtime::path::normalize_path;
-use crate::runtime::router::{Params, RequestInfo, RouteMatch};
+use crate::runtime::router::{RequestInfo, RouteMatch};
 use crate::runtime::upstream::HashKey;
 use crate::runtime::versions::Resolved;
-use crate::runtime::{Route, Runtime};
+use crate::runtime::Runtime;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
+pub use ctx::ProxyCtx;
 use http::header;
 use pingora::cache::{CacheKey, CacheMeta, NoCacheReason, RespCacheable};
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::lb::Backend;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorSource, ErrorType};
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
-
-/// How the last upstream attempt of a request ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UpstreamOutcome {
-    /// The response status, when a response header arrived.
-    pub status: Option<u16>,
-    /// A connect error, timeout or broken response.
-    pub error: bool,
-    /// From sending the request to the response header (or the error).
-    pub elapsed: std::time::Duration,
-}
-
-/// Per-request state shared by the phases and the plugins.
-pub struct RequestCtx {
-    /// The snapshot this request runs on, from start to end.
-    pub rt: Arc<Runtime>,
-    pub start: Instant,
-    pub request_id: Option<String>,
-    /// Index into `rt.routes`.
-    pub route: Option<usize>,
-    pub params: Params,
-    pub client_ip: Option<IpAddr>,
-    /// The request's normalised host, scheme and trusted-peer facts, computed
-    /// once in `request_filter` (routing, cache key, forwarding headers).
-    pub forwarding: forwarded::Forwarding,
-    /// Set by authentication plugins.
-    pub consumer: Option<String>,
-    /// The tightest rate limit this request met (for `RateLimit-*` headers).
-    pub rate_limit: Option<crate::plugins::rate_limit::LimitState>,
-    /// The request's `Origin` header, for `cors`.
-    pub request_origin: Option<http::HeaderValue>,
-    /// Verified token claims (`jwt`), for claim-keyed plugins.
-    pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
-    /// Headers plugins want set on the upstream request (consumer, forwarded
-    /// claims, forward_auth's copied headers); applied after every plugin's
-    /// `upstream_request` hook.
-    pub upstream_headers: Vec<(http::HeaderName, http::HeaderValue)>,
-    pub version: Option<String>,
-    /// Normalised path (after `strip_prefix`) plus query, sent upstream.
-    pub upstream_uri: Option<String>,
-    /// Normalised path, for logs.
-    pub path: Option<String>,
-    pub tried: Vec<Backend>,
-    pub target: Option<Arc<str>>,
-    pub upstream_start: Option<Instant>,
-    /// When the client's request body was received whole: the upstream cannot
-    /// answer before it, so its latency (slow calls, the duration histogram) is
-    /// counted from here, never the client's upload time.
-    pub body_done: Option<Instant>,
-    pub body_bytes: u64,
-    pub upstream_outcome: Option<UpstreamOutcome>,
-    /// Per-request state of individual plugin instances, keyed by the instance.
-    pub plugin_state: Vec<(usize, Box<dyn std::any::Any + Send + Sync>)>,
-    /// Set when the response was written by the gateway.
-    pub status: u16,
-    pub failure_counted: bool,
-    /// The client sent `Expect: 100-continue` (the header itself is removed: the
-    /// gateway answers it, see [`crate::plugins::send_continue`]).
-    pub expect_continue: bool,
-    /// A retry after a pooled upstream connection failed was already made.
-    pub stale_retried: bool,
-}
-
-impl RequestCtx {
-    pub fn route(&self) -> Option<&Route> {
-        self.route.map(|i| &self.rt.routes[i])
-    }
-    /// Keep a value for the plugin instance `owner` until `take_state`.
-    pub fn set_state<T: std::any::Any + Send + Sync>(&mut self, owner: usize, value: T) {
-        self.plugin_state.retain(|(o, _)| *o != owner);
-        self.plugin_state.push((owner, Box::new(value)));
-    }
-
-    pub fn take_state<T: std::any::Any + Send + Sync>(&mut self, owner: usize) -> Option<T> {
-        let i = self.plugin_state.iter().position(|(o, _)| *o == owner)?;
-        let (_, b) = self.plugin_state.swap_remove(i);
-        b.downcast::<T>().ok().map(|b| *b)
-    }
-
-    pub fn state_mut<T: std::any::Any + Send + Sync>(&mut self, owner: usize) -> Option<&mut T> {
-        self.plugin_state
-            .iter_mut()
-            .find(|(o, _)| *o == owner)
-            .and_then(|(_, b)| b.downcast_mut::<T>())
-    }
-
-    pub fn state<T: std::any::Any + Send + Sync>(&self, owner: usize) -> Option<&T> {
-        self.plugin_state
-            .iter()
-            .find(|(o, _)| *o == owner)
-            .and_then(|(_, b)| b.downcast_ref::<T>())
-    }
-
-    fn record_outcome(&mut self, status: Option<u16>, error: bool) {
-        let elapsed = self.upstream_elapsed();
-        self.upstream_outcome = Some(UpstreamOutcome {
-            status,
-            error,
-            elapsed,
-        });
-    }
-
-    /// The upstream's own time for the current attempt: from sending the request,
-    /// or from the end of the client's body when that came later.
-    pub fn upstream_elapsed(&self) -> std::time::Duration {
-        let Some(t0) = self.upstream_start else {
-            return std::time::Duration::ZERO;
-        };
-        self.body_done.map_or(t0, |b| b.max(t0)).elapsed()
-    }
-
-    pub fn request_id(&mut self) -> &str {
-        self.request_id
-            .get_or_insert_with(crate::plugins::request_id::new_id)
-    }
-}
 
 pub struct Gateway {
     pub state: Arc<ArcSwap<Runtime>>,
@@ -156,20 +40,21 @@ impl Gateway {
 
     /// Headers every response gets: the chain's response hooks and the API
     /// version lifecycle headers.
-    fn decorate(&self, resp: &mut ResponseHeader, ctx: &RequestCtx) {
-        match ctx.route() {
+    fn decorate(&self, resp: &mut ResponseHeader, ctx: &mut ProxyCtx) {
+        let rt = ctx.req.rt.clone();
+        match ctx.req.matched.index.map(|i| &rt.routes[i]) {
             Some(route) => {
-                for i in route.chain.iter() {
-                    i.plugin.response(resp, ctx);
+                for (n, i) in route.chain.iter().enumerate() {
+                    i.plugin.response(resp, &ctx.req, ctx.states.slot(n));
                 }
             }
             None => {
-                if let Some(rid) = &ctx.rt.request_id {
-                    rid.plugin.response(resp, ctx);
+                for i in &rt.before_routing {
+                    i.plugin.response(resp, &ctx.req, &mut None);
                 }
             }
         }
-        if let (Some(v), Some(versions)) = (&ctx.version, &ctx.rt.versions) {
+        if let (Some(v), Some(versions)) = (&ctx.req.matched.version, &ctx.req.rt.versions) {
             if let Some(info) = versions.known.get(v) {
                 for (name, val) in [
                     ("deprecation", &info.deprecation),
@@ -189,12 +74,12 @@ impl Gateway {
     pub async fn respond_problem(
         &self,
         session: &mut Session,
-        ctx: &mut RequestCtx,
+        ctx: &mut ProxyCtx,
         status: u16,
         detail: &str,
         extra: Vec<(http::HeaderName, http::HeaderValue)>,
     ) {
-        let body = problem::body(status, detail, ctx.request_id());
+        let body = problem::body(status, detail, ctx.req.request_id());
         let mut resp = match ResponseHeader::build(status, Some(4 + extra.len())) {
             Ok(r) => r,
             Err(_) => return,
@@ -206,8 +91,11 @@ impl Gateway {
             let _ = resp.append_header(n, v);
         }
         self.decorate(&mut resp, ctx);
-        ctx.status = status;
-        if ctx.expect_continue && session.response_written().is_none() && !session.is_body_done() {
+        ctx.req.status = status;
+        if ctx.req.client.expect_continue
+            && session.response_written().is_none()
+            && !session.is_body_done()
+        {
             // Refused before `100 Continue`: the client may never send the body it
             // announced, so the connection cannot carry another request.
             session.set_keepalive(None);
@@ -223,19 +111,23 @@ impl Gateway {
         }
     }
 
-    /// Every plugin's `finish` hook; it takes its per-request state, so running
-    /// it again later does nothing. Run before the gateway writes an answer, so
-    /// that released resources (an idempotency key, a probe slot) are released
-    /// before the client can send its next request.
-    fn finish_chain(&self, ctx: &mut RequestCtx) {
-        if let Some(chain) = ctx.route().map(|r| r.chain.clone()) {
-            for i in chain.iter() {
-                i.plugin.finish(ctx);
+    /// Every plugin's `finish` hook, once per request: before the gateway writes
+    /// an answer of its own (so that released resources, an idempotency key or a
+    /// probe slot, are free before the client can send its next request), or
+    /// else in the logging phase.
+    fn finish_chain(&self, ctx: &mut ProxyCtx) {
+        if std::mem::replace(&mut ctx.finished, true) {
+            return;
+        }
+        let rt = ctx.req.rt.clone();
+        if let Some(route) = ctx.req.matched.index.map(|i| &rt.routes[i]) {
+            for (n, i) in route.chain.iter().enumerate() {
+                i.plugin.finish(&mut ctx.req, ctx.states.slot(n));
             }
         }
     }
 
-    async fn respond(&self, session: &mut Session, ctx: &mut RequestCtx, reply: Reply) {
+    async fn respond(&self, session: &mut Session, ctx: &mut ProxyCtx, reply: Reply) {
         self.finish_chain(ctx);
         match reply {
             Reply::Problem {
@@ -248,7 +140,7 @@ impl Gateway {
             }
             Reply::Raw { mut header, body } => {
                 self.decorate(&mut header, ctx);
-                ctx.status = header.status.as_u16();
+                ctx.req.status = header.status.as_u16();
                 let empty = body.is_empty();
                 if session.write_response_header(header, empty).await.is_ok() && !empty {
                     let _ = session.write_response_body(Some(body), true).await;
@@ -257,12 +149,7 @@ impl Gateway {
         }
     }
 
-    fn hash_key<'a>(
-        &self,
-        session: &'a Session,
-        ctx: &'a RequestCtx,
-        key: &'a HashKey,
-    ) -> &'a [u8] {
+    fn hash_key<'a>(&self, session: &'a Session, ctx: &'a ProxyCtx, key: &'a HashKey) -> &'a [u8] {
         match key {
             HashKey::Header(h) => session
                 .req_header()
@@ -271,8 +158,10 @@ impl Gateway {
                 .map(|v| v.as_bytes())
                 .unwrap_or(b""),
             HashKey::Ip => b"",
-            HashKey::Path => ctx.path.as_deref().unwrap_or("").as_bytes(),
+            HashKey::Path => ctx.req.matched.path.as_deref().unwrap_or("").as_bytes(),
             HashKey::Param(p) => ctx
+                .req
+                .matched
                 .params
                 .iter()
                 .find(|(n, _)| &**n == p.as_str())
@@ -282,8 +171,8 @@ impl Gateway {
     }
 
     /// Whether this request may be sent again to another target.
-    fn retryable(&self, session: &Session, ctx: &RequestCtx) -> bool {
-        let Some(route) = ctx.route() else {
+    fn retryable(&self, session: &Session, ctx: &ProxyCtx) -> bool {
+        let Some(route) = ctx.req.route() else {
             return false;
         };
         ctx.tried.len() <= route.upstream.retry.attempts && self.resendable(session, ctx)
@@ -292,7 +181,7 @@ impl Gateway {
     /// Whether this request may be sent again at all: idempotent (by method or an
     /// `Idempotency-Key`), its body still whole in the retry buffer, nothing answered
     /// yet and time left before `request_timeout`.
-    fn resendable(&self, session: &Session, ctx: &RequestCtx) -> bool {
+    fn resendable(&self, session: &Session, ctx: &ProxyCtx) -> bool {
         let req = session.req_header();
         let idempotent = matches!(
             req.method,
@@ -305,11 +194,11 @@ impl Gateway {
         idempotent
             && !session.as_ref().retry_buffer_truncated()
             && !final_response_written(session)
-            && ctx.rt.limits.request_timeout > ctx.start.elapsed()
+            && ctx.req.rt.limits.request_timeout > ctx.req.start.elapsed()
     }
 
-    fn count_failure(&self, ctx: &mut RequestCtx, kind: &str) {
-        if let Some(route) = ctx.route() {
+    fn count_failure(&self, ctx: &mut ProxyCtx, kind: &str) {
+        if let Some(route) = ctx.req.route() {
             METRICS
                 .upstream_failures
                 .with_label_values(&[&route.upstream.name, kind])
@@ -341,7 +230,7 @@ fn broken_chunk(e: &Error) -> Option<&'static str> {
 
 /// The client closed its side before the request body was complete (a body
 /// was announced and its end never arrived).
-fn body_cut_short(session: &Session, ctx: &RequestCtx, e: &Error) -> bool {
+fn body_cut_short(session: &Session, ctx: &ProxyCtx, e: &Error) -> bool {
     if ctx.body_done.is_some() || !matches!(e.etype(), ErrorType::ConnectionClosed) {
         return false;
     }
@@ -380,15 +269,11 @@ fn is_timeout(e: &Error) -> bool {
     )
 }
 
-/// The route's chain, when it has a `cache` plugin (the first one is used).
-fn cache_chain(ctx: &RequestCtx) -> Option<Arc<[Instance]>> {
-    ctx.route()
-        .filter(|r| r.chain.iter().any(|i| i.plugin.as_cache().is_some()))
-        .map(|r| r.chain.clone())
-}
-
-fn cache_of(chain: &[Instance]) -> Option<&crate::plugins::cache::Cache> {
-    chain.iter().find_map(|i| i.plugin.as_cache())
+/// The route's cache plugin (the first in its chain) and its position.
+fn route_cache(ctx: &ProxyCtx) -> Option<(usize, Arc<dyn DynPlugin>)> {
+    let route = ctx.req.route()?;
+    let n = route.cache?;
+    Some((n, route.chain[n].plugin.clone()))
 }
 
 fn header_bytes(req: &RequestHeader) -> usize {
@@ -412,49 +297,22 @@ fn hv(s: &str) -> http::HeaderValue {
 
 #[async_trait]
 impl ProxyHttp for Gateway {
-    type CTX = RequestCtx;
+    type CTX = ProxyCtx;
 
-    fn new_ctx(&self) -> RequestCtx {
-        RequestCtx {
-            rt: self.state.load_full(),
-            start: Instant::now(),
-            request_id: None,
-            route: None,
-            params: Params::default(),
-            client_ip: None,
-            forwarding: forwarded::Forwarding::default(),
-            consumer: None,
-            rate_limit: None,
-            request_origin: None,
-            claims: None,
-            upstream_headers: Vec::new(),
-            version: None,
-            upstream_uri: None,
-            path: None,
-            tried: Vec::new(),
-            target: None,
-            upstream_start: None,
-            body_done: None,
-            body_bytes: 0,
-            upstream_outcome: None,
-            plugin_state: Vec::new(),
-            status: 0,
-            failure_counted: false,
-            expect_continue: false,
-            stale_retried: false,
-        }
+    fn new_ctx(&self) -> ProxyCtx {
+        ProxyCtx::new(RequestCtx::new(self.state.load_full()))
     }
 
     async fn early_request_filter(
         &self,
         session: &mut Session,
-        ctx: &mut RequestCtx,
+        ctx: &mut ProxyCtx,
     ) -> pingora::Result<()> {
         // `Expect` is answered by the gateway, never forwarded: the upstream would
         // answer it a second time, or not at all (SPEC §4).
         let req = session.req_header_mut();
         if let Some(v) = req.remove_header(&header::EXPECT) {
-            ctx.expect_continue = v.as_bytes().eq_ignore_ascii_case(b"100-continue")
+            ctx.req.client.expect_continue = v.as_bytes().eq_ignore_ascii_case(b"100-continue")
                 && req.version != http::Version::HTTP_10
                 && req.version != http::Version::HTTP_09;
         }
@@ -464,16 +322,16 @@ impl ProxyHttp for Gateway {
     async fn request_filter(
         &self,
         session: &mut Session,
-        ctx: &mut RequestCtx,
+        ctx: &mut ProxyCtx,
     ) -> pingora::Result<bool> {
-        let rt = ctx.rt.clone();
+        let rt = ctx.req.rt.clone();
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let client_ip =
             forwarded::client_ip(peer, &session.req_header().headers, &rt.trusted_proxies);
-        ctx.client_ip = *client_ip.as_ref().unwrap_or(&peer);
+        ctx.req.client.ip = *client_ip.as_ref().unwrap_or(&peer);
         let trusted_peer = peer.is_some_and(|p| forwarded::is_trusted(p, &rt.trusted_proxies));
         // Client-sent headers an upstream could take for the client's address,
         // host, URL or method are gone before any plugin, the cache or the
@@ -481,10 +339,8 @@ impl ProxyHttp for Gateway {
         for n in forwarded::spoofable_headers(&session.req_header().headers, trusted_peer) {
             session.req_header_mut().remove_header(&n);
         }
-        if let Some(rid) = &rt.request_id {
-            if let Some(r) = rid.plugin.as_request_id() {
-                r.assign(session.req_header(), ctx);
-            }
+        for i in &rt.before_routing {
+            i.plugin.before_routing(session.req_header(), &mut ctx.req);
         }
 
         let req = session.req_header();
@@ -555,7 +411,7 @@ impl ProxyHttp for Gateway {
                 Resolved::None => {}
                 Resolved::Known(v, info) => {
                     let sunset = info.and_then(|i| i.sunset_at);
-                    ctx.version = Some(v);
+                    ctx.req.matched.version = Some(v);
                     if let Some(at) = sunset {
                         let now = std::time::SystemTime::now()
                             .duration_since(std::time::UNIX_EPOCH)
@@ -564,7 +420,7 @@ impl ProxyHttp for Gateway {
                         if now >= at {
                             let detail = format!(
                                 "API version {} was retired; see the Link header for its successor",
-                                ctx.version.as_deref().unwrap_or("")
+                                ctx.req.matched.version.as_deref().unwrap_or("")
                             );
                             self.respond_problem(session, ctx, 410, &detail, vec![])
                                 .await;
@@ -587,13 +443,13 @@ impl ProxyHttp for Gateway {
 
         let req = session.req_header();
         let host = ctx.forwarding.host();
-        ctx.request_origin = req.headers.get(header::ORIGIN).cloned();
+        ctx.req.client.origin = req.headers.get(header::ORIGIN).cloned();
         // A CORS preflight is routed as the request it announces, so that the
         // route's `cors` plugin can answer it (SPEC: cors answers preflight itself);
         // a path that belongs to a `cors` route is answered by that plugin, even for
         // a method the route does not allow (see `cors::route_preflight`).
         let preflight_method = (req.method == http::Method::OPTIONS
-            && ctx.request_origin.is_some())
+            && ctx.req.client.origin.is_some())
         .then(|| req.headers.get(header::ACCESS_CONTROL_REQUEST_METHOD))
         .flatten()
         .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok());
@@ -602,17 +458,17 @@ impl ProxyHttp for Gateway {
             path: &path,
             method: &req.method,
             headers: &req.headers,
-            version: ctx.version.as_deref(),
+            version: ctx.req.matched.version.as_deref(),
         };
         let found = match &preflight_method {
-            Some(announced) => crate::plugins::cors::route_preflight(&rt, &info, announced),
+            Some(announced) => crate::runtime::preflight::route_preflight(&rt, &info, announced),
             None => rt.router.find(&info),
         };
         let method = req.method.clone();
         match found {
             RouteMatch::Found { route, params } => {
-                ctx.route = Some(route);
-                ctx.params = params;
+                ctx.req.matched.index = Some(route);
+                ctx.req.matched.params = params;
             }
             RouteMatch::MethodNotAllowed { allow } => {
                 let detail = format!("{method} is not allowed here; allowed: {allow}");
@@ -632,7 +488,7 @@ impl ProxyHttp for Gateway {
                 return Ok(true);
             }
         }
-        let route = &rt.routes[ctx.route.unwrap_or_default()];
+        let route = &rt.routes[ctx.req.matched.index.unwrap_or_default()];
 
         let declared = session
             .req_header()
@@ -682,14 +538,22 @@ impl ProxyHttp for Gateway {
             Some(q) => format!("{fwd_path}?{q}"),
             None => fwd_path,
         });
-        ctx.path = Some(path);
+        ctx.req.matched.path = Some(path);
 
         // Plugins up to the cache phase run here; the rest run in
         // `proxy_upstream_filter`, after Pingora's cache lookup, so that a cache
         // hit never reaches them (SPEC §3: cache → circuit_breaker → upstream).
         let chain = route.chain.clone();
-        for inst in chain.iter().take_while(|i| i.phase <= Phase::Cache) {
-            match inst.plugin.request(session, ctx).await? {
+        ctx.states.prepare(chain.len());
+        for (n, inst) in chain.iter().enumerate() {
+            if inst.order > Order::Cache {
+                break;
+            }
+            match inst
+                .plugin
+                .request(session, &mut ctx.req, ctx.states.slot(n))
+                .await?
+            {
                 Flow::Continue => {}
                 Flow::Respond(reply) => {
                     self.respond(session, ctx, reply).await;
@@ -703,13 +567,20 @@ impl ProxyHttp for Gateway {
     async fn proxy_upstream_filter(
         &self,
         session: &mut Session,
-        ctx: &mut RequestCtx,
+        ctx: &mut ProxyCtx,
     ) -> pingora::Result<bool> {
-        let Some(chain) = ctx.route().map(|r| r.chain.clone()) else {
+        let Some(chain) = ctx.req.route().map(|r| r.chain.clone()) else {
             return Ok(true);
         };
-        for inst in chain.iter().skip_while(|i| i.phase <= Phase::Cache) {
-            match inst.plugin.request(session, ctx).await? {
+        for (n, inst) in chain.iter().enumerate() {
+            if inst.order <= Order::Cache {
+                continue;
+            }
+            match inst
+                .plugin
+                .request(session, &mut ctx.req, ctx.states.slot(n))
+                .await?
+            {
                 Flow::Continue => {}
                 Flow::Respond(reply) => {
                     self.respond(session, ctx, reply).await;
@@ -718,19 +589,17 @@ impl ProxyHttp for Gateway {
             }
         }
         // Every plugin accepted the request: the body may come now.
-        crate::plugins::send_continue(session, ctx).await;
+        crate::pipeline::send_continue(session, &ctx.req).await;
         Ok(true)
     }
 
     fn request_cache_filter(
         &self,
         session: &mut Session,
-        ctx: &mut RequestCtx,
+        ctx: &mut ProxyCtx,
     ) -> pingora::Result<()> {
-        if let Some(chain) = cache_chain(ctx) {
-            if let Some(c) = cache_of(&chain) {
-                c.request_cache_filter(session, ctx);
-            }
+        if let Some((n, c)) = route_cache(ctx) {
+            c.cache_enable(session, &ctx.req, ctx.states.slot(n));
         }
         Ok(())
     }
@@ -738,10 +607,9 @@ impl ProxyHttp for Gateway {
     fn cache_key_callback(
         &self,
         session: &Session,
-        ctx: &mut RequestCtx,
+        ctx: &mut ProxyCtx,
     ) -> pingora::Result<CacheKey> {
-        let chain = cache_chain(ctx);
-        let Some(c) = chain.as_deref().and_then(cache_of) else {
+        let Some((_, c)) = route_cache(ctx) else {
             return Error::e_explain(ErrorType::InternalError, "no cache plugin on this route");
         };
         let req = session.req_header();
@@ -756,6 +624,7 @@ impl ProxyHttp for Gateway {
             _ => authority.into(),
         };
         let route = ctx
+            .req
             .route()
             .map(|r| r.name.clone())
             .unwrap_or_else(|| Arc::from(""));
@@ -764,30 +633,33 @@ impl ProxyHttp for Gateway {
             method: req.method.as_str(),
             scheme: f.proto(),
             host: &host,
-            path: ctx.path.as_deref().unwrap_or("/"),
+            path: ctx.req.matched.path.as_deref().unwrap_or("/"),
             query: req.uri.query(),
-            consumer: ctx.consumer.as_deref(),
+            consumer: ctx.req.identity.consumer.as_deref(),
         };
-        Ok(c.cache_key(&parts, &req.headers))
+        match c.cache_key(&parts, &req.headers) {
+            Some(k) => Ok(k),
+            None => Error::e_explain(ErrorType::InternalError, "no cache plugin on this route"),
+        }
     }
 
     fn response_cache_filter(
         &self,
         _session: &Session,
         resp: &ResponseHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut ProxyCtx,
     ) -> pingora::Result<RespCacheable> {
-        let chain = cache_chain(ctx);
-        Ok(match chain.as_deref().and_then(cache_of) {
-            Some(c) => c.response_cacheable(resp),
-            None => RespCacheable::Uncacheable(NoCacheReason::Custom("no cache plugin")),
-        })
+        Ok(route_cache(ctx)
+            .and_then(|(_, c)| c.cache_cacheable(resp))
+            .unwrap_or(RespCacheable::Uncacheable(NoCacheReason::Custom(
+                "no cache plugin",
+            ))))
     }
 
     fn cache_vary_filter(
         &self,
         _meta: &CacheMeta,
-        _ctx: &mut RequestCtx,
+        _ctx: &mut ProxyCtx,
         _req: &RequestHeader,
     ) -> Option<pingora::cache::key::HashBinary> {
         // The configured `vary` headers are part of the primary key, and a
@@ -798,14 +670,10 @@ impl ProxyHttp for Gateway {
     fn should_serve_stale(
         &self,
         _session: &mut Session,
-        ctx: &mut RequestCtx,
+        ctx: &mut ProxyCtx,
         error: Option<&Error>,
     ) -> bool {
-        let chain = cache_chain(ctx);
-        let serve = chain
-            .as_deref()
-            .and_then(cache_of)
-            .is_some_and(|c| c.should_serve_stale(error));
+        let serve = route_cache(ctx).is_some_and(|(_, c)| c.cache_serve_stale(error));
         // A 5xx answered with a stale copy never reaches upstream_response_filter:
         // record it here so that breakers and metrics still see the failure.
         if let (true, Some(e)) = (serve, error) {
@@ -826,11 +694,11 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         body: &mut Option<Bytes>,
         end: bool,
-        ctx: &mut RequestCtx,
+        ctx: &mut ProxyCtx,
     ) -> pingora::Result<()> {
         if let Some(b) = body {
             ctx.body_bytes += b.len() as u64;
-            if ctx.body_bytes > ctx.rt.limits.max_request_body {
+            if ctx.body_bytes > ctx.req.rt.limits.max_request_body {
                 return Error::e_explain(
                     ErrorType::HTTPStatus(413),
                     "request body over max_request_body",
@@ -843,13 +711,13 @@ impl ProxyHttp for Gateway {
         // Minimum body rate: the body may take body_timeout, plus a second per
         // min_body_rate bytes received so far; the next read waits no longer
         // than what is left. Not for an upgraded connection's tunnel.
-        let limits = &ctx.rt.limits;
+        let limits = &ctx.req.rt.limits;
         if !end && limits.min_body_rate > 0 && !session.was_upgraded() {
             let allowed = limits.body_timeout
                 + std::time::Duration::from_secs_f64(
                     ctx.body_bytes as f64 / limits.min_body_rate as f64,
                 );
-            match allowed.checked_sub(ctx.start.elapsed()) {
+            match allowed.checked_sub(ctx.req.start.elapsed()) {
                 Some(left) if !left.is_zero() => {
                     session.set_read_timeout(Some(left.min(limits.body_timeout)))
                 }
@@ -867,17 +735,22 @@ impl ProxyHttp for Gateway {
     async fn upstream_peer(
         &self,
         session: &mut Session,
-        ctx: &mut RequestCtx,
+        ctx: &mut ProxyCtx,
     ) -> pingora::Result<Box<HttpPeer>> {
-        let rt = ctx.rt.clone();
-        let Some(route) = ctx.route.map(|i| &rt.routes[i]) else {
+        let rt = ctx.req.rt.clone();
+        let Some(route) = ctx.req.matched.index.map(|i| &rt.routes[i]) else {
             return Error::e_explain(ErrorType::HTTPStatus(404), "no route");
         };
         let up = &route.upstream;
         let ip_key;
         let key: &[u8] = match &up.hash_key {
             Some(HashKey::Ip) => {
-                ip_key = ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default();
+                ip_key = ctx
+                    .req
+                    .client
+                    .ip
+                    .map(|ip| ip.to_string())
+                    .unwrap_or_default();
                 ip_key.as_bytes()
             }
             Some(k) => self.hash_key(session, ctx, k),
@@ -901,7 +774,7 @@ impl ProxyHttp for Gateway {
         let remaining = rt
             .limits
             .request_timeout
-            .saturating_sub(now.saturating_duration_since(ctx.start));
+            .saturating_sub(now.saturating_duration_since(ctx.req.start));
         if remaining.is_zero() {
             return Error::e_explain(ErrorType::HTTPStatus(504), "request_timeout reached");
         }
@@ -921,7 +794,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         up_req: &mut RequestHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut ProxyCtx,
     ) -> pingora::Result<()> {
         if let Some(uri) = &ctx.upstream_uri {
             if let Ok(u) = uri.parse::<http::Uri>() {
@@ -938,7 +811,10 @@ impl ProxyHttp for Gateway {
             up_req.insert_header(header::CONNECTION, "upgrade")?;
         } else if !session.is_http2()
             && session.get_keepalive().is_none()
-            && ctx.route().is_some_and(|r| !r.upstream.share_connections)
+            && ctx
+                .req
+                .route()
+                .is_some_and(|r| !r.upstream.share_connections)
         {
             // This client connection closes after the response, and its upstream
             // connection serves no other client (`connection_group`): the upstream
@@ -1002,12 +878,14 @@ impl ProxyHttp for Gateway {
         }
         // Identity headers come only from the gateway, never from the client.
         up_req.remove_header("x-consumer");
-        if let Some(route) = ctx.route() {
-            for i in route.chain.iter() {
-                i.plugin.upstream_request(up_req, ctx)?;
+        let rt = ctx.req.rt.clone();
+        if let Some(route) = ctx.req.matched.index.map(|i| &rt.routes[i]) {
+            for (n, i) in route.chain.iter().enumerate() {
+                i.plugin
+                    .upstream_request(up_req, &ctx.req, ctx.states.slot(n))?;
             }
         }
-        for (n, v) in &ctx.upstream_headers {
+        for (n, v) in &ctx.req.upstream.headers {
             up_req.insert_header(n.clone(), v.clone())?;
         }
         Ok(())
@@ -1017,14 +895,14 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         resp: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut ProxyCtx,
     ) -> pingora::Result<()> {
         if resp.status.is_informational() && resp.status != http::StatusCode::SWITCHING_PROTOCOLS {
             return Ok(());
         }
         // Pingora reads response heads of up to 1 MiB: hold upstreams to the
         // limit clients are held to.
-        if response_header_bytes(resp) > ctx.rt.limits.max_header_size {
+        if response_header_bytes(resp) > ctx.req.rt.limits.max_header_size {
             ctx.record_outcome(None, true);
             self.count_failure(ctx, "status");
             return Error::e_explain(
@@ -1055,11 +933,11 @@ impl ProxyHttp for Gateway {
         }
         if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
             // A tunnel now: reads from the client wait up to idle_timeout, not body_timeout.
-            session.set_read_timeout(Some(ctx.rt.limits.idle_timeout));
+            session.set_read_timeout(Some(ctx.req.rt.limits.idle_timeout));
         }
         let status = resp.status.as_u16();
         ctx.record_outcome(Some(status), false);
-        if let (Some(route), Some(_)) = (ctx.route(), ctx.upstream_start) {
+        if let (Some(route), Some(_)) = (ctx.req.route(), ctx.upstream_start) {
             METRICS
                 .upstream_duration
                 .with_label_values(&[&route.upstream.name])
@@ -1068,6 +946,7 @@ impl ProxyHttp for Gateway {
         if status >= 500 {
             self.count_failure(ctx, "status");
             let retry_on = ctx
+                .req
                 .route()
                 .is_some_and(|r| r.upstream.retry.on_status.contains(&status));
             if retry_on && self.retryable(session, ctx) {
@@ -1082,9 +961,10 @@ impl ProxyHttp for Gateway {
                 resp.remove_header(&n);
             }
         }
-        if let Some(chain) = ctx.route().map(|r| r.chain.clone()) {
-            for i in chain.iter() {
-                i.plugin.upstream_response(resp, ctx);
+        if let Some(chain) = ctx.req.route().map(|r| r.chain.clone()) {
+            for (n, i) in chain.iter().enumerate() {
+                i.plugin
+                    .upstream_response(resp, &mut ctx.req, ctx.states.slot(n));
             }
         }
         Ok(())
@@ -1095,11 +975,16 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
-        ctx: &mut RequestCtx,
+        ctx: &mut ProxyCtx,
     ) -> pingora::Result<Option<std::time::Duration>> {
-        if let Some(chain) = ctx.route().map(|r| r.chain.clone()) {
-            for i in chain.iter() {
-                i.plugin.upstream_response_body(body, end_of_stream, ctx);
+        if let Some(chain) = ctx.req.route().map(|r| r.chain.clone()) {
+            for (n, i) in chain.iter().enumerate() {
+                i.plugin.upstream_response_body(
+                    body,
+                    end_of_stream,
+                    &mut ctx.req,
+                    ctx.states.slot(n),
+                );
             }
         }
         Ok(None)
@@ -1109,12 +994,10 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         resp: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut ProxyCtx,
     ) -> pingora::Result<()> {
-        if let Some(chain) = cache_chain(ctx) {
-            if let Some(c) = cache_of(&chain) {
-                c.observe(session.cache.phase(), ctx);
-            }
+        if let Some((n, c)) = route_cache(ctx) {
+            c.cache_observe(session.cache.phase(), ctx.states.slot(n));
         }
         self.decorate(resp, ctx);
         Ok(())
@@ -1124,13 +1007,13 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         _peer: &HttpPeer,
-        ctx: &mut RequestCtx,
+        ctx: &mut ProxyCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
         let timeout = is_timeout(&e);
         self.count_failure(ctx, if timeout { "timeout" } else { "connect" });
         ctx.record_outcome(None, true);
-        let allowed = ctx.route().is_some_and(|r| {
+        let allowed = ctx.req.route().is_some_and(|r| {
             let p = &r.upstream.retry;
             (timeout && p.on_timeout) || (!timeout && p.on_connect_error)
         });
@@ -1143,7 +1026,7 @@ impl ProxyHttp for Gateway {
         peer: &HttpPeer,
         session: &mut Session,
         e: Box<Error>,
-        ctx: &mut RequestCtx,
+        ctx: &mut ProxyCtx,
         client_reused: bool,
     ) -> Box<Error> {
         let _ = peer;
@@ -1159,7 +1042,7 @@ impl ProxyHttp for Gateway {
             // The upstream was still waiting for a request body the client stalled:
             // the client's fault, not the upstream's (SPEC §4: 408, no breaker, no
             // failure metric).
-            ctx.upstream_outcome = None;
+            ctx.req.upstream.outcome = None;
             session.set_keepalive(None);
             return Error::explain(
                 ErrorType::HTTPStatus(408),
@@ -1173,6 +1056,7 @@ impl ProxyHttp for Gateway {
                 self.count_failure(ctx, if timeout { "timeout" } else { "connect" });
             }
             let policy_ok = ctx
+                .req
                 .route()
                 .is_some_and(|r| timeout && r.upstream.retry.on_timeout);
             // A pooled connection the upstream closed or reset: one more try, on a
@@ -1194,7 +1078,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         e: &Error,
-        ctx: &mut RequestCtx,
+        ctx: &mut ProxyCtx,
     ) -> FailToProxy {
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
@@ -1255,15 +1139,15 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut ProxyCtx) {
         self.finish_chain(ctx);
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
-            .unwrap_or(ctx.status);
-        let route = ctx.route().map(|r| &*r.name).unwrap_or("");
+            .unwrap_or(ctx.req.status);
+        let route = ctx.req.route().map(|r| &*r.name).unwrap_or("");
         let method = session.req_header().method.as_str();
-        let elapsed = ctx.start.elapsed();
+        let elapsed = ctx.req.start.elapsed();
         let method_label = crate::metrics::method_label(&session.req_header().method);
         // StatusCode's text comes from a static table: no allocation per request.
         let code = http::StatusCode::from_u16(status).ok();
@@ -1272,14 +1156,16 @@ impl ProxyHttp for Gateway {
             .requests_total
             .with_label_values(&[route, method_label, code_label])
             .inc();
-        if let Some(r) = ctx.route() {
+        if let Some(r) = ctx.req.route() {
             r.metrics.duration.observe(elapsed.as_secs_f64());
         }
         crate::logging::access(&crate::logging::Access {
-            request_id: ctx.request_id.as_deref().unwrap_or(""),
+            request_id: ctx.req.request_id.as_deref().unwrap_or(""),
             route,
             method,
             path: ctx
+                .req
+                .matched
                 .path
                 .as_deref()
                 .unwrap_or_else(|| session.req_header().uri.path()),
@@ -1287,20 +1173,20 @@ impl ProxyHttp for Gateway {
             duration_ms: elapsed.as_secs_f64() * 1000.0,
             upstream: ctx.target.as_deref().unwrap_or(""),
             bytes: session.body_bytes_sent() as u64,
-            consumer: ctx.consumer.as_deref().unwrap_or(""),
-            client_ip: ctx.client_ip,
+            consumer: ctx.req.identity.consumer.as_deref().unwrap_or(""),
+            client_ip: ctx.req.client.ip,
             error: e.map(|e| e.etype().as_str()),
         });
     }
 
-    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
+    fn request_summary(&self, session: &Session, ctx: &ProxyCtx) -> String {
         // Pingora's error log line: method and normalised path only — never the
         // query string, which may carry secrets.
         format!(
             "{} {} request_id={}",
             crate::logging::mask_pans(session.req_header().method.as_str()),
-            crate::logging::mask_pans(ctx.path.as_deref().unwrap_or("-")),
-            ctx.request_id.as_deref().unwrap_or("-")
+            crate::logging::mask_pans(ctx.req.matched.path.as_deref().unwrap_or("-")),
+            ctx.req.request_id.as_deref().unwrap_or("-")
         )
     }
 }

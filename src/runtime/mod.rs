@@ -2,13 +2,14 @@
 //! validated [`Config`] and swapped in whole. Never exposed as config.
 
 pub mod path;
+pub mod preflight;
 pub mod router;
 pub mod upstream;
 pub mod versions;
 
 use crate::config::{self, Config, ConfigError, ConfigErrors};
 use crate::metrics::RouteMetrics;
-use crate::plugins::{self, Instance};
+use crate::pipeline::Instance;
 use ipnet::IpNet;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,8 +20,10 @@ pub struct Route {
     pub name: Arc<str>,
     pub upstream: Arc<Upstream>,
     pub strip_prefix: Option<String>,
-    /// Global plugins then the route's own, sorted by phase.
+    /// Global plugins then the route's own, sorted by their order.
     pub chain: Arc<[Instance]>,
+    /// Position in `chain` of the plugin that drives the cache phases, if any.
+    pub cache: Option<usize>,
     pub metrics: RouteMetrics,
 }
 
@@ -47,8 +50,9 @@ pub struct Runtime {
     pub versions: Option<versions::Versions>,
     pub trusted_proxies: Vec<IpNet>,
     pub limits: Limits,
-    /// The global chain's request_id plugin: runs before routing.
-    pub request_id: Option<Instance>,
+    /// Plugins of `[server] plugins` that also run before routing
+    /// (`request_id`), so that answers written before routing carry their work.
+    pub before_routing: Vec<Instance>,
     /// Every plugin instance of this snapshot (for background ticks).
     pub instances: Vec<Instance>,
     pub loaded_at: std::time::SystemTime,
@@ -124,20 +128,19 @@ pub fn compile(cfg: Config, reuse: Reuse<'_>) -> Result<Runtime, ConfigErrors> {
             p.routes
                 .iter()
                 .flat_map(|r| r.chain.iter())
-                .chain(p.request_id.iter())
+                .chain(p.before_routing.iter())
                 .map(|i| (&*i.name, i))
                 .collect()
         })
         .unwrap_or_default();
     for (name, pc) in &cfg.plugins {
-        let fp = plugins::fingerprint(pc, &cfg);
         if let Some(prev) = prev_instances.get(name.as_str()) {
-            if prev.fingerprint == fp {
+            if prev.built_from(pc, &cfg) {
                 instances.insert(name, (*prev).clone());
                 continue;
             }
         }
-        match plugins::build(name, pc, &cfg) {
+        match pc.kind().build(name, pc, &cfg) {
             Ok(i) => {
                 if reuse.previous.is_some() && prev_instances.contains_key(name.as_str()) {
                     tracing::info!(plugin = %name, "plugin definition changed: it starts with fresh state");
@@ -147,7 +150,9 @@ pub fn compile(cfg: Config, reuse: Reuse<'_>) -> Result<Runtime, ConfigErrors> {
             Err(es) => {
                 let sec = config::KeyPath::default().key("plugins").key(name.as_str());
                 for e in es {
-                    errs.push(err(&sec, &e.key, e.message));
+                    let mut p = sec.clone();
+                    p.0.extend(e.path.0);
+                    errs.push(loc.error(&p, e.message));
                 }
             }
         }
@@ -159,10 +164,11 @@ pub fn compile(cfg: Config, reuse: Reuse<'_>) -> Result<Runtime, ConfigErrors> {
         .iter()
         .filter_map(|n| instances.get(n.as_str()).cloned())
         .collect();
-    let request_id = global
+    let before_routing: Vec<Instance> = global
         .iter()
-        .find(|i| i.plugin.as_request_id().is_some())
-        .cloned();
+        .filter(|i| i.before_routing)
+        .cloned()
+        .collect();
 
     let mut defs = Vec::with_capacity(cfg.routes.len());
     let mut routes = Vec::with_capacity(cfg.routes.len());
@@ -176,7 +182,9 @@ pub fn compile(cfg: Config, reuse: Reuse<'_>) -> Result<Runtime, ConfigErrors> {
                 .iter()
                 .filter_map(|n| instances.get(n.as_str()).cloned()),
         );
-        plugins::order(&mut chain);
+        // Stable: within one order, the config's order is kept.
+        chain.sort_by_key(|i| i.order);
+        let cache = chain.iter().position(|i| i.plugin.is_cache());
         let name: Arc<str> = Arc::from(r.name.as_str());
         routes.push(Route {
             metrics: RouteMetrics::new(&name),
@@ -187,6 +195,7 @@ pub fn compile(cfg: Config, reuse: Reuse<'_>) -> Result<Runtime, ConfigErrors> {
                 .as_ref()
                 .map(|s| s.trim_end_matches('/').to_string()),
             chain: chain.into(),
+            cache,
         });
         defs.push(router::RouteDef {
             hosts: r.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
@@ -258,7 +267,7 @@ pub fn compile(cfg: Config, reuse: Reuse<'_>) -> Result<Runtime, ConfigErrors> {
             body_timeout: s.body_timeout.0,
             min_body_rate: s.min_body_rate.0,
         },
-        request_id,
+        before_routing,
         instances: {
             let mut v: Vec<Instance> = instances.into_values().collect();
             v.sort_by(|a, b| a.name.cmp(&b.name));

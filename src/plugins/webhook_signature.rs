@@ -16,11 +16,11 @@
 //! so that the same webhook id, or the same signed content, is refused as a
 //! replay.
 
-use super::{auth, BuildCtx, BuildError, BuildResult, Flow, Phase, Plugin};
-use crate::config::{OneOrMany, WebhookSignatureConfig};
+use super::{auth};
+use crate::config::{Dur};
+use crate::pipeline::{BuildCtx, BuildError, BuildResult, Flow, KeyPath, Order, Plugin, PluginConfig, RequestCtx};
+use crate::config::{OneOrMany};
 use crate::metrics::METRICS;
-use crate::proxy::RequestCtx;
-use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -31,6 +31,61 @@ use sha2::{Digest, Sha256, Sha512};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use subtle::{Choice, ConstantTimeEq};
+
+use serde::Deserialize;
+
+// ---------------------------------------------------------------------------
+// Config: `type = "webhook_signature"`
+// ---------------------------------------------------------------------------
+
+fn default_tolerance() -> Dur {
+    Dur::secs(300)
+}
+
+/// `type = "webhook_signature"`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSignatureConfig {
+    /// `stripe`, `github`, `standard_webhooks` or `hmac`.
+    pub scheme: String,
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Name(s) of environment variables, each holding one secret.
+    #[serde(default)]
+    pub secrets_env: Option<OneOrMany>,
+    #[serde(default = "default_tolerance")]
+    pub tolerance: Dur,
+    /// `hmac` only: the header carrying the signature.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// `hmac` only: `sha256` (default) or `sha512`.
+    #[serde(default)]
+    pub algorithm: Option<String>,
+    /// `hmac` only: `hex` (default) or `base64`.
+    #[serde(default)]
+    pub encoding: Option<String>,
+    /// `hmac` only: a header with the Unix timestamp that is signed too.
+    #[serde(default)]
+    pub timestamp_header: Option<String>,
+    /// `hmac` only: the signed string, from `{body}`, `{timestamp}` and `{header:NAME}`;
+    /// default `{body}`, or `{timestamp}.{body}` with `timestamp_header`.
+    #[serde(default)]
+    pub signed_string: Option<String>,
+    /// `hmac` only: a prefix before the signature value, e.g. `sha256=`.
+    #[serde(default)]
+    pub prefix: Option<String>,
+}
+
+impl PluginConfig for WebhookSignatureConfig {
+    const TYPE: &'static str = "webhook_signature";
+    const ORDER: Order = Order::Auth;
+    type Plugin = WebhookSignature;
+
+    fn build(&self, bx: &BuildCtx<'_>) -> BuildResult<WebhookSignature> {
+        WebhookSignature::new(self, bx)
+    }
+}
+
 
 /// The largest body this plugin accepts: the size of Pingora's retry buffer
 /// (`BODY_BUF_LIMIT`), which is what replays the verified body upstream.
@@ -356,7 +411,7 @@ fn header_name(key: &str, v: &str, errs: &mut Vec<BuildError>) -> Option<HeaderN
         Ok(h) => Some(h),
         Err(_) => {
             errs.push(BuildError {
-                key: key.into(),
+                path: KeyPath::default().key(key),
                 message: format!("invalid header name {v:?}"),
             });
             None
@@ -372,12 +427,10 @@ impl WebhookSignature {
     /// Builds from a config table alone (no files are read), under `name`.
     pub fn from_config(c: &WebhookSignatureConfig, name: &str) -> BuildResult<Self> {
         let mut errs = Vec::new();
-        let err = |errs: &mut Vec<BuildError>, key: &str, message: String| {
-            errs.push(BuildError {
-                key: key.into(),
-                message,
-            })
+        let err = |errs: &mut Vec<BuildError>, path: KeyPath, message: String| {
+            errs.push(BuildError { path, message })
         };
+        let at = |key: &str| KeyPath::default().key(key);
 
         let generic_keys = [
             ("header", c.header.is_some()),
@@ -394,7 +447,7 @@ impl WebhookSignature {
                     if set {
                         err(
                             &mut errs,
-                            k,
+                            at(k),
                             format!("{k} applies to scheme = \"hmac\" only (scheme {:?} fixes its format)", c.scheme),
                         );
                     }
@@ -409,7 +462,7 @@ impl WebhookSignature {
             other => {
                 err(
                     &mut errs,
-                    "scheme",
+                    at("scheme"),
                     format!("unknown scheme {other:?}: use \"stripe\", \"github\", \"standard_webhooks\" or \"hmac\""),
                 );
                 None
@@ -418,22 +471,22 @@ impl WebhookSignature {
 
         // Secrets: from the table, then from the environment. Messages name the
         // place or the variable, never the value.
-        let mut secrets: Vec<(String, String)> = Vec::new();
+        let mut secrets: Vec<(KeyPath, String)> = Vec::new();
         for (i, s) in c.secrets.iter().enumerate() {
-            let key = format!("secrets[{i}]");
+            let key = KeyPath::default().key("secrets").index(i);
             if s.is_empty() {
-                err(&mut errs, &key, "a secret must not be empty".into());
+                err(&mut errs, key, "a secret must not be empty".into());
             } else {
                 secrets.push((key, s.clone()));
             }
         }
         if let Some(env) = &c.secrets_env {
-            let names: Vec<(String, String)> = match env {
-                OneOrMany::One(n) => vec![("secrets_env".into(), n.clone())],
+            let names: Vec<(KeyPath, String)> = match env {
+                OneOrMany::One(n) => vec![(at("secrets_env"), n.clone())],
                 OneOrMany::Many(v) => v
                     .iter()
                     .enumerate()
-                    .map(|(i, n)| (format!("secrets_env[{i}]"), n.clone()))
+                    .map(|(i, n)| (at("secrets_env").index(i), n.clone()))
                     .collect(),
             };
             for (key, var) in names {
@@ -441,17 +494,17 @@ impl WebhookSignature {
                     Ok(s) if !s.is_empty() => secrets.push((key, s)),
                     Ok(_) => err(
                         &mut errs,
-                        &key,
+                        key.clone(),
                         format!("environment variable {var} is empty"),
                     ),
                     Err(std::env::VarError::NotPresent) => err(
                         &mut errs,
-                        &key,
+                        key.clone(),
                         format!("environment variable {var} is not set"),
                     ),
                     Err(std::env::VarError::NotUnicode(_)) => err(
                         &mut errs,
-                        &key,
+                        key.clone(),
                         format!("environment variable {var} does not hold UTF-8 text"),
                     ),
                 }
@@ -460,7 +513,7 @@ impl WebhookSignature {
         if c.secrets.is_empty() && c.secrets_env.is_none() {
             err(
                 &mut errs,
-                "secrets",
+                at("secrets"),
                 "no secrets: give secrets = [...] and/or secrets_env".into(),
             );
         }
@@ -472,7 +525,7 @@ impl WebhookSignature {
                     _ => {
                         err(
                             &mut errs,
-                            key,
+                            key.clone(),
                             "a standard_webhooks secret is \"whsec_\" followed by the base64 of the key".into(),
                         );
                         continue;
@@ -488,7 +541,7 @@ impl WebhookSignature {
         if tolerance == 0 {
             err(
                 &mut errs,
-                "tolerance",
+                at("tolerance"),
                 "tolerance must be at least 1s".into(),
             );
         }
@@ -514,7 +567,7 @@ impl WebhookSignature {
             Some(h) => header_name("header", h, errs),
             None => {
                 errs.push(BuildError {
-                    key: "header".into(),
+                    path: KeyPath::default().key("header"),
                     message: "scheme = \"hmac\" needs header (the header carrying the signature)"
                         .into(),
                 });
@@ -525,7 +578,7 @@ impl WebhookSignature {
             None | Some("sha256") => *algorithm = Algorithm::Sha256,
             Some("sha512") => *algorithm = Algorithm::Sha512,
             Some(a) => errs.push(BuildError {
-                key: "algorithm".into(),
+                path: KeyPath::default().key("algorithm"),
                 message: format!("unknown algorithm {a:?}: use \"sha256\" or \"sha512\""),
             }),
         }
@@ -534,7 +587,7 @@ impl WebhookSignature {
             Some("base64") => Encoding::Base64,
             Some(e) => {
                 errs.push(BuildError {
-                    key: "encoding".into(),
+                    path: KeyPath::default().key("encoding"),
                     message: format!("unknown encoding {e:?}: use \"hex\" or \"base64\""),
                 });
                 Encoding::Hex
@@ -555,20 +608,20 @@ impl WebhookSignature {
                 let has = |p: &dyn Fn(&Part) -> bool| t.iter().any(p);
                 if !has(&|p| *p == Part::Body) {
                     errs.push(BuildError {
-                        key: "signed_string".into(),
+                        path: KeyPath::default().key("signed_string"),
                         message: "signed_string must contain {body}".into(),
                     });
                 }
                 let ts = has(&|p| *p == Part::Timestamp);
                 if ts && c.timestamp_header.is_none() {
                     errs.push(BuildError {
-                        key: "signed_string".into(),
+                        path: KeyPath::default().key("signed_string"),
                         message: "{timestamp} needs timestamp_header".into(),
                     });
                 }
                 if !ts && c.timestamp_header.is_some() {
                     errs.push(BuildError {
-                        key: "signed_string".into(),
+                        path: KeyPath::default().key("signed_string"),
                         message: "with timestamp_header, signed_string must contain {timestamp}: an unsigned timestamp proves nothing".into(),
                     });
                 }
@@ -576,7 +629,7 @@ impl WebhookSignature {
             }
             Err(m) => {
                 errs.push(BuildError {
-                    key: "signed_string".into(),
+                    path: KeyPath::default().key("signed_string"),
                     message: m,
                 });
                 Vec::new()
@@ -585,7 +638,7 @@ impl WebhookSignature {
         if let Some(p) = &c.prefix {
             if p.is_empty() || !auth::header_safe(p) {
                 errs.push(BuildError {
-                    key: "prefix".into(),
+                    path: KeyPath::default().key("prefix"),
                     message: "prefix must be non-empty printable text, e.g. \"sha256=\"".into(),
                 });
             }
@@ -623,9 +676,6 @@ impl WebhookSignature {
         }
     }
 
-    fn owner(&self) -> usize {
-        self as *const Self as usize
-    }
 
     /// Reads and checks everything the headers carry: signatures, timestamp
     /// (against the tolerance), ids.
@@ -825,13 +875,11 @@ fn count_result(ctx: &RequestCtx, result: &str) {
         .inc();
 }
 
-#[async_trait]
 impl Plugin for WebhookSignature {
-    fn phase(&self) -> Phase {
-        Phase::Auth
-    }
+    /// The replay keys of a verified delivery, until the upstream took it.
+    type State = Vec<[u8; 32]>;
 
-    async fn request(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Flow> {
+    async fn request(&self, session: &mut Session, ctx: &mut RequestCtx, state: &mut Self::State) -> pingora::Result<Flow> {
         let max_total = ctx.rt.limits.max_request_body;
         let limit = (MAX_BODY as u64).min(max_total) as usize;
         let now = unix_now();
@@ -841,19 +889,19 @@ impl Plugin for WebhookSignature {
         // answering before the body is consumed makes Pingora close the
         // connection on unread data, and the client may then see a reset
         // instead of the answer.
-        let body = match super::read_body(session, ctx).await {
+        let body = match crate::pipeline::read_body(session, ctx).await {
             Ok(b) => b,
             Err(e) => {
                 let r = match (verdict, e) {
                     // A body whose framing broke (or a client that left): 400 when
                     // nothing was answered yet; the connection is closed after it.
-                    (_, super::BodyError::Broken) => {
+                    (_, crate::pipeline::BodyError::Broken) => {
                         return Ok(Flow::problem(400, "the request body could not be read"))
                     }
                     // A stalled body is a 408 whatever the headers said.
-                    (_, super::BodyError::Timeout) => BODY_TIMEOUT,
+                    (_, crate::pipeline::BodyError::Timeout) => BODY_TIMEOUT,
                     (Err(r), _) => r,
-                    (Ok(_), super::BodyError::TooLarge) => BODY_TOO_LARGE,
+                    (Ok(_), crate::pipeline::BodyError::TooLarge) => BODY_TOO_LARGE,
                 };
                 return Ok(self.refuse(ctx, r, limit));
             }
@@ -870,33 +918,34 @@ impl Plugin for WebhookSignature {
             Ok(v) => {
                 count_result(ctx, "valid");
                 // Remembered for good only once the upstream has taken it (see `finish`).
-                ctx.set_state(self.owner(), v.keys);
+                *state = v.keys;
                 Ok(Flow::Continue)
             }
             Err(r) => Ok(self.refuse(ctx, r, limit)),
         }
     }
 
-    fn upstream_request(&self, req: &mut RequestHeader, _ctx: &RequestCtx) -> pingora::Result<()> {
+    fn upstream_request(&self, req: &mut RequestHeader, _ctx: &RequestCtx, _state: &mut Self::State) -> pingora::Result<()> {
         // The body is already here: the upstream has nothing to "continue".
         req.remove_header(&http::header::EXPECT);
         Ok(())
     }
 
-    fn upstream_response(&self, _resp: &pingora::http::ResponseHeader, ctx: &mut RequestCtx) {
+    fn upstream_response(&self, _resp: &pingora::http::ResponseHeader, ctx: &mut RequestCtx, state: &mut Self::State) {
         // Decide as soon as the upstream's answer is known, before the client
         // has it (and may retry).
-        self.finish(ctx);
+        self.finish(ctx, state);
     }
 
-    fn finish(&self, ctx: &mut RequestCtx) {
-        let Some(keys) = ctx.take_state::<Vec<[u8; 32]>>(self.owner()) else {
+    fn finish(&self, ctx: &mut RequestCtx, state: &mut Self::State) {
+        let keys = std::mem::take(state);
+        if keys.is_empty() {
             return;
-        };
+        }
         // Not delivered (refused later on the route, upstream failure or 5xx,
         // client gone): forget it, so that the sender's retry is not a "replay".
         let delivered = ctx
-            .upstream_outcome
+            .upstream.outcome
             .is_some_and(|o| o.status.is_some_and(|s| s < 500));
         if !delivered {
             self.seen
@@ -1314,7 +1363,7 @@ signed_string = "{timestamp}:{header:x-event}:{body}"
 
     #[test]
     fn build_errors_are_located() {
-        let keys = |e: Vec<BuildError>| e.into_iter().map(|e| e.key).collect::<Vec<_>>();
+        let keys = |e: Vec<BuildError>| e.into_iter().map(|e| e.path.to_string()).collect::<Vec<_>>();
         assert_eq!(
             keys(errors("scheme = \"svix\"\nsecrets = [\"x\"]")),
             ["scheme"]

@@ -1,0 +1,143 @@
+//! Reading a request body inside a plugin's request hook, and the
+//! `100 Continue` that must come before it.
+
+use super::RequestCtx;
+use bytes::Bytes;
+use pingora::proxy::Session;
+
+/// The largest request body a plugin can read before the upstream is contacted:
+/// Pingora replays what was read from its retry buffer, which holds 64 KiB.
+pub const MAX_BUFFERED_BODY: u64 = 64 * 1024;
+
+/// Why a whole request body could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    /// Larger than what can be replayed to the upstream (or `max_request_body`).
+    TooLarge,
+    /// Not received within the request's deadline.
+    Timeout,
+    /// The client went away or sent a broken body.
+    Broken,
+}
+
+enum BodyRead {
+    Complete(bytes::BytesMut),
+    /// Over the limit; `drained` when the rest was read (and dropped) to its
+    /// end, so that the connection can carry the refusal cleanly.
+    TooLarge {
+        drained: bool,
+    },
+}
+
+/// One read of the request body. Pingora applies the session's read timeout
+/// (`body_timeout`) to HTTP/1 only; an HTTP/2 stream's read is bounded here.
+async fn next_chunk(
+    session: &mut Session,
+    body_timeout: std::time::Duration,
+) -> pingora::Result<Option<bytes::Bytes>> {
+    if !session.is_http2() {
+        return session.read_request_body().await;
+    }
+    match tokio::time::timeout(body_timeout, session.read_request_body()).await {
+        Ok(r) => r,
+        Err(_) => pingora::Error::e_explain(
+            pingora::ErrorType::ReadTimedout,
+            "request body slower than body_timeout",
+        ),
+    }
+}
+
+async fn read_to_limit(
+    session: &mut Session,
+    limit: u64,
+    max_total: u64,
+    body_timeout: std::time::Duration,
+) -> pingora::Result<BodyRead> {
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = next_chunk(session, body_timeout).await? {
+        if (body.len() + chunk.len()) as u64 > limit {
+            let mut total = (body.len() + chunk.len()) as u64;
+            drop(body);
+            while total <= max_total {
+                match next_chunk(session, body_timeout).await {
+                    Ok(Some(c)) => total += c.len() as u64,
+                    Ok(None) => return Ok(BodyRead::TooLarge { drained: true }),
+                    Err(_) => break,
+                }
+            }
+            return Ok(BodyRead::TooLarge { drained: false });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(BodyRead::Complete(body))
+}
+
+/// Send `100 Continue` now, when the client asked for it and nothing was answered
+/// yet: called once the plugins accepted the request head, before the body is read
+/// (by a plugin, or by Pingora while proxying). Any `1xx` the upstream sends after
+/// it is not relayed: the client gets one `100`.
+pub async fn send_continue(session: &mut Session, ctx: &RequestCtx) {
+    if !ctx.client.expect_continue || session.response_written().is_some() {
+        return;
+    }
+    if session.write_continue_response().await.is_ok() {
+        session.set_ignore_info_resp(true);
+    }
+}
+
+/// Read the whole request body before the upstream is contacted; Pingora then
+/// sends exactly these bytes upstream (from its retry buffer, on HTTP/1 and
+/// HTTP/2 alike). A body larger than `min(max_request_body, MAX_BUFFERED_BODY)`
+/// is refused before anything is forwarded; its rest is read and dropped (up to
+/// `max_request_body`, within the request's deadline) so that the refusal
+/// reaches a client that is still sending, or the connection is closed after it.
+/// A client that sent `Expect: 100-continue` gets its `100 Continue` first.
+pub async fn read_body(session: &mut Session, ctx: &RequestCtx) -> Result<Bytes, BodyError> {
+    // A client waiting for `100 Continue` sends nothing before it: the plugins up to
+    // this one accepted the head, so the body may come.
+    send_continue(session, ctx).await;
+    let max_total = ctx.rt.limits.max_request_body;
+    let limit = MAX_BUFFERED_BODY.min(max_total);
+    session.as_mut().enable_retry_buffering();
+    let remaining = ctx
+        .rt
+        .limits
+        .request_timeout
+        .saturating_sub(ctx.start.elapsed());
+    match tokio::time::timeout(
+        remaining,
+        read_to_limit(session, limit, max_total, ctx.rt.limits.body_timeout),
+    )
+    .await
+    {
+        Ok(Ok(BodyRead::Complete(b))) => {
+            // The retry buffer must hold the body whole, or the upstream would
+            // get a request without it.
+            if session.as_ref().retry_buffer_truncated() {
+                session.set_keepalive(None);
+                Err(BodyError::TooLarge)
+            } else {
+                Ok(b.freeze())
+            }
+        }
+        Ok(Ok(BodyRead::TooLarge { drained })) => {
+            if !drained {
+                session.set_keepalive(None);
+            }
+            Err(BodyError::TooLarge)
+        }
+        // A read that waited past `body_timeout` (or the rate floor) is slow, not broken.
+        Ok(Err(e)) if matches!(e.etype(), pingora::ErrorType::ReadTimedout) => {
+            session.set_keepalive(None);
+            Err(BodyError::Timeout)
+        }
+        Ok(Err(_)) => {
+            session.set_keepalive(None);
+            Err(BodyError::Broken)
+        }
+        Err(_) => {
+            session.set_keepalive(None);
+            Err(BodyError::Timeout)
+        }
+    }
+}
