@@ -1,6 +1,9 @@
 use super::*;
 use crate::runtime::router::{RequestInfo, RouteDef, RouteMatch, Router};
+use http::header;
+use ipnet::IpNet;
 use proptest::prelude::*;
+use std::net::{IpAddr, Ipv6Addr};
 
 fn nets() -> Vec<IpNet> {
     vec![

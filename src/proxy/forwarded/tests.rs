@@ -1,4 +1,7 @@
 use super::*;
+use http::header::{self, HeaderName};
+use ipnet::IpNet;
+use std::net::IpAddr;
 
 #[test]
 fn hop_by_hop_finds_every_listed_name_and_the_connection_list() {
