@@ -1,5 +1,7 @@
+use super::tree::FastHasher;
 use super::*;
 use http::HeaderValue;
+use std::hash::BuildHasherDefault;
 
 fn route(path: &str) -> RouteDef {
     RouteDef {
