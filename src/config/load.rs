@@ -458,7 +458,7 @@ fn api_versions(
     // that a wrong-typed `sources` is one error, not also "no source".
     let head = section::<ApiVersionsHead>(loc, path, toml::Value::Table(head), errs).unwrap_or(
         ApiVersionsHead {
-            sources: vec!["path".into()],
+            sources: vec![VersionSource::Path],
             default: None,
         },
     );

@@ -17,7 +17,7 @@ pub use validate::normalize_version;
 
 pub use load::{load_file, load_str};
 pub use locate::{ConfigError, ConfigErrors, KeyPath, Locator};
-pub use units::{Dur, Rate, Size};
+pub use units::{Dur, HashKey, HeaderPredicates, Method, Rate, RetryOn, Size, VersionSource};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -249,7 +249,7 @@ pub struct TlsListenerConfig {
 /// `[api_versions]` (its `[api_versions.X]` sub-tables are in `versions`).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ApiVersionsConfig {
-    pub sources: Vec<String>,
+    pub sources: Vec<VersionSource>,
     pub default: Option<String>,
     pub versions: BTreeMap<String, VersionConfig>,
 }
@@ -259,13 +259,13 @@ pub struct ApiVersionsConfig {
 #[serde(deny_unknown_fields)]
 pub(crate) struct ApiVersionsHead {
     #[serde(default = "default_sources")]
-    pub sources: Vec<String>,
+    pub sources: Vec<VersionSource>,
     #[serde(default)]
     pub default: Option<String>,
 }
 
-fn default_sources() -> Vec<String> {
-    vec!["path".into()]
+fn default_sources() -> Vec<VersionSource> {
+    vec![VersionSource::Path]
 }
 
 /// `[api_versions.v1]`
@@ -376,7 +376,7 @@ pub struct UpstreamConfig {
     pub balance: Balance,
     /// `header:NAME`, `ip`, `path` or `param:NAME`; required by `consistent_hash`.
     #[serde(default)]
-    pub hash_key: Option<String>,
+    pub hash_key: Option<HashKey>,
     #[serde(default)]
     pub tls: bool,
     #[serde(default)]
@@ -437,8 +437,8 @@ pub struct HealthCheckConfig {
     pub unhealthy: usize,
 }
 
-fn default_retry_on() -> Vec<String> {
-    vec!["connect_error".into(), "timeout".into()]
+fn default_retry_on() -> Vec<RetryOn> {
+    vec![RetryOn::ConnectError, RetryOn::Timeout]
 }
 
 /// `[upstreams.NAME.retry]`
@@ -448,7 +448,7 @@ pub struct RetryConfig {
     #[serde(default = "one")]
     pub attempts: usize,
     #[serde(default = "default_retry_on")]
-    pub on: Vec<String>,
+    pub on: Vec<RetryOn>,
 }
 
 /// `[[routes]]`
@@ -461,10 +461,11 @@ pub struct RouteConfig {
     pub hosts: Vec<String>,
     #[serde(default = "root")]
     pub path: String,
+    /// Empty: any method.
     #[serde(default)]
-    pub methods: Vec<String>,
+    pub methods: Vec<Method>,
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: HeaderPredicates,
     #[serde(default)]
     pub version: Option<String>,
     #[serde(default)]

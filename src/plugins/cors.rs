@@ -20,7 +20,7 @@
 //! all of them.
 
 use super::{auth, BuildCtx, BuildError, BuildResult, Flow, Phase, Plugin, Reply};
-use crate::config::CorsConfig;
+use crate::config::{self, CorsConfig};
 use crate::proxy::RequestCtx;
 use crate::runtime::router::{RequestInfo, RouteMatch, Waive};
 use crate::runtime::Runtime;
@@ -275,17 +275,17 @@ impl Cors {
     /// (empty: any): `methods` narrowed to what the route accepts, so that a
     /// browser's preflight cache never holds a method the route refuses.
     /// `None` when nothing is left.
-    fn allow_methods(&self, route_methods: &[String]) -> Option<HeaderValue> {
+    fn allow_methods(&self, route_methods: &[config::Method]) -> Option<HeaderValue> {
         if route_methods.is_empty() {
             return Some(self.methods.clone());
         }
         let allowed: Vec<&str> = if self.method_list.iter().any(|m| m == "*") {
-            route_methods.iter().map(String::as_str).collect()
+            route_methods.iter().map(config::Method::as_str).collect()
         } else {
             self.method_list
                 .iter()
                 .map(String::as_str)
-                .filter(|m| route_methods.iter().any(|r| r == m))
+                .filter(|m| route_methods.iter().any(|r| r.as_str() == *m))
                 .collect()
         };
         if allowed.is_empty() {
@@ -297,7 +297,7 @@ impl Cors {
     fn preflight(
         &self,
         origin: Option<&HeaderValue>,
-        route_methods: &[String],
+        route_methods: &[config::Method],
     ) -> Option<Box<ResponseHeader>> {
         let mut resp = ResponseHeader::build(204, Some(8)).ok()?;
         if let Some(m) = self.allow_methods(route_methods) {
@@ -343,7 +343,7 @@ fn add_vary_origin(resp: &mut ResponseHeader) {
 }
 
 /// The methods route `i` accepts as configured (empty: any).
-fn route_methods(rt: &Runtime, i: usize) -> &[String] {
+fn route_methods(rt: &Runtime, i: usize) -> &[config::Method] {
     let Some(name) = rt.routes.get(i).map(|r| &*r.name) else {
         return &[];
     };
@@ -435,7 +435,7 @@ fn cors_route(
     };
     let allows = |i: usize, m: &Method| {
         let list = route_methods(rt, i);
-        list.is_empty() || list.iter().any(|r| r == m.as_str())
+        list.is_empty() || list.iter().any(|r| r.0 == m)
     };
     let found = find(announced);
     let owner = match found {
@@ -466,9 +466,8 @@ fn cors_route(
         .routes
         .iter()
         .flat_map(|r| &r.methods)
-        .filter(|m| !PROBES.iter().any(|p| p.as_str() == m.as_str()) && *m != announced.as_str())
-        .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
-        .find_map(|m| refusing(&m))
+        .filter(|m| !PROBES.iter().any(|p| p.as_str() == m.as_str()) && m.0 != announced)
+        .find_map(|m| refusing(&m.0))
 }
 
 #[async_trait]
@@ -502,13 +501,20 @@ impl Plugin for Cors {
         let route_methods = ctx.route.map_or(&[][..], |i| route_methods(&rt, i));
         let announced = req.headers.get(ACCESS_CONTROL_REQUEST_METHOD);
         if !route_methods.is_empty()
-            && !announced
-                .is_some_and(|a| route_methods.iter().any(|m| m.as_bytes() == a.as_bytes()))
+            && !announced.is_some_and(|a| {
+                route_methods
+                    .iter()
+                    .any(|m| m.as_str().as_bytes() == a.as_bytes())
+            })
         {
             auth::count_failure(ctx, &self.name, "method_denied");
             let detail = format!(
                 "this route does not allow the method the preflight asks for; it allows {}",
-                route_methods.join(", ")
+                route_methods
+                    .iter()
+                    .map(config::Method::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             return Ok(auth::refuse(403, &detail, vec![]));
         }

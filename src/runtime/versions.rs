@@ -5,27 +5,8 @@ use crate::config::{validate_helpers::datetime_to_unix, ApiVersionsConfig};
 use http::HeaderValue;
 use std::collections::HashMap;
 
-#[derive(Debug, Clone)]
-pub enum Source {
-    Path,
-    Header(http::HeaderName),
-    Query(String),
-}
-
-impl Source {
-    /// `path`, `header:NAME` or `query:NAME`.
-    pub fn parse(s: &str) -> Option<Source> {
-        if s == "path" {
-            Some(Source::Path)
-        } else if let Some(h) = s.strip_prefix("header:") {
-            http::HeaderName::try_from(h).ok().map(Source::Header)
-        } else {
-            s.strip_prefix("query:")
-                .filter(|q| !q.is_empty())
-                .map(|q| Source::Query(q.to_string()))
-        }
-    }
-}
+/// Where a request's version is read (parsed with the config).
+pub use crate::config::VersionSource as Source;
 
 /// One known version's lifecycle, with its response headers pre-rendered.
 #[derive(Debug, Clone, Default)]
@@ -64,11 +45,7 @@ fn http_date(unix: i64) -> String {
 
 impl Versions {
     pub fn compile(cfg: &ApiVersionsConfig, route_versions: &[String]) -> Versions {
-        let sources = cfg
-            .sources
-            .iter()
-            .filter_map(|s| Source::parse(s))
-            .collect();
+        let sources = cfg.sources.clone();
         let mut known: HashMap<String, VersionInfo> = HashMap::new();
         for (name, vc) in &cfg.versions {
             let mut info = VersionInfo::default();
