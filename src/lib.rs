@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod plugins;
 pub mod proxy;
 pub mod reload;
+pub mod route_pattern;
 pub mod runtime;
 pub mod server;
 pub mod signals;

@@ -409,7 +409,7 @@ fn routes(v: &mut V<'_, '_>, cfg: &Config) {
                 );
             }
         }
-        if let Err(e) = crate::runtime::router::validate_pattern(&r.path) {
+        if let Err(e) = crate::route_pattern::validate(&r.path) {
             v.err(&rp.clone().key("path"), e);
         }
         if let Some(ver) = &r.version {

@@ -22,7 +22,7 @@
 //! segments, so a trailing `/` is ignored on the pattern and on the request
 //! alike (`=/health` matches `/health` and `/health/`), and so are repeated
 //! slashes. Literal segments are normalised like request paths
-//! ([`normalize_path`]), so `/caf%c3%a9` and `/caf%C3%A9` are one pattern and
+//! ([`normalize_path`](super::path::normalize_path)), so `/caf%c3%a9` and `/caf%C3%A9` are one pattern and
 //! a raw non-ASCII character in a pattern is percent-encoded (clients must
 //! send it encoded). Paths are case-sensitive; hosts are not.
 
@@ -31,8 +31,6 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, Method};
-
-use super::path::{normalize_path, PathError};
 
 /// One route as written in the config, reduced to what routing needs.
 #[derive(Debug, Clone, Default)]
@@ -58,7 +56,7 @@ pub struct RouteDef {
 pub struct RequestInfo<'a> {
     /// Already lowercase, port stripped.
     pub host: &'a str,
-    /// Already normalised ([`normalize_path`]), without the query string.
+    /// Already normalised ([`normalize_path`](super::path::normalize_path)), without the query string.
     pub path: &'a str,
     pub method: &'a Method,
     pub headers: &'a HeaderMap,
@@ -393,124 +391,8 @@ impl Hasher for FastHasher {
 
 type FastMap<V> = HashMap<Box<str>, V, BuildHasherDefault<FastHasher>>;
 
-/// A parsed path pattern.
-#[derive(Debug)]
-struct Pattern {
-    exact: bool,
-    segments: Vec<Segment>,
-}
-
-#[derive(Debug)]
-enum Segment {
-    Literal(String),
-    Param(Arc<str>),
-}
-
-impl Pattern {
-    fn is_param(&self) -> impl Iterator<Item = bool> + '_ {
-        self.segments.iter().map(|s| matches!(s, Segment::Param(_)))
-    }
-}
-
-fn valid_param_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
-/// Percent-encodes the non-ASCII bytes of an (otherwise normalised) segment.
-fn encode_non_ascii(seg: &str) -> String {
-    if seg.is_ascii() {
-        return seg.to_owned();
-    }
-    let mut out = String::with_capacity(seg.len() * 3);
-    for b in seg.bytes() {
-        if b.is_ascii() {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-fn parse_pattern(path: &str) -> Result<Pattern, String> {
-    if path.is_empty() {
-        return Err("path is empty".into());
-    }
-    let (exact, body) = match path.strip_prefix('=') {
-        Some(rest) => (true, rest),
-        None => (false, path),
-    };
-    if !body.starts_with('/') {
-        return Err(if exact {
-            format!("exact path {path:?} must look like \"=/exact\"")
-        } else {
-            format!("path {path:?} must start with '/' (or \"=/\" for an exact match)")
-        });
-    }
-    if body.contains(['?', '#']) {
-        return Err(format!(
-            "path {path:?} contains '?' or '#': query strings and fragments are not matched"
-        ));
-    }
-    let mut segments = Vec::new();
-    for seg in body.split('/').filter(|s| !s.is_empty()) {
-        if let Some(inner) = seg.strip_prefix('{') {
-            let Some(name) = inner.strip_suffix('}') else {
-                return Err(format!(
-                    "segment {seg:?}: a parameter is written {{name}} and fills the whole segment"
-                ));
-            };
-            if name.is_empty() {
-                return Err(format!("segment {seg:?}: empty parameter name"));
-            }
-            if !valid_param_name(name) {
-                return Err(format!(
-                    "segment {seg:?}: a parameter name may only contain letters, digits, '_' and '-'"
-                ));
-            }
-            let duplicate = segments
-                .iter()
-                .any(|s| matches!(s, Segment::Param(n) if n.as_ref() == name));
-            if duplicate {
-                return Err(format!("duplicate parameter name {name:?}"));
-            }
-            segments.push(Segment::Param(name.into()));
-            continue;
-        }
-        if seg.contains(['{', '}']) {
-            return Err(format!(
-                "segment {seg:?}: '{{' and '}}' may only wrap a whole segment, as in /items/{{id}}"
-            ));
-        }
-        if seg == "*" {
-            return Err(
-                "'*' is not a wildcard: paths are prefixes already (\"/v1\" matches everything under /v1)"
-                    .into(),
-            );
-        }
-        let probe = format!("/{seg}");
-        let literal = match normalize_path(&probe) {
-            Ok(n) => n.into_owned(),
-            Err(PathError::AboveRoot) => "/".to_owned(),
-            Err(e) => return Err(format!("segment {seg:?}: {e}")),
-        };
-        let literal = literal.get(1..).unwrap_or_default();
-        if literal.is_empty() || literal.contains('/') {
-            return Err(format!("segment {seg:?}: dot segments are not allowed"));
-        }
-        segments.push(Segment::Literal(encode_non_ascii(literal)));
-    }
-    Ok(Pattern { exact, segments })
-}
-
-/// Checks a route path pattern; `Err` holds a message for the user. The same
-/// check [`Router::new`] makes.
-pub fn validate_pattern(path: &str) -> Result<(), String> {
-    parse_pattern(path).map(|_| ())
-}
+pub use crate::route_pattern::validate as validate_pattern;
+use crate::route_pattern::{parse_pattern, Pattern, Segment};
 
 #[derive(Debug)]
 enum HostPattern {
