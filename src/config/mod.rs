@@ -284,7 +284,12 @@ pub struct VersionConfig {
 /// A date written as a string (`"2026-01-01"`, as the SPEC shows) or as a bare
 /// TOML date / date-time.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Date(pub toml::value::Datetime);
+pub struct Date {
+    /// As written.
+    pub at: toml::value::Datetime,
+    /// The same instant as a Unix timestamp (a bare date is midnight UTC).
+    pub unix: i64,
+}
 
 impl<'de> Deserialize<'de> for Date {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -294,22 +299,20 @@ impl<'de> Deserialize<'de> for Date {
             S(String),
             D(toml::value::Datetime),
         }
-        match Raw::deserialize(d).map_err(|_| {
+        let at = match Raw::deserialize(d).map_err(|_| {
             serde::de::Error::custom(
                 "expected a date such as \"2026-01-01\" or \"2026-01-01T00:00:00Z\"",
             )
         })? {
-            Raw::D(dt) => Ok(Date(dt)),
-            Raw::S(s) => s
-                .trim()
-                .parse::<toml::value::Datetime>()
-                .map(Date)
-                .map_err(|_| {
-                    serde::de::Error::custom(format!(
+            Raw::D(dt) => dt,
+            Raw::S(s) => s.trim().parse::<toml::value::Datetime>().map_err(|_| {
+                serde::de::Error::custom(format!(
                     "invalid date {s:?}: expected e.g. \"2026-01-01\" or \"2026-01-01T00:00:00Z\""
                 ))
-                }),
-        }
+            })?,
+        };
+        let unix = units::datetime_to_unix(&at).map_err(serde::de::Error::custom)?;
+        Ok(Date { at, unix })
     }
 }
 

@@ -129,6 +129,28 @@ impl<'de> Deserialize<'de> for Rate {
     }
 }
 
+/// A TOML date or date-time as a Unix timestamp (a bare date is midnight UTC).
+pub fn datetime_to_unix(d: &toml::value::Datetime) -> Result<i64, String> {
+    let date = d.date.ok_or("expected a date, e.g. 2026-01-01")?;
+    let month = time::Month::try_from(date.month).map_err(|e| e.to_string())?;
+    let day = time::Date::from_calendar_date(date.year as i32, month, date.day)
+        .map_err(|e| e.to_string())?;
+    let t = d
+        .time
+        .map(|t| time::Time::from_hms(t.hour, t.minute, t.second))
+        .transpose()
+        .map_err(|e| e.to_string())?
+        .unwrap_or(time::Time::MIDNIGHT);
+    let offset_secs = match d.offset {
+        Some(toml::value::Offset::Custom { minutes }) => minutes as i64 * 60,
+        _ => 0,
+    };
+    Ok(time::PrimitiveDateTime::new(day, t)
+        .assume_utc()
+        .unix_timestamp()
+        - offset_secs)
+}
+
 /// An HTTP method as the config writes it: a valid method token with no
 /// lower-case letters (`"GET"`, `"PURGE"`; not `"get"`). Methods are
 /// case-sensitive (RFC 9110 §9.1), so `"get"` would never match a request.

@@ -2,6 +2,7 @@
 //! system cannot express, impossible combinations. Collects every error.
 
 use super::locate::{KeyPath, Locator};
+pub use super::units::datetime_to_unix;
 use super::*;
 use std::collections::{HashMap, HashSet};
 
@@ -203,21 +204,12 @@ fn api_versions(v: &mut V<'_, '_>, av: &ApiVersionsConfig) {
                 format!("write the version as {:?}", normalize_version(name)),
             );
         }
-        for (key, d) in [("deprecated", &vc.deprecated), ("sunset", &vc.sunset)] {
-            if let Some(d) = d {
-                if let Err(e) = datetime_to_unix(&d.0) {
-                    v.err(&vp.clone().key(key), e);
-                }
-            }
-        }
         if let (Some(d), Some(s)) = (&vc.deprecated, &vc.sunset) {
-            if let (Ok(d), Ok(s)) = (datetime_to_unix(&d.0), datetime_to_unix(&s.0)) {
-                if s < d {
-                    v.err(
-                        &vp.clone().key("sunset"),
-                        "the sunset date is before the deprecation date",
-                    );
-                }
+            if s.unix < d.unix {
+                v.err(
+                    &vp.clone().key("sunset"),
+                    "the sunset date is before the deprecation date",
+                );
             }
         }
         if let Some(l) = &vc.link {
@@ -231,28 +223,6 @@ fn api_versions(v: &mut V<'_, '_>, av: &ApiVersionsConfig) {
             }
         }
     }
-}
-
-/// A TOML date or date-time as a Unix timestamp (a bare date is midnight UTC).
-pub fn datetime_to_unix(d: &toml::value::Datetime) -> Result<i64, String> {
-    let date = d.date.ok_or("expected a date, e.g. 2026-01-01")?;
-    let month = time::Month::try_from(date.month).map_err(|e| e.to_string())?;
-    let day = time::Date::from_calendar_date(date.year as i32, month, date.day)
-        .map_err(|e| e.to_string())?;
-    let t = d
-        .time
-        .map(|t| time::Time::from_hms(t.hour, t.minute, t.second))
-        .transpose()
-        .map_err(|e| e.to_string())?
-        .unwrap_or(time::Time::MIDNIGHT);
-    let offset_secs = match d.offset {
-        Some(toml::value::Offset::Custom { minutes }) => minutes as i64 * 60,
-        _ => 0,
-    };
-    Ok(time::PrimitiveDateTime::new(day, t)
-        .assume_utc()
-        .unix_timestamp()
-        - offset_secs)
 }
 
 fn host_port_ok(s: &str) -> bool {

@@ -1,7 +1,7 @@
 //! API versions (SPEC `[api_versions]`): where a request's version is read, the
 //! default, and the headers and refusals of deprecated and sunset versions.
 
-use crate::config::{validate_helpers::datetime_to_unix, ApiVersionsConfig};
+use crate::config::ApiVersionsConfig;
 use http::HeaderValue;
 use std::collections::HashMap;
 
@@ -49,14 +49,10 @@ impl Versions {
         let mut known: HashMap<String, VersionInfo> = HashMap::new();
         for (name, vc) in &cfg.versions {
             let mut info = VersionInfo::default();
-            if let Some(d) = vc
-                .deprecated
-                .as_ref()
-                .and_then(|d| datetime_to_unix(&d.0).ok())
-            {
+            if let Some(d) = vc.deprecated.as_ref().map(|d| d.unix) {
                 info.deprecation = HeaderValue::try_from(format!("@{d}")).ok();
             }
-            if let Some(s) = vc.sunset.as_ref().and_then(|d| datetime_to_unix(&d.0).ok()) {
+            if let Some(s) = vc.sunset.as_ref().map(|d| d.unix) {
                 info.sunset = HeaderValue::try_from(http_date(s)).ok();
                 info.sunset_at = Some(s);
             }
