@@ -1,5 +1,11 @@
-//! Semantic checks over a parsed config: cross references, formats the type
-//! system cannot express, impossible combinations. Collects every error.
+//! Semantic checks over a parsed config: names that must exist, duplicates,
+//! listeners, conflicts between keys and sections. Collects every error.
+//!
+//! A value that is wrong on its own belongs in its type (`config::units`), so it
+//! is refused, located, when the file is read. Single-value checks still made here
+//! are those whose section must keep parsing so that its other errors are
+//! reported too (a route's `path`, for one, or `targets`, read through an
+//! untagged enum that would hide the message).
 
 use super::locate::{KeyPath, Locator};
 pub use super::units::datetime_to_unix;
