@@ -15,10 +15,10 @@ use pingora::cache::trace::Span;
 use pingora::cache::{RespCacheable, Storage};
 use pingora::http::ResponseHeader;
 use tollgate::config::load_str;
-use tollgate::plugins::cache::CacheConfig;
+use tollgate::pipeline::BuildCtx;
 use tollgate::pipeline::KeyParts;
 use tollgate::plugins::cache::Cache;
-use tollgate::pipeline::BuildCtx;
+use tollgate::plugins::cache::CacheConfig;
 
 /// The store's futures never wait: poll them once.
 fn now<F: Future>(f: F) -> F::Output {

@@ -14,9 +14,9 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::json;
 use tollgate::config::load_str;
-use tollgate::plugins::jwt::JwtConfig;
-use tollgate::plugins::jwt::Jwt;
 use tollgate::pipeline::BuildCtx;
+use tollgate::plugins::jwt::Jwt;
+use tollgate::plugins::jwt::JwtConfig;
 
 const NOW: u64 = 1_700_000_000;
 const SECRET: &str = "bench-secret-0123456789abcdef-0123456789";

@@ -8,9 +8,9 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tollgate::config::load_str;
-use tollgate::plugins::rate_limit::RateLimitConfig;
-use tollgate::plugins::rate_limit::RateLimit;
 use tollgate::pipeline::BuildCtx;
+use tollgate::plugins::rate_limit::RateLimit;
+use tollgate::plugins::rate_limit::RateLimitConfig;
 
 /// Decisions per measurement: enough for the CPU clock's 10 ms ticks to resolve.
 const N_LOCAL: usize = 2_000_000;

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use tollgate::config::load_str;
-use tollgate::plugins::rate_limit::RateLimitConfig;
+use tollgate::pipeline::BuildCtx;
 use tollgate::plugins::circuit_breaker::{Breaker, Params, Result_};
 use tollgate::plugins::idempotency::{Begin, LocalStore, Stored};
 use tollgate::plugins::rate_limit::RateLimit;
-use tollgate::pipeline::BuildCtx;
+use tollgate::plugins::rate_limit::RateLimitConfig;
 
 fn rate_limiter() -> RateLimit {
     let cfg = load_str(

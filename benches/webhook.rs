@@ -15,8 +15,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderValue};
 use sha2::Sha256;
-use tollgate::plugins::webhook_signature::WebhookSignatureConfig;
 use tollgate::plugins::webhook_signature::WebhookSignature;
+use tollgate::plugins::webhook_signature::WebhookSignatureConfig;
 
 const NOW: i64 = 1_700_000_000;
 

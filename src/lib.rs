@@ -16,6 +16,7 @@ pub mod pipeline;
 pub mod plugins;
 pub mod proxy;
 pub mod reload;
+pub mod route_pattern;
 pub mod runtime;
 pub mod server;
 pub mod signals;

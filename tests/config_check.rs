@@ -756,3 +756,95 @@ fn every_wrong_typed_plugin_key_is_reported_at_its_key() {
         "expected a string",
     );
 }
+
+/// The closed sets of routes, upstreams and `[api_versions]` (methods, header
+/// predicates, `hash_key`, `retry.on`, `sources`) are refused when the file is read,
+/// each bad value at its own key, and every bad element of a list is reported at
+/// its index as written, not only the first.
+#[test]
+fn every_bad_value_of_a_closed_set_is_reported_at_its_key() {
+    let config = base_with(
+        "methods = [\"GET\", \"POST\"]",
+        "methods = [\"get\", \"POST\", \"BAD METHOD\"]\nheaders = { \"x-ok\" = \"1\", \"bad name\" = \"2\" }",
+    );
+    let config = config.replacen(
+        "connect_timeout = \"1s\"",
+        "connect_timeout = \"1s\"\nbalance = \"consistent_hash\"\nhash_key = \"cookie:x\"\nretry = { attempts = 2, on = [\"404\", \"502\", \"reset\"] }",
+        1,
+    );
+    let config = config.replacen(
+        "[upstreams.payments]",
+        "[api_versions]\nsources = [\"query:\", \"header:api-version\", \"Path\"]\n\n[upstreams.payments]",
+        1,
+    );
+    let out = check_fails(&config);
+    let methods = line_of(&config, "BAD METHOD");
+    let on = line_of(&config, "\"reset\"");
+    let sources = line_of(&config, "sources =");
+    let expected: &[(usize, &str, &str)] = &[
+        (
+            sources,
+            "api_versions.sources[0]",
+            "invalid version source \"query:\": expected \"path\", \"header:NAME\" or \"query:NAME\"",
+        ),
+        (sources, "api_versions.sources[2]", "invalid version source \"Path\""),
+        (
+            line_of(&config, "cookie:x"),
+            "upstreams.payments.hash_key",
+            "invalid hash_key \"cookie:x\": expected \"header:NAME\", \"ip\", \"path\" or \"param:NAME\"",
+        ),
+        (
+            on,
+            "upstreams.payments.retry.on[0]",
+            "invalid retry condition \"404\": expected \"connect_error\", \"timeout\" or a 5xx status like \"502\"",
+        ),
+        (on, "upstreams.payments.retry.on[2]", "invalid retry condition \"reset\""),
+        (
+            methods,
+            "routes[0].methods[0]",
+            "invalid method \"get\" (write it in upper case)",
+        ),
+        (
+            methods,
+            "routes[0].methods[2]",
+            "invalid method \"BAD METHOD\" (write it in upper case)",
+        ),
+        (
+            line_of(&config, "bad name"),
+            "routes[0].headers.\"bad name\"",
+            "invalid header name \"bad name\"",
+        ),
+    ];
+    for (line, path, msg) in expected {
+        assert_error(&out, *line, path, msg);
+    }
+    assert_eq!(reported(&out).len(), expected.len(), "{out}");
+}
+
+/// A header predicate whose value cannot be a header value is refused at its key.
+#[test]
+fn a_bad_header_predicate_value_is_located() {
+    let config = base_with(
+        "methods = [\"GET\", \"POST\"]",
+        "methods = [\"GET\", \"POST\"]\nheaders = { x-tenant = \"a\\u0001b\" }",
+    );
+    let out = check_fails(&config);
+    assert_error(
+        &out,
+        line_of(&config, "x-tenant"),
+        "routes[0].headers.x-tenant",
+        "invalid header value",
+    );
+    assert_eq!(reported(&out).len(), 1, "{out}");
+}
+
+/// Methods are tokens in upper case; an extension method is fine.
+#[test]
+fn extension_methods_in_upper_case_are_accepted() {
+    let config = base_with(
+        "methods = [\"GET\", \"POST\"]",
+        "methods = [\"GET\", \"PURGE\"]",
+    );
+    let (ok, out) = check_config(&config, &[]);
+    assert!(ok, "{out}");
+}

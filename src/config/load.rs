@@ -125,8 +125,9 @@ pub fn load_str(src: &str, file: Option<&Path>, base_dir: &Path) -> Result<Confi
 }
 
 /// Deserialise one section, turning serde errors into located `ConfigError`s.
-/// serde stops at the first error, so after each one the offending key is taken
-/// out and the section is read again: every bad key of a table is reported.
+/// serde stops at the first error, so after each one the offending key (or array
+/// element) is taken out and the section is read again: every bad key of a table
+/// and every bad element of an array is reported, at its index as written.
 fn section<T: DeserializeOwned>(
     loc: &Locator<'_>,
     base: &KeyPath,
@@ -154,6 +155,8 @@ fn section_with<T>(
     let mut failed = false;
     // Keys already reported and taken out: their "missing field" is no news.
     let mut removed: Vec<Vec<Seg>> = Vec::new();
+    // Array elements taken out: (the array's path, the element's index), as written.
+    let mut gone: Vec<(Vec<Seg>, usize)> = Vec::new();
     for _ in 0..MAX_ERRORS_PER_SECTION {
         let e = match parse(value.clone()) {
             Ok(t) => return (!failed).then_some(t),
@@ -178,6 +181,10 @@ fn section_with<T>(
                 rel.push(Seg::Key(field));
             }
         }
+        // `now` is where the error is in `value`, `rel` where it is in the file
+        // (they differ once an earlier element of an array was taken out).
+        let now = rel;
+        let rel = as_written(&now, &gone);
         if let Some(field) = missing_field(&msg) {
             let mut key = rel.clone();
             key.push(Seg::Key(field));
@@ -192,15 +199,46 @@ fn section_with<T>(
         let mut path = base.clone();
         path.0.extend(rel.iter().cloned());
         errs.push(loc.error(&path, tidy(&msg)));
-        if !remove_key(&mut value, &rel) {
+        if !remove_key(&mut value, &now) {
             break;
+        }
+        if let Some((Seg::Index(i), array)) = rel.split_last() {
+            gone.push((array.to_vec(), *i));
         }
         removed.push(rel);
     }
     None
 }
 
-/// Remove the key at `path` (keys only; array elements stay so indices hold).
+/// `path` (indices of the value with the elements in `gone` taken out) with the
+/// indices the file has.
+fn as_written(path: &[Seg], gone: &[(Vec<Seg>, usize)]) -> Vec<Seg> {
+    let mut out: Vec<Seg> = Vec::with_capacity(path.len());
+    for seg in path {
+        let seg = match seg {
+            Seg::Index(now) => {
+                let mut taken: Vec<usize> = gone
+                    .iter()
+                    .filter(|(array, _)| *array == out)
+                    .map(|(_, i)| *i)
+                    .collect();
+                taken.sort_unstable();
+                let mut i = *now;
+                for t in taken {
+                    if t <= i {
+                        i += 1;
+                    }
+                }
+                Seg::Index(i)
+            }
+            key => key.clone(),
+        };
+        out.push(seg);
+    }
+    out
+}
+
+/// Remove the key or array element at `path`.
 fn remove_key(value: &mut toml::Value, path: &[Seg]) -> bool {
     let Some((last, parents)) = path.split_last() else {
         return false;
@@ -221,6 +259,10 @@ fn remove_key(value: &mut toml::Value, path: &[Seg]) -> bool {
     }
     match (last, cur) {
         (Seg::Key(k), toml::Value::Table(t)) => t.remove(k).is_some(),
+        (Seg::Index(i), toml::Value::Array(a)) if *i < a.len() => {
+            a.remove(*i);
+            true
+        }
         _ => false,
     }
 }
@@ -399,7 +441,7 @@ fn api_versions(
     // that a wrong-typed `sources` is one error, not also "no source".
     let head = section::<ApiVersionsHead>(loc, path, toml::Value::Table(head), errs).unwrap_or(
         ApiVersionsHead {
-            sources: vec!["path".into()],
+            sources: vec![VersionSource::Path],
             default: None,
         },
     );

@@ -17,7 +17,7 @@ pub use validate::normalize_version;
 
 pub use load::{load_file, load_str};
 pub use locate::{ConfigError, ConfigErrors, KeyPath, Locator};
-pub use units::{Dur, Rate, Size};
+pub use units::{Dur, HashKey, HeaderPredicates, Method, Rate, RetryOn, Size, VersionSource};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -251,7 +251,7 @@ pub struct TlsListenerConfig {
 /// `[api_versions]` (its `[api_versions.X]` sub-tables are in `versions`).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ApiVersionsConfig {
-    pub sources: Vec<String>,
+    pub sources: Vec<VersionSource>,
     pub default: Option<String>,
     pub versions: BTreeMap<String, VersionConfig>,
 }
@@ -261,13 +261,13 @@ pub struct ApiVersionsConfig {
 #[serde(deny_unknown_fields)]
 pub(crate) struct ApiVersionsHead {
     #[serde(default = "default_sources")]
-    pub sources: Vec<String>,
+    pub sources: Vec<VersionSource>,
     #[serde(default)]
     pub default: Option<String>,
 }
 
-fn default_sources() -> Vec<String> {
-    vec!["path".into()]
+fn default_sources() -> Vec<VersionSource> {
+    vec![VersionSource::Path]
 }
 
 /// `[api_versions.v1]`
@@ -286,7 +286,12 @@ pub struct VersionConfig {
 /// A date written as a string (`"2026-01-01"`, as the SPEC shows) or as a bare
 /// TOML date / date-time.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Date(pub toml::value::Datetime);
+pub struct Date {
+    /// As written.
+    pub at: toml::value::Datetime,
+    /// The same instant as a Unix timestamp (a bare date is midnight UTC).
+    pub unix: i64,
+}
 
 impl<'de> Deserialize<'de> for Date {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -296,22 +301,20 @@ impl<'de> Deserialize<'de> for Date {
             S(String),
             D(toml::value::Datetime),
         }
-        match Raw::deserialize(d).map_err(|_| {
+        let at = match Raw::deserialize(d).map_err(|_| {
             serde::de::Error::custom(
                 "expected a date such as \"2026-01-01\" or \"2026-01-01T00:00:00Z\"",
             )
         })? {
-            Raw::D(dt) => Ok(Date(dt)),
-            Raw::S(s) => s
-                .trim()
-                .parse::<toml::value::Datetime>()
-                .map(Date)
-                .map_err(|_| {
-                    serde::de::Error::custom(format!(
+            Raw::D(dt) => dt,
+            Raw::S(s) => s.trim().parse::<toml::value::Datetime>().map_err(|_| {
+                serde::de::Error::custom(format!(
                     "invalid date {s:?}: expected e.g. \"2026-01-01\" or \"2026-01-01T00:00:00Z\""
                 ))
-                }),
-        }
+            })?,
+        };
+        let unix = units::datetime_to_unix(&at).map_err(serde::de::Error::custom)?;
+        Ok(Date { at, unix })
     }
 }
 
@@ -378,7 +381,7 @@ pub struct UpstreamConfig {
     pub balance: Balance,
     /// `header:NAME`, `ip`, `path` or `param:NAME`; required by `consistent_hash`.
     #[serde(default)]
-    pub hash_key: Option<String>,
+    pub hash_key: Option<HashKey>,
     #[serde(default)]
     pub tls: bool,
     #[serde(default)]
@@ -439,8 +442,8 @@ pub struct HealthCheckConfig {
     pub unhealthy: usize,
 }
 
-fn default_retry_on() -> Vec<String> {
-    vec!["connect_error".into(), "timeout".into()]
+fn default_retry_on() -> Vec<RetryOn> {
+    vec![RetryOn::ConnectError, RetryOn::Timeout]
 }
 
 /// `[upstreams.NAME.retry]`
@@ -450,7 +453,7 @@ pub struct RetryConfig {
     #[serde(default = "one")]
     pub attempts: usize,
     #[serde(default = "default_retry_on")]
-    pub on: Vec<String>,
+    pub on: Vec<RetryOn>,
 }
 
 /// `[[routes]]`
@@ -463,10 +466,11 @@ pub struct RouteConfig {
     pub hosts: Vec<String>,
     #[serde(default = "root")]
     pub path: String,
+    /// Empty: any method.
     #[serde(default)]
-    pub methods: Vec<String>,
+    pub methods: Vec<Method>,
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: HeaderPredicates,
     #[serde(default)]
     pub version: Option<String>,
     #[serde(default)]

@@ -1,7 +1,14 @@
-//! Semantic checks over a parsed config: cross references, formats the type
-//! system cannot express, impossible combinations. Collects every error.
+//! Semantic checks over a parsed config: names that must exist, duplicates,
+//! listeners, conflicts between keys and sections. Collects every error.
+//!
+//! A value that is wrong on its own belongs in its type (`config::units`), so it
+//! is refused, located, when the file is read. Single-value checks still made here
+//! are those whose section must keep parsing so that its other errors are
+//! reported too (a route's `path`, for one, or `targets`, read through an
+//! untagged enum that would hide the message).
 
 use super::locate::{KeyPath, Locator};
+pub use super::units::datetime_to_unix;
 use super::*;
 use std::collections::{HashMap, HashSet};
 
@@ -192,18 +199,6 @@ fn api_versions(v: &mut V<'_, '_>, av: &ApiVersionsConfig) {
     if av.sources.is_empty() {
         v.err(&ap.clone().key("sources"), "at least one source is needed");
     }
-    for (i, s) in av.sources.iter().enumerate() {
-        let ok = s == "path"
-            || s.strip_prefix("header:")
-                .is_some_and(|h| http::HeaderName::try_from(h).is_ok())
-            || s.strip_prefix("query:").is_some_and(|q| !q.is_empty());
-        if !ok {
-            v.err(
-                &ap.clone().key("sources").index(i),
-                format!("invalid version source {s:?}: expected \"path\", \"header:NAME\" or \"query:NAME\""),
-            );
-        }
-    }
     for (name, vc) in &av.versions {
         let vp = ap.clone().key(name.as_str());
         if normalize_version(name) != *name {
@@ -212,21 +207,12 @@ fn api_versions(v: &mut V<'_, '_>, av: &ApiVersionsConfig) {
                 format!("write the version as {:?}", normalize_version(name)),
             );
         }
-        for (key, d) in [("deprecated", &vc.deprecated), ("sunset", &vc.sunset)] {
-            if let Some(d) = d {
-                if let Err(e) = datetime_to_unix(&d.0) {
-                    v.err(&vp.clone().key(key), e);
-                }
-            }
-        }
         if let (Some(d), Some(s)) = (&vc.deprecated, &vc.sunset) {
-            if let (Ok(d), Ok(s)) = (datetime_to_unix(&d.0), datetime_to_unix(&s.0)) {
-                if s < d {
-                    v.err(
-                        &vp.clone().key("sunset"),
-                        "the sunset date is before the deprecation date",
-                    );
-                }
+            if s.unix < d.unix {
+                v.err(
+                    &vp.clone().key("sunset"),
+                    "the sunset date is before the deprecation date",
+                );
             }
         }
         if let Some(l) = &vc.link {
@@ -240,28 +226,6 @@ fn api_versions(v: &mut V<'_, '_>, av: &ApiVersionsConfig) {
             }
         }
     }
-}
-
-/// A TOML date or date-time as a Unix timestamp (a bare date is midnight UTC).
-pub fn datetime_to_unix(d: &toml::value::Datetime) -> Result<i64, String> {
-    let date = d.date.ok_or("expected a date, e.g. 2026-01-01")?;
-    let month = time::Month::try_from(date.month).map_err(|e| e.to_string())?;
-    let day = time::Date::from_calendar_date(date.year as i32, month, date.day)
-        .map_err(|e| e.to_string())?;
-    let t = d
-        .time
-        .map(|t| time::Time::from_hms(t.hour, t.minute, t.second))
-        .transpose()
-        .map_err(|e| e.to_string())?
-        .unwrap_or(time::Time::MIDNIGHT);
-    let offset_secs = match d.offset {
-        Some(toml::value::Offset::Custom { minutes }) => minutes as i64 * 60,
-        _ => 0,
-    };
-    Ok(time::PrimitiveDateTime::new(day, t)
-        .assume_utc()
-        .unix_timestamp()
-        - offset_secs)
 }
 
 fn host_port_ok(s: &str) -> bool {
@@ -310,19 +274,7 @@ fn upstream(v: &mut V<'_, '_>, up: &KeyPath, u: &UpstreamConfig) {
             &up.clone().key("balance"),
             "consistent_hash needs hash_key (\"header:NAME\", \"ip\", \"path\" or \"param:NAME\")",
         ),
-        (Balance::ConsistentHash, Some(k)) => {
-            let ok = k == "ip"
-                || k == "path"
-                || k.strip_prefix("header:")
-                    .is_some_and(|h| http::HeaderName::try_from(h).is_ok())
-                || k.strip_prefix("param:").is_some_and(|p| !p.is_empty());
-            if !ok {
-                v.err(
-                    &up.clone().key("hash_key"),
-                    format!("invalid hash_key {k:?}: expected \"header:NAME\", \"ip\", \"path\" or \"param:NAME\""),
-                );
-            }
-        }
+        (Balance::ConsistentHash, Some(_)) => {}
         (_, Some(_)) => v.err(
             &up.clone().key("hash_key"),
             "hash_key is only used with balance = \"consistent_hash\"",
@@ -383,17 +335,6 @@ fn upstream(v: &mut V<'_, '_>, up: &KeyPath, u: &UpstreamConfig) {
         if r.attempts == 0 || r.attempts > 10 {
             v.err(&rp.clone().key("attempts"), "must be between 1 and 10");
         }
-        for (i, on) in r.on.iter().enumerate() {
-            let ok = on == "connect_error"
-                || on == "timeout"
-                || on.parse::<u16>().is_ok_and(|s| (500..600).contains(&s));
-            if !ok {
-                v.err(
-                    &rp.clone().key("on").index(i),
-                    format!("invalid retry condition {on:?}: expected \"connect_error\", \"timeout\" or a 5xx status like \"502\""),
-                );
-            }
-        }
     }
 }
 
@@ -441,26 +382,8 @@ fn routes(v: &mut V<'_, '_>, cfg: &Config) {
                 );
             }
         }
-        if let Err(e) = crate::runtime::router::validate_pattern(&r.path) {
+        if let Err(e) = crate::route_pattern::validate(&r.path) {
             v.err(&rp.clone().key("path"), e);
-        }
-        for (j, m) in r.methods.iter().enumerate() {
-            if http::Method::from_bytes(m.as_bytes()).is_err()
-                || m.chars().any(|c| c.is_ascii_lowercase())
-            {
-                v.err(
-                    &rp.clone().key("methods").index(j),
-                    format!("invalid method {m:?} (write it in upper case)"),
-                );
-            }
-        }
-        for (h, val) in &r.headers {
-            let hp = rp.clone().key("headers").key(h.as_str());
-            if http::HeaderName::try_from(h.as_str()).is_err() {
-                v.err(&hp, format!("invalid header name {h:?}"));
-            } else if http::HeaderValue::try_from(val.as_str()).is_err() {
-                v.err(&hp, "invalid header value");
-            }
         }
         if let Some(ver) = &r.version {
             match &cfg.api_versions {

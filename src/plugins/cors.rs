@@ -20,7 +20,7 @@
 //! all of them.
 
 use super::{auth};
-use crate::config::{Dur};
+use crate::config::{self, Dur};
 use crate::pipeline::{BuildCtx, BuildError, BuildResult, Flow, KeyPath, Order, Plugin, PluginConfig, Reply, RequestCtx};
 use crate::runtime::preflight::route_methods;
 use bytes::Bytes;
@@ -308,17 +308,17 @@ impl Cors {
     /// (empty: any): `methods` narrowed to what the route accepts, so that a
     /// browser's preflight cache never holds a method the route refuses.
     /// `None` when nothing is left.
-    fn allow_methods(&self, route_methods: &[String]) -> Option<HeaderValue> {
+    fn allow_methods(&self, route_methods: &[config::Method]) -> Option<HeaderValue> {
         if route_methods.is_empty() {
             return Some(self.methods.clone());
         }
         let allowed: Vec<&str> = if self.method_list.iter().any(|m| m == "*") {
-            route_methods.iter().map(String::as_str).collect()
+            route_methods.iter().map(config::Method::as_str).collect()
         } else {
             self.method_list
                 .iter()
                 .map(String::as_str)
-                .filter(|m| route_methods.iter().any(|r| r == m))
+                .filter(|m| route_methods.iter().any(|r| r.as_str() == *m))
                 .collect()
         };
         if allowed.is_empty() {
@@ -330,7 +330,7 @@ impl Cors {
     fn preflight(
         &self,
         origin: Option<&HeaderValue>,
-        route_methods: &[String],
+        route_methods: &[config::Method],
     ) -> Option<Box<ResponseHeader>> {
         let mut resp = ResponseHeader::build(204, Some(8)).ok()?;
         if let Some(m) = self.allow_methods(route_methods) {
@@ -404,13 +404,20 @@ impl Plugin for Cors {
         let route_methods = ctx.matched.index.map_or(&[][..], |i| route_methods(&rt, i));
         let announced = req.headers.get(ACCESS_CONTROL_REQUEST_METHOD);
         if !route_methods.is_empty()
-            && !announced
-                .is_some_and(|a| route_methods.iter().any(|m| m.as_bytes() == a.as_bytes()))
+            && !announced.is_some_and(|a| {
+                route_methods
+                    .iter()
+                    .any(|m| m.as_str().as_bytes() == a.as_bytes())
+            })
         {
             auth::count_failure(ctx, &self.name, "method_denied");
             let detail = format!(
                 "this route does not allow the method the preflight asks for; it allows {}",
-                route_methods.join(", ")
+                route_methods
+                    .iter()
+                    .map(config::Method::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             return Ok(auth::refuse(403, &detail, vec![]));
         }

@@ -200,20 +200,8 @@ pub fn compile(cfg: Config, reuse: Reuse<'_>) -> Result<Runtime, ConfigErrors> {
         defs.push(router::RouteDef {
             hosts: r.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
             path: r.path.clone(),
-            methods: r
-                .methods
-                .iter()
-                .filter_map(|m| http::Method::from_bytes(m.as_bytes()).ok())
-                .collect(),
-            headers: r
-                .headers
-                .iter()
-                .filter_map(|(k, v)| {
-                    http::HeaderName::try_from(k.as_str())
-                        .ok()
-                        .map(|h| (h, v.clone()))
-                })
-                .collect(),
+            methods: r.methods.iter().map(|m| m.0.clone()).collect(),
+            headers: r.headers.0.clone(),
             version: r.version.clone(),
         });
     }

@@ -11,7 +11,7 @@ use http::header::ACCESS_CONTROL_REQUEST_HEADERS;
 use http::Method;
 
 /// The methods route `i` accepts as configured (empty: any).
-pub fn route_methods(rt: &Runtime, i: usize) -> &[String] {
+pub fn route_methods(rt: &Runtime, i: usize) -> &[crate::config::Method] {
     let Some(name) = rt.routes.get(i).map(|r| &*r.name) else {
         return &[];
     };
@@ -103,7 +103,7 @@ fn cors_route(
     };
     let allows = |i: usize, m: &Method| {
         let list = route_methods(rt, i);
-        list.is_empty() || list.iter().any(|r| r == m.as_str())
+        list.is_empty() || list.iter().any(|r| r.0 == m)
     };
     let found = find(announced);
     let owner = match found {
@@ -134,7 +134,6 @@ fn cors_route(
         .routes
         .iter()
         .flat_map(|r| &r.methods)
-        .filter(|m| !PROBES.iter().any(|p| p.as_str() == m.as_str()) && *m != announced.as_str())
-        .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
-        .find_map(|m| refusing(&m))
+        .filter(|m| !PROBES.iter().any(|p| p.as_str() == m.as_str()) && m.0 != announced)
+        .find_map(|m| refusing(&m.0))
 }

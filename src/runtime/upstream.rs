@@ -1,7 +1,7 @@
 //! A compiled upstream: its targets behind a Pingora `LoadBalancer`, with health
 //! checks, per-peer options (timeouts, TLS) and retry policy resolved once.
 
-use crate::config::{Balance, UpstreamConfig};
+use crate::config::{Balance, RetryOn, UpstreamConfig};
 use pingora::lb::selection::{consistent::KetamaHashing, Random, RoundRobin};
 use pingora::lb::{discovery, health_check::HttpHealthCheck, Backend, Backends, LoadBalancer};
 use pingora::prelude::HttpPeer;
@@ -38,32 +38,8 @@ impl Pool {
     }
 }
 
-#[derive(Debug, Clone)]
-pub enum HashKey {
-    Header(http::HeaderName),
-    Ip,
-    Path,
-    Param(String),
-}
-
-impl HashKey {
-    /// `header:NAME`, `ip`, `path` or `param:NAME`.
-    pub fn parse(k: &str) -> Option<HashKey> {
-        match k {
-            "ip" => Some(HashKey::Ip),
-            "path" => Some(HashKey::Path),
-            _ => {
-                if let Some(h) = k.strip_prefix("header:") {
-                    http::HeaderName::try_from(h).ok().map(HashKey::Header)
-                } else {
-                    k.strip_prefix("param:")
-                        .filter(|p| !p.is_empty())
-                        .map(|p| HashKey::Param(p.to_string()))
-                }
-            }
-        }
-    }
-}
+/// What a `consistent_hash` upstream hashes a request on (parsed with the config).
+pub use crate::config::HashKey;
 
 #[derive(Debug, Clone, Default)]
 pub struct RetryPolicy {
@@ -285,15 +261,22 @@ pub fn build(
             Pool::Hash(lb)
         }
     };
-    let hash_key = cfg.hash_key.as_deref().and_then(HashKey::parse);
+    let hash_key = cfg.hash_key.clone();
     let retry = cfg
         .retry
         .as_ref()
         .map(|r| RetryPolicy {
             attempts: r.attempts,
-            on_connect_error: r.on.iter().any(|o| o == "connect_error"),
-            on_timeout: r.on.iter().any(|o| o == "timeout"),
-            on_status: r.on.iter().filter_map(|o| o.parse().ok()).collect(),
+            on_connect_error: r.on.contains(&RetryOn::ConnectError),
+            on_timeout: r.on.contains(&RetryOn::Timeout),
+            on_status: r
+                .on
+                .iter()
+                .filter_map(|o| match o {
+                    RetryOn::Status(s) => Some(*s),
+                    RetryOn::ConnectError | RetryOn::Timeout => None,
+                })
+                .collect(),
         })
         .unwrap_or_default();
     Ok(Upstream {

@@ -1,31 +1,12 @@
 //! API versions (SPEC `[api_versions]`): where a request's version is read, the
 //! default, and the headers and refusals of deprecated and sunset versions.
 
-use crate::config::{validate_helpers::datetime_to_unix, ApiVersionsConfig};
+use crate::config::ApiVersionsConfig;
 use http::HeaderValue;
 use std::collections::HashMap;
 
-#[derive(Debug, Clone)]
-pub enum Source {
-    Path,
-    Header(http::HeaderName),
-    Query(String),
-}
-
-impl Source {
-    /// `path`, `header:NAME` or `query:NAME`.
-    pub fn parse(s: &str) -> Option<Source> {
-        if s == "path" {
-            Some(Source::Path)
-        } else if let Some(h) = s.strip_prefix("header:") {
-            http::HeaderName::try_from(h).ok().map(Source::Header)
-        } else {
-            s.strip_prefix("query:")
-                .filter(|q| !q.is_empty())
-                .map(|q| Source::Query(q.to_string()))
-        }
-    }
-}
+/// Where a request's version is read (parsed with the config).
+pub use crate::config::VersionSource as Source;
 
 /// One known version's lifecycle, with its response headers pre-rendered.
 #[derive(Debug, Clone, Default)]
@@ -64,22 +45,14 @@ fn http_date(unix: i64) -> String {
 
 impl Versions {
     pub fn compile(cfg: &ApiVersionsConfig, route_versions: &[String]) -> Versions {
-        let sources = cfg
-            .sources
-            .iter()
-            .filter_map(|s| Source::parse(s))
-            .collect();
+        let sources = cfg.sources.clone();
         let mut known: HashMap<String, VersionInfo> = HashMap::new();
         for (name, vc) in &cfg.versions {
             let mut info = VersionInfo::default();
-            if let Some(d) = vc
-                .deprecated
-                .as_ref()
-                .and_then(|d| datetime_to_unix(&d.0).ok())
-            {
+            if let Some(d) = vc.deprecated.as_ref().map(|d| d.unix) {
                 info.deprecation = HeaderValue::try_from(format!("@{d}")).ok();
             }
-            if let Some(s) = vc.sunset.as_ref().and_then(|d| datetime_to_unix(&d.0).ok()) {
+            if let Some(s) = vc.sunset.as_ref().map(|d| d.unix) {
                 info.sunset = HeaderValue::try_from(http_date(s)).ok();
                 info.sunset_at = Some(s);
             }
