@@ -16,6 +16,10 @@ use std::sync::Arc;
 use std::time::Duration;
 pub use upstream::Upstream;
 
+/// The one live snapshot handle: every request loads it once; a reload stores a
+/// new snapshot in it. Everything that reads the live config holds this.
+pub type Live = Arc<arc_swap::ArcSwap<Runtime>>;
+
 pub struct Route {
     pub name: Arc<str>,
     pub upstream: Arc<Upstream>,
