@@ -48,7 +48,10 @@ fn every_registered_plugin_has_a_document_whose_example_checks() {
             "plugins/{ty}.md: its example declares no plugin of type {ty:?}"
         );
         let (ok, out) = check_config(&example, &[("keys/jwks.json", &jwks)]);
-        assert!(ok, "plugins/{ty}.md: tollgate check refuses its example:\n{out}");
+        assert!(
+            ok,
+            "plugins/{ty}.md: tollgate check refuses its example:\n{out}"
+        );
     }
 }
 

@@ -72,11 +72,34 @@ pub struct ForwardAuthConfig {
     pub copy_response_headers: Vec<String>,
     /// `deny` (default: fail closed with 503) or `allow`.
     #[serde(default)]
-    pub on_error: Option<String>,
+    pub on_error: OnError,
     /// A header of the service's 2xx answer naming the request's consumer;
     /// without it the consumer is a digest of the forwarded credentials.
     #[serde(default)]
     pub consumer_header: Option<String>,
+}
+
+/// What `forward_auth` does when the service cannot answer (or its breaker is
+/// open): refuse with 503 (`deny`, the default) or let the request through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(try_from = "String")]
+pub enum OnError {
+    #[default]
+    Deny,
+    Allow,
+}
+
+impl TryFrom<String> for OnError {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "deny" => Ok(OnError::Deny),
+            "allow" => Ok(OnError::Allow),
+            other => Err(format!(
+                "on_error must be \"deny\" or \"allow\", not {other:?}"
+            )),
+        }
+    }
 }
 
 impl PluginConfig for ForwardAuthConfig {
@@ -240,17 +263,7 @@ impl ForwardAuth {
                 message: "timeout must be more than 0".into(),
             });
         }
-        let allow_on_error = match c.on_error.as_deref() {
-            None | Some("deny") => false,
-            Some("allow") => true,
-            Some(other) => {
-                errs.push(BuildError {
-                    path: KeyPath::default().key("on_error"),
-                    message: format!("on_error must be \"deny\" or \"allow\", not {other:?}"),
-                });
-                false
-            }
-        };
+        let allow_on_error = c.on_error == OnError::Allow;
         let forward_headers = names(
             "forward_headers",
             &c.forward_headers,
