@@ -81,31 +81,17 @@ pub fn compile(cfg: Config, reuse: Reuse<'_>) -> Result<Runtime, ConfigErrors> {
     let mut errs: Vec<ConfigError> = Vec::new();
     let src = cfg.source.clone();
     let loc = config::Locator::new(&src, Some(&cfg.file));
-    // `path` is relative to a section (`upstreams.NAME`, `plugins.NAME`), and
-    // its last part may be `key[i]`.
-    let err = |section: &config::KeyPath, rel: &str, message: String| {
+    // A build error's path is relative to its section (`upstreams.NAME`, `plugins.NAME`).
+    let located = |section: &config::KeyPath, e: crate::pipeline::BuildError| {
         let mut p = section.clone();
-        for part in rel.split('.').filter(|s| !s.is_empty()) {
-            match part.split_once('[') {
-                Some((k, idx)) => {
-                    if !k.is_empty() {
-                        p = p.key(k);
-                    }
-                    if let Ok(i) = idx.trim_end_matches(']').parse() {
-                        p = p.index(i);
-                    }
-                }
-                None => p = p.key(part),
-            }
-        }
-        loc.error(&p, message)
+        p.0.extend(e.path.0);
+        loc.error(&p, e.message)
     };
 
     let mut upstreams = HashMap::new();
     for (name, u) in &cfg.upstreams {
-        let fp = format!("{u:?}");
         if let Some(prev) = reuse.previous.and_then(|p| p.upstreams.get(name)) {
-            if prev.fingerprint == fp {
+            if prev.config == *u {
                 upstreams.insert(name.clone(), prev.clone());
                 continue;
             }
@@ -118,8 +104,8 @@ pub fn compile(cfg: Config, reuse: Reuse<'_>) -> Result<Runtime, ConfigErrors> {
                 let sec = config::KeyPath::default()
                     .key("upstreams")
                     .key(name.as_str());
-                for (k, m) in es {
-                    errs.push(err(&sec, &k, m));
+                for e in es {
+                    errs.push(located(&sec, e));
                 }
             }
         }
@@ -154,9 +140,7 @@ pub fn compile(cfg: Config, reuse: Reuse<'_>) -> Result<Runtime, ConfigErrors> {
             Err(es) => {
                 let sec = config::KeyPath::default().key("plugins").key(name.as_str());
                 for e in es {
-                    let mut p = sec.clone();
-                    p.0.extend(e.path.0);
-                    errs.push(loc.error(&p, e.message));
+                    errs.push(located(&sec, e));
                 }
             }
         }
@@ -214,7 +198,7 @@ pub fn compile(cfg: Config, reuse: Reuse<'_>) -> Result<Runtime, ConfigErrors> {
         Err(es) => {
             let sec = config::KeyPath::default().key("routes");
             for (i, m) in es {
-                errs.push(err(&sec, &format!("[{i}].path"), m));
+                errs.push(loc.error(&sec.clone().index(i).key("path"), m));
             }
             None
         }

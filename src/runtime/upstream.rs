@@ -2,6 +2,7 @@
 //! checks, per-peer options (timeouts, TLS) and retry policy resolved once.
 
 use crate::config::{Balance, RetryOn, UpstreamConfig};
+use crate::pipeline::{BuildError, BuildResult};
 use pingora::lb::selection::{consistent::KetamaHashing, Random, RoundRobin};
 use pingora::lb::{discovery, health_check::HttpHealthCheck, Backend, Backends, LoadBalancer};
 use pingora::prelude::HttpPeer;
@@ -72,7 +73,9 @@ pub struct Upstream {
     pub last_check: std::sync::Mutex<Option<Instant>>,
     /// Normalised config this was built from: a reload keeps the pool (health
     /// state, connections) when it is unchanged.
-    pub fingerprint: String,
+    /// The definition it was built from: a reload keeps the pool (and its
+    /// health state) while this is equal.
+    pub config: UpstreamConfig,
 }
 
 impl Upstream {
@@ -154,8 +157,8 @@ pub fn build(
     name: &str,
     cfg: &UpstreamConfig,
     resolve: &dyn Fn(&str) -> std::path::PathBuf,
-) -> Result<Upstream, Vec<(String, String)>> {
-    let mut errs: Vec<(String, String)> = Vec::new();
+) -> BuildResult<Upstream> {
+    let mut errs: Vec<BuildError> = Vec::new();
     let mut set = BTreeSet::new();
     let mut labels = HashMap::new();
     let mut targets = Vec::new();
@@ -163,16 +166,18 @@ pub fn build(
         let addrs: Vec<std::net::SocketAddr> = match t.addr().to_socket_addrs() {
             Ok(a) => a.collect(),
             Err(e) => {
-                errs.push((
-                    format!("targets[{i}]"),
+                errs.push(BuildError::at_index(
+                    "targets",
+                    i,
                     format!("cannot resolve {:?}: {e}", t.addr()),
                 ));
                 continue;
             }
         };
         let Some(addr) = addrs.first() else {
-            errs.push((
-                format!("targets[{i}]"),
+            errs.push(BuildError::at_index(
+                "targets",
+                i,
                 format!("{:?} resolves to no address", t.addr()),
             ));
             continue;
@@ -183,7 +188,7 @@ pub fn build(
                 targets.push((b.clone(), Arc::from(t.addr())));
                 set.insert(b);
             }
-            Err(e) => errs.push((format!("targets[{i}]"), e.to_string())),
+            Err(e) => errs.push(BuildError::at_index("targets", i, e.to_string())),
         }
     }
     let ca = match &cfg.ca_file {
@@ -194,7 +199,7 @@ pub fn build(
                     .collect::<Box<[_]>>(),
             )),
             Err(e) => {
-                errs.push(("ca_file".into(), e));
+                errs.push(BuildError::at("ca_file", e));
                 None
             }
         },
@@ -204,11 +209,11 @@ pub fn build(
         (Some(c), Some(k)) => match (load_certs(&resolve(c)), load_key(&resolve(k))) {
             (Ok(certs), Ok(key)) => Some(Arc::new(CertKey::new(certs, key.secret_der().to_vec()))),
             (Err(e), _) => {
-                errs.push(("client_cert".into(), e));
+                errs.push(BuildError::at("client_cert", e));
                 None
             }
             (_, Err(e)) => {
-                errs.push(("client_key".into(), e));
+                errs.push(BuildError::at("client_key", e));
                 None
             }
         },
@@ -296,7 +301,7 @@ pub fn build(
         retry,
         health_interval: cfg.health_check.as_ref().map(|h| h.interval.0),
         last_check: std::sync::Mutex::new(None),
-        fingerprint: format!("{cfg:?}"),
+        config: cfg.clone(),
     })
 }
 
