@@ -17,7 +17,7 @@ pub use validate::normalize_version;
 
 pub use load::{load_file, load_str};
 pub use locate::{ConfigError, ConfigErrors, KeyPath, Locator};
-pub use units::{Dur, HashKey, HeaderPredicates, Method, Rate, RetryOn, Size, VersionSource};
+pub use units::{Cidr, Dur, HashKey, HeaderPredicates, Method, Rate, RetryOn, Size, VersionSource};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -172,7 +172,7 @@ pub struct ServerConfig {
     #[serde(default = "default_threads")]
     pub threads: usize,
     #[serde(default)]
-    pub trusted_proxies: Vec<String>,
+    pub trusted_proxies: Vec<Cidr>,
     #[serde(default = "default_body")]
     pub max_request_body: Size,
     #[serde(default = "default_request_timeout")]

@@ -469,3 +469,16 @@ mod tests {
             .contains("invalid header value"));
     }
 }
+
+/// An address range written `"10.0.0.0/8"`, or one address (`"192.0.2.1"`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Cidr(pub ipnet::IpNet);
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        super::validate_helpers::parse_cidr(&s)
+            .map(Cidr)
+            .map_err(de::Error::custom)
+    }
+}

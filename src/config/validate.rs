@@ -141,11 +141,6 @@ fn server(v: &mut V<'_, '_>, cfg: &Config) {
     if s.threads == 0 {
         v.err(&sp.clone().key("threads"), "must be at least 1");
     }
-    for (i, c) in s.trusted_proxies.iter().enumerate() {
-        if let Err(e) = parse_cidr(c) {
-            v.err(&sp.clone().key("trusted_proxies").index(i), e);
-        }
-    }
     if s.max_request_body.0 == 0 {
         v.err(
             &sp.clone().key("max_request_body"),

@@ -5,7 +5,7 @@
 
 use super::{auth};
 use crate::pipeline::{BuildCtx, BuildError, BuildResult, Flow, KeyPath, Order, Plugin, PluginConfig, RequestCtx};
-use crate::config::validate_helpers::parse_cidr;
+use crate::config::Cidr;
 use ipnet::IpNet;
 use pingora::proxy::Session;
 
@@ -20,9 +20,9 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct IpFilterConfig {
     #[serde(default)]
-    pub allow: Vec<String>,
+    pub allow: Vec<Cidr>,
     #[serde(default)]
-    pub deny: Vec<String>,
+    pub deny: Vec<Cidr>,
 }
 
 impl PluginConfig for IpFilterConfig {
@@ -42,25 +42,15 @@ pub struct IpFilter {
     deny: Vec<IpNet>,
 }
 
-fn nets(key: &str, list: &[String], errs: &mut Vec<BuildError>) -> Vec<IpNet> {
-    let mut out = Vec::new();
-    for (i, c) in list.iter().enumerate() {
-        match parse_cidr(c) {
-            Ok(n) => out.push(n.trunc()),
-            Err(e) => errs.push(BuildError {
-                path: KeyPath::default().key(key).index(i),
-                message: e,
-            }),
-        }
-    }
-    out
+fn nets(list: &[Cidr]) -> Vec<IpNet> {
+    list.iter().map(|c| c.0.trunc()).collect()
 }
 
 impl IpFilter {
     pub fn new(c: &IpFilterConfig, bx: &BuildCtx<'_>) -> BuildResult<Self> {
         let mut errs = Vec::new();
-        let allow = nets("allow", &c.allow, &mut errs);
-        let deny = nets("deny", &c.deny, &mut errs);
+        let allow = nets(&c.allow);
+        let deny = nets(&c.deny);
         if c.allow.is_empty() && c.deny.is_empty() {
             errs.push(BuildError {
                 path: KeyPath::default(),

@@ -228,11 +228,7 @@ pub fn compile(cfg: Config, reuse: Reuse<'_>) -> Result<Runtime, ConfigErrors> {
         routes,
         upstreams,
         versions,
-        trusted_proxies: s
-            .trusted_proxies
-            .iter()
-            .filter_map(|c| config::validate_helpers::parse_cidr(c).ok())
-            .collect(),
+        trusted_proxies: s.trusted_proxies.iter().map(|c| c.0).collect(),
         limits: Limits {
             max_request_body: s.max_request_body.0,
             request_timeout: s.request_timeout.0,
