@@ -855,7 +855,7 @@ mod tests {
             timeout: Dur::millis(200),
             forward_headers: vec![],
             copy_response_headers: vec![],
-            on_error: None,
+            on_error: OnError::Deny,
             consumer_header: None,
         }
     }
@@ -868,10 +868,19 @@ mod tests {
     }
 
     #[test]
+    fn on_error_is_deny_or_allow() {
+        assert_eq!(OnError::try_from("allow".to_string()), Ok(OnError::Allow));
+        assert_eq!(OnError::try_from("deny".to_string()), Ok(OnError::Deny));
+        assert_eq!(
+            OnError::try_from("maybe".to_string()),
+            Err("on_error must be \"deny\" or \"allow\", not \"maybe\"".to_string())
+        );
+    }
+
+    #[test]
     fn build_errors_name_their_key() {
         let mut c = cfg("gopher://x");
         c.timeout = Dur::millis(0);
-        c.on_error = Some("maybe".into());
         c.forward_headers = vec![
             "authorization".into(),
             "x-forwarded-for".into(),
@@ -883,20 +892,19 @@ mod tests {
             [
                 "url",
                 "timeout",
-                "on_error",
                 "forward_headers[1]",
                 "forward_headers[2]",
                 "copy_response_headers[1]"
             ]
         );
         let mut ok = cfg("http://127.0.0.1:9/auth");
-        ok.on_error = Some("allow".into());
+        ok.on_error = OnError::Allow;
         ok.forward_headers = vec!["Authorization".into(), "authorization".into()];
         let fa = build(&ok).unwrap_or_else(|_| panic!("valid config refused"));
         assert!(fa.allow_on_error);
         assert_eq!(fa.forward_headers.len(), 1);
         assert!(fa.dns_name.is_none());
-        ok.on_error = Some("deny".into());
+        ok.on_error = OnError::Deny;
         assert!(
             !build(&ok)
                 .unwrap_or_else(|_| panic!("deny refused"))

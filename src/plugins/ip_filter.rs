@@ -104,8 +104,8 @@ mod tests {
     fn f(allow: &[&str], deny: &[&str]) -> IpFilter {
         IpFilter {
             name: "t".into(),
-            allow: allow.iter().map(|s| parse_cidr(s).unwrap()).collect(),
-            deny: deny.iter().map(|s| parse_cidr(s).unwrap()).collect(),
+            allow: allow.iter().map(|s| s.parse().unwrap()).collect(),
+            deny: deny.iter().map(|s| s.parse().unwrap()).collect(),
         }
     }
 
