@@ -22,4 +22,5 @@ pub mod server;
 pub mod signals;
 pub mod store;
 pub mod tls;
+pub mod util;
 pub mod watch;
