@@ -5,12 +5,12 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use tollgate::breaker::{BreakerSet, FailureRate, Outcome, Policy};
 use tollgate::config::load_str;
 use tollgate::pipeline::BuildCtx;
-use tollgate::plugins::circuit_breaker::{Breaker, Params, Result_};
 use tollgate::plugins::idempotency::{Begin, LocalStore, Stored};
 use tollgate::plugins::rate_limit::RateLimit;
 use tollgate::plugins::rate_limit::RateLimitConfig;
@@ -51,26 +51,25 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let breaker = Breaker::new(Params {
-        failure_rate: Some(0.5),
-        window: Duration::from_secs(10),
-        min_requests: 20,
-        consecutive_failures: None,
-        failure_statuses: vec![500, 502, 503, 504],
-        slow_call: None,
-        open_for: Duration::from_secs(30),
-        half_open_requests: 3,
-    });
+    // The `circuit_breaker` plugin's defaults.
+    let breakers = BreakerSet::new(
+        Policy {
+            consecutive_failures: None,
+            failure_rate: Some(FailureRate {
+                ratio: 0.5,
+                window: Duration::from_secs(10),
+                min_requests: 20,
+            }),
+            open_for: Duration::from_secs(30),
+            probes: 3,
+        },
+        Instant::now(),
+    );
     let up: Arc<str> = Arc::from("payments");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
-    let _guard = rt.enter();
     g.bench_function("breaker_admit_record", |b| {
         b.iter(|| {
-            let t = breaker.admit(&up).expect("closed");
-            breaker.record(&up, t, Result_::Success);
+            let permit = breakers.admit(&up, Instant::now()).expect("closed");
+            permit.finish(Outcome::Success, Instant::now());
         })
     });
 

@@ -7,6 +7,7 @@
 //! state through `store`.
 
 pub mod admin;
+pub mod breaker;
 pub mod config;
 pub mod demo;
 pub mod health;

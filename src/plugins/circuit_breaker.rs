@@ -14,14 +14,14 @@
 //! (with `slow_call`) a response slower than that. 4xx never count. A request
 //! that ends without reaching the upstream gives its probe slot back.
 
-use crate::config::{Dur};
-use crate::pipeline::{KeyPath, BuildCtx, BuildError, BuildResult, Flow, Order, Plugin, PluginConfig, Reply, RequestCtx, UpstreamOutcome};
-use crate::metrics::METRICS;
+use crate::breaker::{BreakerSet, CircuitState, FailureRate, Outcome, Permit, Policy};
+use crate::config::Dur;
+use crate::pipeline::{
+    BuildCtx, BuildError, BuildResult, Flow, KeyPath, Order, Plugin, PluginConfig, Reply,
+    RequestCtx, UpstreamOutcome,
+};
 use pingora::proxy::Session;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
@@ -83,247 +83,32 @@ impl PluginConfig for CircuitBreakerConfig {
     }
 }
 
-
-const BUCKETS: u32 = 10;
-
+/// What counts as a failed request: `failure_statuses`, `slow_call`, and
+/// connect errors and timeouts.
 #[derive(Debug, Clone)]
-pub struct Params {
-    pub failure_rate: Option<f64>,
-    pub window: Duration,
-    pub min_requests: u32,
-    pub consecutive_failures: Option<u32>,
-    pub failure_statuses: Vec<u16>,
+pub struct Failures {
+    pub statuses: Vec<u16>,
     pub slow_call: Option<Duration>,
-    pub open_for: Duration,
-    pub half_open_requests: u32,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Bucket {
-    /// Index of the bucket-length interval this bucket counts.
-    epoch: u64,
-    total: u32,
-    failures: u32,
-}
-
-#[derive(Debug)]
-enum State {
-    Closed {
-        buckets: [Bucket; BUCKETS as usize],
-        consecutive: u32,
-    },
-    Open {
-        until: Instant,
-    },
-    HalfOpen {
-        admitted: u32,
-        succeeded: u32,
-    },
-}
-
-impl State {
-    fn closed() -> State {
-        State::Closed {
-            buckets: [Bucket::default(); BUCKETS as usize],
-            consecutive: 0,
-        }
-    }
-    pub fn code(&self) -> i64 {
-        match self {
-            State::Closed { .. } => 0,
-            State::HalfOpen { .. } => 1,
-            State::Open { .. } => 2,
-        }
-    }
-}
-
-/// Whether a request was let through as a half-open probe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ticket {
-    Normal,
-    Probe,
-}
-
-/// What happened to an admitted request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Result_ {
-    Success,
-    Failure,
-    /// Never reached the upstream (refused later, client gone): not counted.
-    Cancelled,
-}
-
-/// The per-upstream state machines of one breaker definition.
-pub struct Breaker {
-    params: Params,
-    /// Start of time for bucket epochs.
-    origin: Instant,
-    states: Mutex<HashMap<Arc<str>, State>>,
-}
-
-impl Breaker {
-    pub fn new(params: Params) -> Self {
-        Breaker {
-            params,
-            origin: Instant::now(),
-            states: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn bucket_len(&self) -> Duration {
-        (self.params.window / BUCKETS).max(Duration::from_millis(1))
-    }
-
-    fn epoch(&self, now: Instant) -> u64 {
-        (now.saturating_duration_since(self.origin).as_nanos() / self.bucket_len().as_nanos())
-            as u64
-    }
-
-    fn publish(upstream: &str, s: &State) {
-        METRICS
-            .circuit_state
-            .with_label_values(&[upstream])
-            .set(s.code());
-    }
-
-    /// Let a request through, or say how long until the breaker may close.
-    pub fn admit(&self, upstream: &Arc<str>) -> Result<Ticket, Duration> {
-        let now = Instant::now();
-        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
-        let state = states.entry(upstream.clone()).or_insert_with(State::closed);
-        match state {
-            State::Closed { .. } => Ok(Ticket::Normal),
-            State::Open { until } => {
-                if now >= *until {
-                    *state = State::HalfOpen {
-                        admitted: 1,
-                        succeeded: 0,
-                    };
-                    Self::publish(upstream, state);
-                    Ok(Ticket::Probe)
-                } else {
-                    Err(*until - now)
-                }
-            }
-            State::HalfOpen { admitted, .. } => {
-                if *admitted < self.params.half_open_requests {
-                    *admitted += 1;
-                    Ok(Ticket::Probe)
-                } else {
-                    // The probes are in flight; their outcome decides.
-                    Err(Duration::from_secs(1))
-                }
-            }
-        }
-    }
-
-    /// Record the outcome of a request `admit` let through.
-    pub fn record(&self, upstream: &Arc<str>, ticket: Ticket, result: Result_) {
-        let now = Instant::now();
-        let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(state) = states.get_mut(upstream) else {
-            return;
-        };
-        let p = &self.params;
-        match (ticket, &mut *state) {
-            (
-                Ticket::Probe,
-                State::HalfOpen {
-                    admitted,
-                    succeeded,
-                },
-            ) => match result {
-                Result_::Failure => {
-                    *state = State::Open {
-                        until: now + p.open_for,
-                    }
-                }
-                Result_::Success => {
-                    *succeeded += 1;
-                    if *succeeded >= p.half_open_requests {
-                        *state = State::closed();
-                    }
-                }
-                Result_::Cancelled => *admitted = admitted.saturating_sub(1),
-            },
-            (
-                Ticket::Normal,
-                State::Closed {
-                    buckets,
-                    consecutive,
-                },
-            ) => {
-                let failed = match result {
-                    Result_::Cancelled => return,
-                    Result_::Failure => true,
-                    Result_::Success => false,
-                };
-                let epoch = self.epoch(now);
-                let b = &mut buckets[(epoch % BUCKETS as u64) as usize];
-                if b.epoch != epoch {
-                    *b = Bucket {
-                        epoch,
-                        total: 0,
-                        failures: 0,
-                    };
-                }
-                b.total += 1;
-                *consecutive = if failed { *consecutive + 1 } else { 0 };
-                if failed {
-                    b.failures += 1;
-                }
-                let live = buckets
-                    .iter()
-                    .filter(|b| b.epoch + (BUCKETS as u64) > epoch);
-                let (total, failures) =
-                    live.fold((0u32, 0u32), |(t, f), b| (t + b.total, f + b.failures));
-                let by_rate = p.failure_rate.is_some_and(|r| {
-                    failed
-                        && total >= p.min_requests
-                        && total > 0
-                        && failures as f64 / total as f64 >= r
-                });
-                let by_streak = p
-                    .consecutive_failures
-                    .is_some_and(|n| failed && *consecutive >= n);
-                if by_rate || by_streak {
-                    *state = State::Open {
-                        until: now + p.open_for,
-                    };
-                }
-            }
-            // Late outcomes from before a transition do not count.
-            _ => return,
-        }
-        Self::publish(upstream, state);
-    }
-
-    /// 0 closed, 1 half-open, 2 open (an open breaker past `open_for` is reported
-    /// half-open: the next request will probe).
-    pub fn state_of(&self, upstream: &str) -> Option<i64> {
-        let states = self.states.lock().unwrap_or_else(|p| p.into_inner());
-        states.get(upstream).map(|s| match s {
-            State::Open { until } if Instant::now() >= *until => 1,
-            s => s.code(),
-        })
-    }
-
-    pub fn classify(&self, o: &UpstreamOutcome) -> Result_ {
+impl Failures {
+    pub fn classify(&self, o: &UpstreamOutcome) -> Outcome {
         let failed = o.error
-            || o.status
-                .is_some_and(|s| self.params.failure_statuses.contains(&s))
-            || self.params.slow_call.is_some_and(|slow| o.elapsed >= slow);
+            || o.status.is_some_and(|s| self.statuses.contains(&s))
+            || self.slow_call.is_some_and(|slow| o.elapsed >= slow);
         if failed {
-            Result_::Failure
+            Outcome::Failure
         } else {
-            Result_::Success
+            Outcome::Success
         }
     }
 }
 
 pub struct CircuitBreaker {
     name: String,
-    breaker: Breaker,
+    /// One breaker per upstream name.
+    breakers: BreakerSet,
+    failures: Failures,
 }
 
 impl CircuitBreaker {
@@ -373,34 +158,44 @@ impl CircuitBreaker {
             (None, None) => Some(0.5),
             (r, _) => r,
         };
-        Ok(CircuitBreaker {
-            name: bx.name.to_string(),
-            breaker: Breaker::new(Params {
-                failure_rate,
+        let policy = Policy {
+            consecutive_failures: c.consecutive_failures,
+            failure_rate: failure_rate.map(|ratio| FailureRate {
+                ratio,
                 window: c.window.0,
                 min_requests: c.min_requests,
-                consecutive_failures: c.consecutive_failures,
-                failure_statuses: c.failure_statuses.clone(),
-                slow_call: c.slow_call.map(|d| d.0),
-                open_for: c.open_for.0,
-                half_open_requests: c.half_open_requests,
             }),
+            open_for: c.open_for.0,
+            probes: c.half_open_requests,
+        };
+        Ok(CircuitBreaker {
+            name: bx.name.to_string(),
+            breakers: BreakerSet::new(policy, Instant::now()),
+            failures: Failures {
+                statuses: c.failure_statuses.clone(),
+                slow_call: c.slow_call.map(|d| d.0),
+            },
         })
     }
-
 }
 
 impl Plugin for CircuitBreaker {
-    /// The upstream and ticket of an admitted request, until its outcome is recorded.
-    type State = Option<(Arc<str>, Ticket)>;
+    /// The permit of an admitted request, until its outcome is recorded (a
+    /// request state dropped with it unrecorded cancels it).
+    type State = Option<Permit>;
 
-    async fn request(&self, _session: &mut Session, ctx: &mut RequestCtx, state: &mut Self::State) -> pingora::Result<Flow> {
+    async fn request(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+        state: &mut Self::State,
+    ) -> pingora::Result<Flow> {
         let Some(upstream) = ctx.route().map(|r| r.upstream.name.clone()) else {
             return Ok(Flow::Continue);
         };
-        match self.breaker.admit(&upstream) {
-            Ok(ticket) => {
-                *state = Some((upstream, ticket));
+        match self.breakers.admit(&upstream, Instant::now()) {
+            Ok(permit) => {
+                *state = Some(permit);
                 Ok(Flow::Continue)
             }
             Err(wait) => {
@@ -418,25 +213,32 @@ impl Plugin for CircuitBreaker {
         }
     }
 
-    fn upstream_response(&self, _resp: &pingora::http::ResponseHeader, ctx: &mut RequestCtx, state: &mut Self::State) {
+    fn upstream_response(
+        &self,
+        _resp: &pingora::http::ResponseHeader,
+        ctx: &mut RequestCtx,
+        state: &mut Self::State,
+    ) {
         // Record as soon as the final response head is in (not at the end of
         // the request): the next request must already see the new state.
         self.finish(ctx, state);
     }
 
     fn finish(&self, ctx: &mut RequestCtx, state: &mut Self::State) {
-        let Some((upstream, ticket)) = state.take() else {
+        let Some(permit) = state.take() else {
             return;
         };
-        let result = match &ctx.upstream.outcome {
-            Some(o) => self.breaker.classify(o),
-            None => Result_::Cancelled,
+        let outcome = match &ctx.upstream.outcome {
+            Some(o) => self.failures.classify(o),
+            None => Outcome::Cancelled,
         };
-        self.breaker.record(&upstream, ticket, result);
+        permit.finish(outcome, Instant::now());
     }
 
     fn circuit_state(&self, upstream: &str) -> Option<i64> {
-        self.breaker.state_of(upstream)
+        self.breakers
+            .state_of(upstream, Instant::now())
+            .map(CircuitState::code)
     }
 }
 
@@ -444,123 +246,21 @@ impl Plugin for CircuitBreaker {
 mod tests {
     use super::*;
 
-    fn params() -> Params {
-        Params {
-            failure_rate: Some(0.5),
-            window: Duration::from_secs(10),
-            min_requests: 4,
-            consecutive_failures: None,
-            failure_statuses: vec![500, 502, 503, 504],
-            slow_call: None,
-            open_for: Duration::from_secs(30),
-            half_open_requests: 2,
-        }
-    }
-
-    fn up() -> Arc<str> {
-        Arc::from("payments")
-    }
-
-    fn run(b: &Breaker, r: Result_) {
-        let t = b.admit(&up()).expect("admitted");
-        b.record(&up(), t, r);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn trips_on_failure_rate_with_minimum_then_recovers() {
-        let b = Breaker::new(params());
-        run(&b, Result_::Failure);
-        run(&b, Result_::Failure);
-        run(&b, Result_::Failure);
-        assert_eq!(
-            b.state_of("payments"),
-            Some(0),
-            "below min_requests it stays closed"
-        );
-        run(&b, Result_::Success);
-        assert_eq!(b.state_of("payments"), Some(0), "a success never trips it");
-        run(&b, Result_::Failure);
-        assert_eq!(b.state_of("payments"), Some(2), "4 failures of 5 ≥ 0.5");
-        let wait = b.admit(&up()).unwrap_err();
-        assert_eq!(wait, Duration::from_secs(30));
-
-        tokio::time::advance(Duration::from_secs(29)).await;
-        assert!(b.admit(&up()).is_err());
-        tokio::time::advance(Duration::from_secs(1)).await;
-        // Half-open: exactly two probes.
-        let p1 = b.admit(&up()).unwrap();
-        let p2 = b.admit(&up()).unwrap();
-        assert_eq!((p1, p2), (Ticket::Probe, Ticket::Probe));
-        assert!(
-            b.admit(&up()).is_err(),
-            "a third request waits for the probes"
-        );
-        b.record(&up(), p1, Result_::Success);
-        assert_eq!(b.state_of("payments"), Some(1));
-        b.record(&up(), p2, Result_::Success);
-        assert_eq!(b.state_of("payments"), Some(0));
-        assert_eq!(b.admit(&up()), Ok(Ticket::Normal));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn one_failed_probe_reopens() {
-        let b = Breaker::new(Params {
-            consecutive_failures: Some(2),
-            failure_rate: None,
-            ..params()
-        });
-        run(&b, Result_::Failure);
-        run(&b, Result_::Success);
-        run(&b, Result_::Failure);
-        assert_eq!(b.state_of("payments"), Some(0), "the streak was broken");
-        run(&b, Result_::Failure);
-        assert_eq!(b.state_of("payments"), Some(2));
-        tokio::time::advance(Duration::from_secs(30)).await;
-        let p = b.admit(&up()).unwrap();
-        b.record(&up(), p, Result_::Failure);
-        assert_eq!(b.state_of("payments"), Some(2));
-        assert_eq!(b.admit(&up()).unwrap_err(), Duration::from_secs(30));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn cancelled_probes_give_their_slot_back_and_old_failures_expire() {
-        let b = Breaker::new(params());
-        for _ in 0..3 {
-            run(&b, Result_::Failure);
-        }
-        // Those three fall out of the 10 s window.
-        tokio::time::advance(Duration::from_secs(11)).await;
-        run(&b, Result_::Failure);
-        run(&b, Result_::Success);
-        run(&b, Result_::Success);
-        run(&b, Result_::Failure);
-        assert_eq!(b.state_of("payments"), Some(2), "2 of 4 in the window");
-        tokio::time::advance(Duration::from_secs(30)).await;
-        let p1 = b.admit(&up()).unwrap();
-        let _p2 = b.admit(&up()).unwrap();
-        b.record(&up(), p1, Result_::Cancelled);
-        assert_eq!(
-            b.admit(&up()),
-            Ok(Ticket::Probe),
-            "the cancelled probe's slot is free again"
-        );
-    }
-
     #[test]
     fn classification() {
-        let b = Breaker::new(Params {
+        let b = Failures {
+            statuses: vec![500, 502, 503, 504],
             slow_call: Some(Duration::from_secs(2)),
-            ..params()
-        });
+        };
         let o = |status: Option<u16>, error: bool, ms: u64| UpstreamOutcome {
             status,
             error,
             elapsed: Duration::from_millis(ms),
         };
-        assert_eq!(b.classify(&o(Some(200), false, 10)), Result_::Success);
-        assert_eq!(b.classify(&o(Some(404), false, 10)), Result_::Success);
-        assert_eq!(b.classify(&o(Some(503), false, 10)), Result_::Failure);
-        assert_eq!(b.classify(&o(None, true, 10)), Result_::Failure);
-        assert_eq!(b.classify(&o(Some(200), false, 2500)), Result_::Failure);
+        assert_eq!(b.classify(&o(Some(200), false, 10)), Outcome::Success);
+        assert_eq!(b.classify(&o(Some(404), false, 10)), Outcome::Success);
+        assert_eq!(b.classify(&o(Some(503), false, 10)), Outcome::Failure);
+        assert_eq!(b.classify(&o(None, true, 10)), Outcome::Failure);
+        assert_eq!(b.classify(&o(Some(200), false, 2500)), Outcome::Failure);
     }
 }

@@ -29,6 +29,7 @@
 
 use super::outbound::{joined_cookie, parse_url};
 use super::{auth};
+use crate::breaker::{Breaker, Outcome, Policy};
 use crate::config::{Dur};
 use crate::pipeline::{BuildCtx, BuildError, BuildResult, Flow, KeyPath, Order, Plugin, PluginConfig, Reply, RequestCtx};
 use crate::metrics::METRICS;
@@ -46,7 +47,7 @@ use pingora::{Error, ErrorType};
 use sha2::{Digest, Sha256};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -117,6 +118,14 @@ impl PluginConfig for ForwardAuthConfig {
 pub const BREAKER_FAILURES: u32 = 5;
 /// How long an open breaker keeps calls away from the auth service.
 pub const BREAKER_COOL_DOWN: Duration = Duration::from_secs(10);
+/// The auth service's breaker: [`BREAKER_FAILURES`] in a row open it for
+/// [`BREAKER_COOL_DOWN`], then one probe decides.
+pub const BREAKER: Policy = Policy {
+    consecutive_failures: Some(BREAKER_FAILURES),
+    failure_rate: None,
+    open_for: BREAKER_COOL_DOWN,
+    probes: 1,
+};
 /// Largest auth-service response body read (a 401/403 body passed to the
 /// client, or a 2xx body drained so the connection can be reused).
 const MAX_BODY: usize = 16 << 10;
@@ -178,7 +187,7 @@ pub struct ForwardAuth {
     copy_response_headers: Vec<HeaderName>,
     consumer_header: Option<HeaderName>,
     allow_on_error: bool,
-    breaker: Breaker,
+    breaker: Arc<Breaker>,
 }
 
 /// How a consumer derived from credentials begins; a consumer named by the
@@ -311,7 +320,7 @@ impl ForwardAuth {
             copy_response_headers,
             consumer_header,
             allow_on_error,
-            breaker: Breaker::new(BREAKER_FAILURES, BREAKER_COOL_DOWN),
+            breaker: Arc::new(Breaker::new(BREAKER, Instant::now())),
         })
     }
 
@@ -623,7 +632,7 @@ impl Plugin for ForwardAuth {
         let answer = match tokio::time::timeout(self.timeout, self.call(&req)).await {
             Ok(Ok(a)) => a,
             Ok(Err(e)) => {
-                permit.finish(false, Instant::now());
+                permit.finish(Outcome::Failure, Instant::now());
                 let reason = if is_timeout(&e) {
                     "auth_service_timeout"
                 } else {
@@ -639,7 +648,7 @@ impl Plugin for ForwardAuth {
                 return Ok(self.failed(session, ctx, reason, Duration::from_secs(1)));
             }
             Err(_) => {
-                permit.finish(false, Instant::now());
+                permit.finish(Outcome::Failure, Instant::now());
                 return Ok(self.failed(
                     session,
                     ctx,
@@ -651,7 +660,7 @@ impl Plugin for ForwardAuth {
         let status = answer.header.status.as_u16();
         match status {
             200..=299 => {
-                permit.finish(true, Instant::now());
+                permit.finish(Outcome::Success, Instant::now());
                 for n in &self.copy_response_headers {
                     let values: Vec<&[u8]> = answer
                         .header
@@ -676,19 +685,19 @@ impl Plugin for ForwardAuth {
             // Refusals, whatever the reason (401, 403, 431 for a huge cookie):
             // the client's answer, and the service did its job.
             400..=499 => {
-                permit.finish(true, Instant::now());
+                permit.finish(Outcome::Success, Instant::now());
                 auth::count_failure(ctx, &self.name, "denied");
                 let head_only = session.req_header().method == Method::HEAD;
                 Ok(self.denied(answer, head_only))
             }
             500..=599 => {
-                permit.finish(false, Instant::now());
+                permit.finish(Outcome::Failure, Instant::now());
                 Ok(self.failed(session, ctx, "auth_service_error", Duration::from_secs(1)))
             }
             // A redirect or another unusable answer: not a decision, but not
             // an outage either (SPEC §3: only connect errors, timeouts and 5xx count).
             _ => {
-                permit.finish(true, Instant::now());
+                permit.finish(Outcome::Success, Instant::now());
                 Ok(self.failed(session, ctx, "auth_service_error", Duration::from_secs(1)))
             }
         }
@@ -721,109 +730,6 @@ impl Plugin for ForwardAuth {
         if current._address.as_inet() != Some(&addr) {
             let peer = make_peer(addr, current.is_tls(), host, self.timeout);
             self.peer.store(Arc::new(peer));
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// The breaker: closed → (N consecutive failures) → open → (cool-down) →
-// half-open, where one probe decides: success closes, failure reopens.
-// Time is passed in, so tests drive it without sleeping.
-// ---------------------------------------------------------------------------
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Closed { failures: u32 },
-    Open { until: Instant },
-    HalfOpen { probing: bool },
-}
-
-pub struct Breaker {
-    state: Mutex<State>,
-    threshold: u32,
-    cool_down: Duration,
-}
-
-/// Leave to make one call; report its outcome with [`Permit::finish`]. A
-/// permit dropped unfinished (the client went away) reports nothing, and a
-/// half-open breaker lets the next call probe instead.
-pub struct Permit<'a> {
-    breaker: &'a Breaker,
-    probe: bool,
-    finished: bool,
-}
-
-impl Breaker {
-    pub fn new(threshold: u32, cool_down: Duration) -> Self {
-        Breaker {
-            state: Mutex::new(State::Closed { failures: 0 }),
-            threshold: threshold.max(1),
-            cool_down,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// A permit, or how long until calls are tried again.
-    pub fn admit(&self, now: Instant) -> Result<Permit<'_>, Duration> {
-        let mut st = self.lock();
-        let probe = match *st {
-            State::Closed { .. } => false,
-            State::Open { until } if now < until => return Err(until - now),
-            State::Open { .. } | State::HalfOpen { probing: false } => {
-                *st = State::HalfOpen { probing: true };
-                true
-            }
-            State::HalfOpen { probing: true } => return Err(Duration::from_secs(1)),
-        };
-        Ok(Permit {
-            breaker: self,
-            probe,
-            finished: false,
-        })
-    }
-
-    pub fn is_open(&self, now: Instant) -> bool {
-        match *self.lock() {
-            State::Closed { .. } => false,
-            State::Open { until } => now < until,
-            State::HalfOpen { probing } => probing,
-        }
-    }
-}
-
-impl Permit<'_> {
-    pub fn finish(mut self, ok: bool, now: Instant) {
-        self.finished = true;
-        let b = self.breaker;
-        let mut st = b.lock();
-        *st = match (*st, self.probe, ok) {
-            (State::HalfOpen { .. }, true, true) => State::Closed { failures: 0 },
-            (State::HalfOpen { .. }, true, false) => State::Open {
-                until: now + b.cool_down,
-            },
-            (State::Closed { .. }, _, true) => State::Closed { failures: 0 },
-            (State::Closed { failures }, _, false) if failures + 1 >= b.threshold => State::Open {
-                until: now + b.cool_down,
-            },
-            (State::Closed { failures }, _, false) => State::Closed {
-                failures: failures + 1,
-            },
-            // A call admitted before the breaker opened says nothing new.
-            (s, _, _) => s,
-        };
-    }
-}
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        if self.probe && !self.finished {
-            let mut st = self.breaker.lock();
-            if *st == (State::HalfOpen { probing: true }) {
-                *st = State::HalfOpen { probing: false };
-            }
         }
     }
 }
@@ -973,65 +879,5 @@ mod tests {
         ] {
             assert_eq!(is_json(&HeaderValue::from_static(ct)), json, "{ct}");
         }
-    }
-
-    #[test]
-    fn breaker_opens_after_consecutive_failures_and_probes_after_the_cool_down() {
-        let b = Breaker::new(3, Duration::from_secs(10));
-        let t0 = Instant::now();
-        // Successes reset the count: failures must be consecutive.
-        b.admit(t0).unwrap().finish(false, t0);
-        b.admit(t0).unwrap().finish(false, t0);
-        b.admit(t0).unwrap().finish(true, t0);
-        b.admit(t0).unwrap().finish(false, t0);
-        b.admit(t0).unwrap().finish(false, t0);
-        assert!(!b.is_open(t0));
-        b.admit(t0).unwrap().finish(false, t0);
-        assert!(b.is_open(t0));
-
-        let t1 = t0 + Duration::from_secs(4);
-        assert_eq!(b.admit(t1).err(), Some(Duration::from_secs(6)));
-
-        // After the cool-down one probe goes through; others wait for it.
-        let t2 = t0 + Duration::from_secs(10);
-        let probe = b.admit(t2).unwrap();
-        assert!(b.admit(t2).is_err());
-        probe.finish(false, t2);
-        assert!(b.admit(t2 + Duration::from_secs(9)).is_err());
-
-        let t3 = t2 + Duration::from_secs(10);
-        let probe = b.admit(t3).unwrap();
-        probe.finish(true, t3);
-        assert!(!b.is_open(t3));
-        assert!(b.admit(t3).is_ok());
-        // Closed again: it takes `threshold` new failures to reopen.
-        b.admit(t3).unwrap().finish(false, t3);
-        b.admit(t3).unwrap().finish(false, t3);
-        assert!(b.admit(t3).is_ok());
-    }
-
-    #[test]
-    fn an_abandoned_probe_lets_the_next_call_probe() {
-        let b = Breaker::new(1, Duration::from_secs(10));
-        let t0 = Instant::now();
-        b.admit(t0).unwrap().finish(false, t0);
-        let t1 = t0 + Duration::from_secs(10);
-        let probe = b.admit(t1).unwrap();
-        assert!(b.admit(t1).is_err());
-        drop(probe);
-        let probe = b.admit(t1).unwrap();
-        probe.finish(true, t1);
-        assert!(!b.is_open(t1));
-    }
-
-    #[test]
-    fn late_results_of_calls_admitted_before_the_trip_change_nothing() {
-        let b = Breaker::new(1, Duration::from_secs(10));
-        let t0 = Instant::now();
-        let early = b.admit(t0).unwrap();
-        b.admit(t0).unwrap().finish(false, t0);
-        assert!(b.is_open(t0));
-        early.finish(true, t0);
-        assert!(b.is_open(t0));
     }
 }
