@@ -13,12 +13,16 @@
 //! A failure is a connect error, a timeout, a status in `failure_statuses`, or
 //! (with `slow_call`) a response slower than that. 4xx never count. A request
 //! that ends without reaching the upstream gives its probe slot back.
+//!
+//! The state machine is [`crate::breaker`] (a [`BreakerSet`] keyed by upstream
+//! name, publishing `tollgate_circuit_state`); this plugin says what a failure
+//! is ([`Failures`]) and answers for an open breaker.
 
 use crate::breaker::{BreakerSet, CircuitState, FailureRate, Outcome, Permit, Policy};
 use crate::config::Dur;
 use crate::pipeline::{
-    BuildCtx, BuildError, BuildResult, Flow, KeyPath, Order, Plugin, PluginConfig, Reply,
-    RequestCtx, UpstreamOutcome,
+    BuildCtx, BuildError, BuildResult, Flow, Order, Plugin, PluginConfig, Reply, RequestCtx,
+    UpstreamOutcome,
 };
 use pingora::proxy::Session;
 use std::time::{Duration, Instant};
@@ -114,12 +118,7 @@ pub struct CircuitBreaker {
 impl CircuitBreaker {
     pub fn new(c: &CircuitBreakerConfig, bx: &BuildCtx<'_>) -> BuildResult<Self> {
         let mut errs = Vec::new();
-        let mut e = |k: &str, m: &str| {
-            errs.push(BuildError {
-                path: KeyPath::default().key(k),
-                message: m.into(),
-            })
-        };
+        let mut e = |k: &str, m: &str| errs.push(BuildError::at(k, m));
         if let Some(r) = c.failure_rate {
             if !(r > 0.0 && r <= 1.0) {
                 e("failure_rate", "must be greater than 0 and at most 1");
@@ -141,14 +140,14 @@ impl CircuitBreaker {
             e("min_requests", "must be at least 1");
         }
         for (i, s) in c.failure_statuses.iter().enumerate() {
-            if !(100..600).contains(s) {
-                e(&format!("failure_statuses[{i}]"), "must be an HTTP status");
+            let message = if !(100..600).contains(s) {
+                "must be an HTTP status"
             } else if (400..500).contains(s) {
-                e(
-                    &format!("failure_statuses[{i}]"),
-                    "client errors (4xx) never count as upstream failures",
-                );
-            }
+                "client errors (4xx) never count as upstream failures"
+            } else {
+                continue;
+            };
+            errs.push(BuildError::at_index("failure_statuses", i, message));
         }
         if !errs.is_empty() {
             return Err(errs);
@@ -245,6 +244,49 @@ impl Plugin for CircuitBreaker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn build(toml: &str) -> BuildResult<CircuitBreaker> {
+        let c: CircuitBreakerConfig = toml::from_str(toml).expect("parses");
+        let config = crate::config::load_str(
+            "[upstreams.u]\ntargets = [\"127.0.0.1:1\"]\n[[routes]]\nname = \"r\"\nupstream = \"u\"\n",
+            None,
+            std::path::Path::new("."),
+        )
+        .expect("minimal config");
+        CircuitBreaker::new(
+            &c,
+            &BuildCtx {
+                name: "cb",
+                config: &config,
+            },
+        )
+    }
+
+    #[test]
+    fn build_errors_name_their_key() {
+        let Err(errs) = build(
+            "failure_rate = 1.5\nconsecutive_failures = 0\nwindow = \"0s\"\nopen_for = \"0s\"\n\
+             half_open_requests = 0\nmin_requests = 0\nfailure_statuses = [500, 404, 600]\n",
+        ) else {
+            panic!("expected build errors");
+        };
+        let paths: Vec<String> = errs.iter().map(|e| e.path.to_string()).collect();
+        assert_eq!(
+            paths,
+            [
+                "failure_rate",
+                "consecutive_failures",
+                "window",
+                "open_for",
+                "half_open_requests",
+                "min_requests",
+                "failure_statuses[1]",
+                "failure_statuses[2]",
+            ]
+        );
+        assert!(build("").is_ok());
+        assert!(build("consecutive_failures = 3\nfailure_statuses = [502]\n").is_ok());
+    }
 
     #[test]
     fn classification() {
