@@ -24,6 +24,7 @@ use crate::pipeline::{
     BuildCtx, BuildError, BuildResult, Flow, Order, Plugin, PluginConfig, Reply, RequestCtx,
     UpstreamOutcome,
 };
+use crate::util::retry_after;
 use pingora::proxy::Session;
 use std::time::{Duration, Instant};
 
@@ -198,15 +199,11 @@ impl Plugin for CircuitBreaker {
                 Ok(Flow::Continue)
             }
             Err(wait) => {
-                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 tracing::debug!(plugin = %self.name, upstream = %upstream, "circuit open: request refused");
                 Ok(Flow::Respond(Reply::Problem {
                     status: 503,
                     detail: "the upstream service is failing; the circuit breaker is open".into(),
-                    headers: vec![(
-                        http::header::RETRY_AFTER,
-                        http::HeaderValue::from(secs.max(1)),
-                    )],
+                    headers: vec![(http::header::RETRY_AFTER, retry_after(wait))],
                 }))
             }
         }
