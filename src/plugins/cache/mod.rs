@@ -17,7 +17,6 @@
 //!   failed; a stored copy past its freshness was served), `MISS` (yes, whether
 //!   or not the answer was stored), `BYPASS` (the cache was not consulted).
 
-
 mod policy;
 mod storage;
 #[cfg(test)]
@@ -28,8 +27,8 @@ pub use storage::{Slot, Store};
 use crate::config::{Dur, Method, Size};
 use crate::metrics::METRICS;
 use crate::pipeline::{
-    BuildCtx, BuildError, BuildResult, CachePolicy, KeyParts, KeyPath, Order, Plugin,
-    PluginConfig, RequestCtx,
+    BuildCtx, BuildError, BuildResult, CachePolicy, KeyParts, KeyPath, Order, Plugin, PluginConfig,
+    RequestCtx,
 };
 use arc_swap::ArcSwapOption;
 use http::HeaderName;
@@ -42,7 +41,6 @@ use pingora::Error;
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
-
 
 // ---------------------------------------------------------------------------
 // Config: `type = "cache"`
@@ -60,10 +58,7 @@ fn default_cache_ttl() -> Dur {
 }
 
 fn default_cache_methods() -> Vec<Method> {
-    vec![
-        Method(http::Method::GET),
-        Method(http::Method::HEAD),
-    ]
+    vec![Method(http::Method::GET), Method(http::Method::HEAD)]
 }
 
 /// `type = "cache"`
@@ -97,7 +92,6 @@ impl PluginConfig for CacheConfig {
         Cache::new(self, bx)
     }
 }
-
 
 /// One lock table for every cache instance: keys carry the instance's salt, so
 /// two instances never wait on each other. Pingora needs it `'static`.
@@ -153,7 +147,8 @@ impl Cache {
             match m.as_str() {
                 "GET" => get = true,
                 "HEAD" => head = true,
-                _ => err(KeyPath::default().key("methods").index(i),
+                _ => err(
+                    KeyPath::default().key("methods").index(i),
                     format!(
                         "only GET and HEAD responses can be cached, not {:?}",
                         m.as_str()
@@ -162,32 +157,51 @@ impl Cache {
             }
         }
         if c.methods.is_empty() {
-            err(KeyPath::default().key("methods"), "list at least one of GET, HEAD".into());
+            err(
+                KeyPath::default().key("methods"),
+                "list at least one of GET, HEAD".into(),
+            );
         }
         let mut vary = Vec::new();
         for (i, h) in c.vary.iter().enumerate() {
             match HeaderName::from_bytes(h.trim().as_bytes()) {
                 Ok(n) => vary.push(n),
-                Err(_) => err(KeyPath::default().key("vary").index(i), format!("{h:?} is not a header name")),
+                Err(_) => err(
+                    KeyPath::default().key("vary").index(i),
+                    format!("{h:?} is not a header name"),
+                ),
             }
         }
         if c.ttl.0.is_zero() {
-            err(KeyPath::default().key("ttl"), "must be longer than 0s".into());
+            err(
+                KeyPath::default().key("ttl"),
+                "must be longer than 0s".into(),
+            );
         }
         if let Some(m) = c.max_ttl {
             if m.0.is_zero() {
-                err(KeyPath::default().key("max_ttl"), "must be longer than 0s".into());
+                err(
+                    KeyPath::default().key("max_ttl"),
+                    "must be longer than 0s".into(),
+                );
             }
         }
         let max_size = usize::try_from(c.max_size.0).unwrap_or(usize::MAX);
         let max_entry = usize::try_from(c.max_entry.0).unwrap_or(usize::MAX);
         if max_size < 64 * 1024 {
-            err(KeyPath::default().key("max_size"), "must be at least 64KiB".into());
+            err(
+                KeyPath::default().key("max_size"),
+                "must be at least 64KiB".into(),
+            );
         }
         if max_entry == 0 {
-            err(KeyPath::default().key("max_entry"), "must be larger than 0B".into());
+            err(
+                KeyPath::default().key("max_entry"),
+                "must be larger than 0B".into(),
+            );
         } else if max_entry > max_size / 2 {
-            err(KeyPath::default().key("max_entry"),
+            err(
+                KeyPath::default().key("max_entry"),
                 "must be at most half of max_size, or one entry could empty the cache".into(),
             );
         }
@@ -230,11 +244,10 @@ impl Cache {
         state: &mut Option<Outcome>,
     ) {
         let req = session.req_header();
-        let method_ok =
-            (req.method == http::Method::GET && self.get)
-                || (req.method == http::Method::HEAD && self.head);
-        let anonymous_auth =
-            req.headers.contains_key(http::header::AUTHORIZATION) && ctx.identity.consumer.is_none();
+        let method_ok = (req.method == http::Method::GET && self.get)
+            || (req.method == http::Method::HEAD && self.head);
+        let anonymous_auth = req.headers.contains_key(http::header::AUTHORIZATION)
+            && ctx.identity.consumer.is_none();
         let upgrade = req.headers.contains_key(http::header::UPGRADE);
         if !method_ok || anonymous_auth || upgrade {
             *state = Some(Outcome::Bypass);

@@ -393,4 +393,3 @@ impl HandleMiss for Miss {
         Ok(MissFinishType::Created(size))
     }
 }
-

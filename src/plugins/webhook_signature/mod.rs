@@ -49,7 +49,6 @@ impl PluginConfig for WebhookSignatureConfig {
     }
 }
 
-
 /// The largest body this plugin accepts: the size of Pingora's retry buffer
 /// (`BODY_BUF_LIMIT`), which is what replays the verified body upstream.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -318,7 +317,12 @@ impl Plugin for WebhookSignature {
     /// The replay keys of a verified delivery, until the upstream took it.
     type State = Vec<[u8; 32]>;
 
-    async fn request(&self, session: &mut Session, ctx: &mut RequestCtx, state: &mut Self::State) -> pingora::Result<Flow> {
+    async fn request(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        state: &mut Self::State,
+    ) -> pingora::Result<Flow> {
         let max_total = ctx.rt.limits.max_request_body;
         let limit = (MAX_BODY as u64).min(max_total) as usize;
         let now = unix_now();
@@ -364,13 +368,23 @@ impl Plugin for WebhookSignature {
         }
     }
 
-    fn upstream_request(&self, req: &mut RequestHeader, _ctx: &RequestCtx, _state: &mut Self::State) -> pingora::Result<()> {
+    fn upstream_request(
+        &self,
+        req: &mut RequestHeader,
+        _ctx: &RequestCtx,
+        _state: &mut Self::State,
+    ) -> pingora::Result<()> {
         // The body is already here: the upstream has nothing to "continue".
         req.remove_header(&http::header::EXPECT);
         Ok(())
     }
 
-    fn upstream_response(&self, _resp: &pingora::http::ResponseHeader, ctx: &mut RequestCtx, state: &mut Self::State) {
+    fn upstream_response(
+        &self,
+        _resp: &pingora::http::ResponseHeader,
+        ctx: &mut RequestCtx,
+        state: &mut Self::State,
+    ) {
         // Decide as soon as the upstream's answer is known, before the client
         // has it (and may retry).
         self.finish(ctx, state);
@@ -384,7 +398,8 @@ impl Plugin for WebhookSignature {
         // Not delivered (refused later on the route, upstream failure or 5xx,
         // client gone): forget it, so that the sender's retry is not a "replay".
         let delivered = ctx
-            .upstream.outcome
+            .upstream
+            .outcome
             .is_some_and(|o| o.status.is_some_and(|s| s < 500));
         if !delivered {
             self.seen

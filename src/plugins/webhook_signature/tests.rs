@@ -274,9 +274,8 @@ fn stripe_header(secret: &str, t: i64, body: &[u8]) -> String {
 
 #[test]
 fn stripe_format() {
-    let w = build(
-        "scheme = \"stripe\"\nsecrets = [\"whsec_old\", \"whsec_new\"]\ntolerance = \"2m\"",
-    );
+    let w =
+        build("scheme = \"stripe\"\nsecrets = [\"whsec_old\", \"whsec_new\"]\ntolerance = \"2m\"");
     let now = 1_700_000_000;
     let body = br#"{"id":"evt_1","object":"event"}"#;
     let h = |v: &str| headers(&[("stripe-signature", v)]);
@@ -375,9 +374,8 @@ signed_string = "{timestamp}:{header:x-event}:{body}"
     assert_eq!(mac.len(), 64);
     let sig = format!("v1={}", B64.encode(&mac));
     let ts = now.to_string();
-    let h = |s: &str, ev: &str| {
-        headers(&[("x-signature", s), ("x-timestamp", &ts), ("x-event", ev)])
-    };
+    let h =
+        |s: &str, ev: &str| headers(&[("x-signature", s), ("x-timestamp", &ts), ("x-event", ev)]);
     assert_eq!(w.verify(&h(&sig, "paid"), body, now), Ok(()));
     assert_eq!(
         w.verify(&h(&sig, "refunded"), body, now),
@@ -435,7 +433,11 @@ fn templates() {
 
 #[test]
 fn build_errors_are_located() {
-    let keys = |e: Vec<Located>| e.into_iter().map(|e| e.path.to_string()).collect::<Vec<_>>();
+    let keys = |e: Vec<Located>| {
+        e.into_iter()
+            .map(|e| e.path.to_string())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(
         keys(errors("scheme = \"svix\"\nsecrets = [\"x\"]")),
         ["scheme"]
@@ -460,7 +462,12 @@ fn build_errors_are_located() {
     assert_eq!(keys(errors("scheme = \"hmac\"\nsecrets = [\"x\"]\nheader = \"x-s\"\nsigned_string = \"{body}.{nonce}\"")), ["signed_string"]);
     assert_eq!(keys(errors("scheme = \"hmac\"\nsecrets = [\"x\"]\nheader = \"x-s\"\nsigned_string = \"{timestamp}.{body}\"")), ["signed_string"]);
     assert_eq!(keys(errors("scheme = \"hmac\"\nsecrets = [\"x\"]\nheader = \"x-s\"\ntimestamp_header = \"x-t\"\nsigned_string = \"{body}\"")), ["signed_string"]);
-    assert_eq!(keys(errors("scheme = \"hmac\"\nsecrets = [\"x\"]\nheader = \"x-s\"\nsigned_string = \"static\"")), ["signed_string"]);
+    assert_eq!(
+        keys(errors(
+            "scheme = \"hmac\"\nsecrets = [\"x\"]\nheader = \"x-s\"\nsigned_string = \"static\""
+        )),
+        ["signed_string"]
+    );
     assert_eq!(
         keys(errors(
             "scheme = \"github\"\nsecrets = [\"x\"]\nheader = \"x-s\""
