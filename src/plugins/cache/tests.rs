@@ -324,3 +324,28 @@ async fn an_abandoned_miss_stores_nothing() {
     drop(miss);
     assert!(slot.lookup(&key, &span).await.unwrap().is_none());
 }
+
+#[test]
+fn methods_are_upper_case_method_tokens_read_with_the_file() {
+    let c = build("");
+    assert!(c.get && c.head, "GET and HEAD by default");
+    let c = build("methods = [\"HEAD\"]");
+    assert!(!c.get && c.head);
+    let src = "[plugins.c]\ntype = \"cache\"\nmethods = [\"GET\", \"get\"]\n[upstreams.u]\ntargets = [\"127.0.0.1:1\"]\n[[routes]]\nname = \"r\"\nupstream = \"u\"\nplugins = [\"c\"]\n";
+    let Err(e) = load_str(src, None, std::path::Path::new(".")) else {
+        panic!("\"get\" is not a method a request has");
+    };
+    assert_eq!(e.0.len(), 1, "{e}");
+    assert_eq!(e.0[0].path, "plugins.c.methods[1]");
+    assert_eq!(
+        e.0[0].message,
+        "invalid method \"get\" (write it in upper case)"
+    );
+    // A valid method that is not GET or HEAD is refused when the plugin is built.
+    let e = build_err("methods = [\"PURGE\"]");
+    assert_eq!(e[0].path.to_string(), "methods[0]");
+    assert_eq!(
+        e[0].message,
+        "only GET and HEAD responses can be cached, not \"PURGE\""
+    );
+}

@@ -555,3 +555,62 @@ fn refusal_labels() {
     assert_eq!(BODY_TOO_LARGE.status, 413);
     assert!(BODY_TOO_LARGE.detail(65536).contains("65536"));
 }
+
+/// The closed sets, the template and the inline secrets of `standard_webhooks`
+/// are refused when the file is read (`load_str` fails), each at its key with
+/// its message; nothing is left for the build to find.
+#[test]
+fn closed_sets_are_refused_when_the_file_is_read() {
+    let read = |toml_src: &str| {
+        let src = format!(
+            "[plugins.wh]\ntype = \"webhook_signature\"\n{toml_src}\n[upstreams.u]\ntargets = [\"127.0.0.1:1\"]\n[[routes]]\nname = \"r\"\nupstream = \"u\"\nplugins = [\"wh\"]\n"
+        );
+        match crate::config::load_str(&src, None, std::path::Path::new(".")) {
+            Ok(_) => panic!("read: {toml_src}"),
+            Err(e) => {
+                e.0.into_iter()
+                    .map(|e| (e.path, e.message))
+                    .collect::<Vec<_>>()
+            }
+        }
+    };
+    let e = read("scheme = \"hmac\"\nsecrets = [\"x\"]\nheader = \"x-s\"\nalgorithm = \"md5\"\nencoding = \"base32\"\nsigned_string = \"{nonce}.{body}\"");
+    let expected = [
+        (
+            "plugins.wh.algorithm",
+            "unknown algorithm \"md5\": use \"sha256\" or \"sha512\"",
+        ),
+        (
+            "plugins.wh.encoding",
+            "unknown encoding \"base32\": use \"hex\" or \"base64\"",
+        ),
+        (
+            "plugins.wh.signed_string",
+            "unknown placeholder {nonce} in signed_string: use {body}, {timestamp} or {header:NAME}",
+        ),
+    ];
+    assert_eq!(e.len(), expected.len(), "{e:?}");
+    for ((path, message), (want_path, want)) in e.iter().zip(expected) {
+        assert_eq!(path, want_path);
+        assert!(message.starts_with(want), "{message}");
+    }
+    let e = read("scheme = \"svix\"\nsecrets = [\"x\"]");
+    assert_eq!(e[0].0, "plugins.wh.scheme");
+    assert!(e[0].1.starts_with(
+        "unknown scheme \"svix\": use \"stripe\", \"github\", \"standard_webhooks\" or \"hmac\""
+    ));
+    let e = read("scheme = \"standard_webhooks\"\nsecrets = [\"whsec_AAAA\", \"\", \"MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"]");
+    let paths: Vec<&str> = e.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(paths, ["plugins.wh.secrets[1]", "plugins.wh.secrets[2]"]);
+    assert!(e[0].1.contains("must not be empty"), "{e:?}");
+    assert!(
+        e[1].1.contains("\"whsec_\"") && !e[1].1.contains("MfKQ"),
+        "{e:?}"
+    );
+    // Valid values parse into their types.
+    let c = cfg("scheme = \"hmac\"\nsecrets = [\"k\"]\nheader = \"x-s\"\nalgorithm = \"sha512\"\nencoding = \"base64\"\nsigned_string = \"{body}\"");
+    assert_eq!(c.scheme, Scheme::Hmac);
+    assert_eq!(c.algorithm, Some(Algorithm::Sha512));
+    assert_eq!(c.encoding, Some(Encoding::Base64));
+    assert_eq!(c.signed_string, Some(Template(vec![Part::Body])));
+}
