@@ -11,9 +11,9 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use tollgate::breaker::{BreakerSet, FailureRate, Outcome, Policy};
 use tollgate::config::load_str;
 use tollgate::pipeline::BuildCtx;
-use tollgate::plugins::idempotency::{Begin, LocalStore, Stored};
 use tollgate::plugins::rate_limit::RateLimit;
 use tollgate::plugins::rate_limit::RateLimitConfig;
+use tollgate::store::records::{Begin, LocalRecords, Stored};
 
 fn rate_limiter() -> RateLimit {
     let cfg = load_str(
@@ -73,7 +73,7 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let store = LocalStore::new(64 << 20);
+    let store = LocalRecords::new(64 << 20);
     let ttl = Duration::from_secs(3600);
     for k in 0..10_000 {
         let key = format!("acme\0key-{k}");
