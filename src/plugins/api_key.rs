@@ -4,8 +4,10 @@
 //! constant time: timing can at most reveal something about a SHA-256 digest,
 //! never about a key. The key header is not forwarded upstream.
 
-use super::{auth};
-use crate::pipeline::{BuildCtx, BuildError, BuildResult, Flow, KeyPath, Order, Plugin, PluginConfig, RequestCtx};
+use super::auth;
+use crate::pipeline::{
+    BuildCtx, BuildError, BuildResult, Flow, KeyPath, Order, Plugin, PluginConfig, RequestCtx,
+};
 use http::HeaderName;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
@@ -65,7 +67,6 @@ impl PluginConfig for ApiKeyConfig {
     }
 }
 
-
 pub struct ApiKey {
     name: String,
     header: HeaderName,
@@ -106,7 +107,13 @@ impl ApiKey {
             .keys
             .iter()
             .enumerate()
-            .map(|(i, e)| (KeyPath::default().key("keys").index(i), format!("keys[{i}]"), e))
+            .map(|(i, e)| {
+                (
+                    KeyPath::default().key("keys").index(i),
+                    format!("keys[{i}]"),
+                    e,
+                )
+            })
             .collect();
         let file_keys: Vec<ApiKeyEntry>;
         if let Some(f) = &c.keys_file {
@@ -126,15 +133,10 @@ impl ApiKey {
                     file_keys = Vec::new();
                 }
             }
-            entries.extend(
-                file_keys
-                    .iter()
-                    .enumerate()
-                    .map(|(i, e)| {
-                        let at = KeyPath::default().key("keys_file");
-                        (at, format!("keys_file: keys[{i}]"), e)
-                    }),
-            );
+            entries.extend(file_keys.iter().enumerate().map(|(i, e)| {
+                let at = KeyPath::default().key("keys_file");
+                (at, format!("keys_file: keys[{i}]"), e)
+            }));
         }
         let mut keys = HashMap::new();
         for (key, place, e) in entries {
@@ -187,7 +189,12 @@ impl ApiKey {
 impl Plugin for ApiKey {
     type State = ();
 
-    async fn request(&self, session: &mut Session, ctx: &mut RequestCtx, _state: &mut Self::State) -> pingora::Result<Flow> {
+    async fn request(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        _state: &mut Self::State,
+    ) -> pingora::Result<Flow> {
         let presented = session
             .req_header()
             .headers
@@ -212,7 +219,12 @@ impl Plugin for ApiKey {
         }
     }
 
-    fn upstream_request(&self, req: &mut RequestHeader, _ctx: &RequestCtx, _state: &mut Self::State) -> pingora::Result<()> {
+    fn upstream_request(
+        &self,
+        req: &mut RequestHeader,
+        _ctx: &RequestCtx,
+        _state: &mut Self::State,
+    ) -> pingora::Result<()> {
         req.remove_header(&self.header);
         Ok(())
     }

@@ -19,14 +19,18 @@
 //! `Access-Control-Request-Headers` names, then, if no `cors` route is found,
 //! all of them.
 
-use super::{auth};
+use super::auth;
 use crate::config::{self, Dur};
-use crate::pipeline::{BuildCtx, BuildError, BuildResult, Flow, KeyPath, Order, Plugin, PluginConfig, Reply, RequestCtx};
+use crate::pipeline::{
+    BuildCtx, BuildError, BuildResult, Flow, KeyPath, Order, Plugin, PluginConfig, Reply,
+    RequestCtx,
+};
 use crate::runtime::preflight::route_methods;
 use bytes::Bytes;
 use http::header::{
     ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
-    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_METHOD, ORIGIN, VARY,
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE,
+    ACCESS_CONTROL_REQUEST_METHOD, ORIGIN, VARY,
 };
 use http::{HeaderValue, Method};
 use pingora::http::ResponseHeader;
@@ -66,7 +70,6 @@ impl PluginConfig for CorsConfig {
         Cors::new(self, bx)
     }
 }
-
 
 /// Methods allowed when `methods` is not given: the CORS-safelisted ones.
 const DEFAULT_METHODS: &str = "GET, HEAD, POST";
@@ -235,7 +238,10 @@ impl Cors {
                     message: format!("{o:?} is listed twice"),
                 }),
                 Ok(n) => origins.push(n),
-                Err(message) => errs.push(BuildError { path: key.clone(), message }),
+                Err(message) => errs.push(BuildError {
+                    path: key.clone(),
+                    message,
+                }),
             }
         }
         let methods = list("methods", &c.methods, c.credentials, method_name, &mut errs)
@@ -375,11 +381,15 @@ fn add_vary_origin(resp: &mut ResponseHeader) {
     }
 }
 
-
 impl Plugin for Cors {
     type State = ();
 
-    async fn request(&self, session: &mut Session, ctx: &mut RequestCtx, _state: &mut Self::State) -> pingora::Result<Flow> {
+    async fn request(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        _state: &mut Self::State,
+    ) -> pingora::Result<Flow> {
         let req = session.req_header();
         let preflight = req.method == Method::OPTIONS
             && req.headers.contains_key(ORIGIN)

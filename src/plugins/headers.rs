@@ -1,7 +1,9 @@
 //! `headers`: set and remove request headers on the way upstream and response
 //! headers on the way back.
 
-use crate::pipeline::{BuildCtx, BuildError, BuildResult, KeyPath, Order, Plugin, PluginConfig, RequestCtx};
+use crate::pipeline::{
+    BuildCtx, BuildError, BuildResult, KeyPath, Order, Plugin, PluginConfig, RequestCtx,
+};
 use http::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use serde::Deserialize;
@@ -32,7 +34,10 @@ impl PluginConfig for HeadersConfig {
             let mut out = Vec::new();
             for (h, v) in m {
                 let path = KeyPath::default().key(key).key(h.as_str());
-                match (HeaderName::try_from(h.as_str()), HeaderValue::try_from(v.as_str())) {
+                match (
+                    HeaderName::try_from(h.as_str()),
+                    HeaderValue::try_from(v.as_str()),
+                ) {
                     (Ok(n), Ok(v)) => out.push((n, v)),
                     (Err(_), _) => errs.push(BuildError {
                         path,
@@ -40,8 +45,7 @@ impl PluginConfig for HeadersConfig {
                     }),
                     (_, Err(_)) => errs.push(BuildError {
                         path,
-                        message: "invalid header value (control characters are not allowed)"
-                            .into(),
+                        message: "invalid header value (control characters are not allowed)".into(),
                     }),
                 }
             }

@@ -3,9 +3,11 @@
 //! changes nothing). Deny wins over allow; with an allow list, anything not on
 //! it is refused; a request whose client IP is unknown is refused.
 
-use super::{auth};
-use crate::pipeline::{BuildCtx, BuildError, BuildResult, Flow, KeyPath, Order, Plugin, PluginConfig, RequestCtx};
+use super::auth;
 use crate::config::Cidr;
+use crate::pipeline::{
+    BuildCtx, BuildError, BuildResult, Flow, KeyPath, Order, Plugin, PluginConfig, RequestCtx,
+};
 use ipnet::IpNet;
 use pingora::proxy::Session;
 
@@ -34,7 +36,6 @@ impl PluginConfig for IpFilterConfig {
         IpFilter::new(self, bx)
     }
 }
-
 
 pub struct IpFilter {
     name: String,
@@ -84,7 +85,12 @@ impl IpFilter {
 impl Plugin for IpFilter {
     type State = ();
 
-    async fn request(&self, _session: &mut Session, ctx: &mut RequestCtx, _state: &mut Self::State) -> pingora::Result<Flow> {
+    async fn request(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+        _state: &mut Self::State,
+    ) -> pingora::Result<Flow> {
         if self.admits(ctx.client.ip) {
             return Ok(Flow::Continue);
         }

@@ -1,11 +1,14 @@
 //! `request_id`: keeps a valid incoming id or makes one, sends it upstream and
 //! back to the client; the proxy puts it in every log line and error body.
 
-use crate::pipeline::{BuildCtx, BuildError, BuildResult, Flow, Order, Plugin, PluginConfig, RequestCtx, new_request_id};
+use crate::pipeline::{
+    new_request_id, BuildCtx, BuildError, BuildResult, Flow, Order, Plugin, PluginConfig,
+    RequestCtx,
+};
 use http::HeaderName;
-use serde::Deserialize;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::Session;
+use serde::Deserialize;
 
 // ---------------------------------------------------------------------------
 // Config: `type = "request_id"`
@@ -22,7 +25,6 @@ pub struct RequestIdConfig {
     #[serde(default = "default_request_id_header")]
     pub header: String,
 }
-
 
 pub struct RequestId {
     header: HeaderName,
