@@ -26,8 +26,9 @@
 //! no probe slots for a cancelled call to give back.
 
 use crate::metrics::METRICS;
+use parking_lot::{Mutex, MutexGuard, RwLock};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Buckets of the sliding window.
@@ -155,7 +156,7 @@ impl Breaker {
     }
 
     fn lock(&self) -> MutexGuard<'_, Phase> {
-        self.phase.lock().unwrap_or_else(|p| p.into_inner())
+        self.phase.lock()
     }
 
     fn publish(&self, phase: &Phase) {
@@ -360,16 +361,11 @@ impl BreakerSet {
 
     /// [`Breaker::admit`] on `key`'s breaker, made closed on first use.
     pub fn admit(&self, key: &Arc<str>, now: Instant) -> Result<Permit, Duration> {
-        let found = self
-            .breakers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .cloned();
+        let found = self.breakers.read().get(key).cloned();
         let breaker = match found {
             Some(b) => b,
             None => {
-                let mut all = self.breakers.write().unwrap_or_else(|p| p.into_inner());
+                let mut all = self.breakers.write();
                 Arc::clone(all.entry(Arc::clone(key)).or_insert_with(|| {
                     Arc::new(Breaker {
                         gauge: Some(Arc::clone(key)),
@@ -383,7 +379,7 @@ impl BreakerSet {
 
     /// The state of `key`'s breaker, if a call was ever admitted for it.
     pub fn state_of(&self, key: &str, now: Instant) -> Option<CircuitState> {
-        let all = self.breakers.read().unwrap_or_else(|p| p.into_inner());
+        let all = self.breakers.read();
         all.get(key).map(|b| b.state(now))
     }
 }

@@ -8,10 +8,10 @@
 //! every 100 ms, before any other log line, and when the process exits. Every
 //! other line is written at once.
 
+use parking_lot::Mutex;
 use std::fmt::{self, Write as _};
 use std::io::{self, Write as _};
 use std::net::IpAddr;
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
@@ -94,7 +94,7 @@ impl<'a> MakeWriter<'a> for LogWriter {
 impl io::Write for LogLine {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let full = {
-            let mut p = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+            let mut p = PENDING.lock();
             p.extend_from_slice(buf);
             p.len() >= FLUSH_BYTES
         };
@@ -110,8 +110,8 @@ impl io::Write for LogLine {
 
 /// Writes what is pending to stderr.
 pub fn flush() {
-    let _out = OUT.lock().unwrap_or_else(|e| e.into_inner());
-    let lines = std::mem::take(&mut *PENDING.lock().unwrap_or_else(|e| e.into_inner()));
+    let _out = OUT.lock();
+    let lines = std::mem::take(&mut *PENDING.lock());
     if !lines.is_empty() {
         // Nowhere to report a failed write to stderr.
         let _ = io::stderr().lock().write_all(&lines);

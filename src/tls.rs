@@ -34,7 +34,7 @@ pub struct SniResolver {
 }
 
 /// The resolver of each TLS listen address, for certificate reloads.
-static RESOLVERS: once_cell::sync::Lazy<std::sync::Mutex<BTreeMap<String, Arc<SniResolver>>>> =
+static RESOLVERS: once_cell::sync::Lazy<parking_lot::Mutex<BTreeMap<String, Arc<SniResolver>>>> =
     once_cell::sync::Lazy::new(Default::default);
 
 /// Certificates read for every TLS listen address, and `strict_sni`, ready to
@@ -65,7 +65,7 @@ pub fn prepare(cfg: &Config) -> Result<Prepared, String> {
 
 /// Serve the prepared certificates from now on (new handshakes only).
 pub fn install(p: Prepared) {
-    let resolvers = RESOLVERS.lock().unwrap_or_else(|e| e.into_inner());
+    let resolvers = RESOLVERS.lock();
     for (addr, entries) in p.0 {
         if let Some(r) = resolvers.get(&addr) {
             r.entries.store(Arc::new(entries));
@@ -156,10 +156,7 @@ pub fn listeners(cfg: &Config) -> Result<Vec<(String, TlsSettings)>, String> {
             entries: arc_swap::ArcSwap::from_pointee(entries),
             strict: AtomicBool::new(strict),
         });
-        RESOLVERS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(addr.to_string(), resolver.clone());
+        RESOLVERS.lock().insert(addr.to_string(), resolver.clone());
         let mut settings = TlsSettings::intermediate("", "").map_err(|e| e.to_string())?;
         settings.set_cert_resolver(resolver);
         settings.enable_h2();

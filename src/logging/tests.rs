@@ -26,7 +26,7 @@ fn timestamps_match_rfc3339() {
 struct Capture(std::sync::Arc<Mutex<Vec<u8>>>);
 impl io::Write for Capture {
     fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
+        self.0.lock().extend_from_slice(b);
         Ok(b.len())
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -57,7 +57,7 @@ fn json_lines_parse_and_carry_every_field() {
             "the message"
         );
     });
-    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let text = String::from_utf8(out.0.lock().clone()).unwrap();
     assert_eq!(text.lines().count(), 1, "{text}");
     let v: serde_json::Value = serde_json::from_str(text.trim_end()).unwrap();
     let weird = "quote \" backslash \\ newline \n tab \t bell \u{7} é ✓";

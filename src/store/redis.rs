@@ -151,10 +151,10 @@ impl Redis {
 /// The connection for a `[redis]` table: one per distinct table in the
 /// process, shared by every plugin and kept across reloads while it is used.
 pub fn shared(cfg: &RedisConfig) -> Result<Arc<Redis>, String> {
-    static ALL: once_cell::sync::Lazy<std::sync::Mutex<Vec<std::sync::Weak<Redis>>>> =
+    static ALL: once_cell::sync::Lazy<parking_lot::Mutex<Vec<std::sync::Weak<Redis>>>> =
         once_cell::sync::Lazy::new(Default::default);
     let fp = format!("{cfg:?}");
-    let mut all = ALL.lock().unwrap_or_else(|p| p.into_inner());
+    let mut all = ALL.lock();
     all.retain(|w| w.strong_count() > 0);
     if let Some(r) = all
         .iter()
@@ -180,14 +180,14 @@ pub fn redact(url: &str) -> String {
 /// a Redis outage does not flood the log.
 pub struct ErrorReporter {
     plugin: String,
-    last_log: std::sync::Mutex<Option<std::time::Instant>>,
+    last_log: parking_lot::Mutex<Option<std::time::Instant>>,
 }
 
 impl ErrorReporter {
     pub fn new(plugin: &str) -> Self {
         ErrorReporter {
             plugin: plugin.to_string(),
-            last_log: std::sync::Mutex::new(None),
+            last_log: parking_lot::Mutex::new(None),
         }
     }
 
@@ -196,7 +196,7 @@ impl ErrorReporter {
             .backend_errors
             .with_label_values(&[&self.plugin, "redis"])
             .inc();
-        let mut last = self.last_log.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self.last_log.lock();
         if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
             *last = Some(std::time::Instant::now());
             tracing::warn!(plugin = %self.plugin, error = %e, "redis backend failed (further errors in the next 10 s are only counted)");

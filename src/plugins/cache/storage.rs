@@ -5,6 +5,7 @@
 use arc_swap::ArcSwapOption;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
 use pingora::cache::key::{CacheHashKey, HashBinary};
 use pingora::cache::storage::{HandleHit, HandleMiss, MissFinishType};
 use pingora::cache::trace::SpanHandle;
@@ -16,7 +17,7 @@ use pingora::{Error, ErrorType};
 use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// Accounting overhead per stored entry, on top of its body and header bytes.
@@ -123,7 +124,7 @@ impl Store {
         let weight_units = entry.weight.div_ceil(self.unit).clamp(1, u16::MAX as usize) as u16;
         let entry = Arc::new(entry);
         {
-            let mut idx = self.index.lock().unwrap_or_else(|p| p.into_inner());
+            let mut idx = self.index.lock();
             let (route, path) = match tag {
                 Some(t) => (t.route, t.path),
                 None => (Arc::from(""), Box::from("")),
@@ -146,7 +147,7 @@ impl Store {
         if evicted.is_empty() {
             return;
         }
-        let mut idx = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idx = self.index.lock();
         for kv in evicted {
             self.bytes
                 .fetch_sub(kv.data.weight as u64, Ordering::Relaxed);
@@ -164,13 +165,13 @@ impl Store {
         if let Some(e) = &removed {
             self.bytes.fetch_sub(e.weight as u64, Ordering::Relaxed);
         }
-        let mut idx = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idx = self.index.lock();
         idx.remove(key).is_some() || removed.is_some()
     }
 
     pub(super) fn purge(&self, matches: impl Fn(&str, &str) -> bool) -> usize {
         let keys: Vec<HashBinary> = {
-            let idx = self.index.lock().unwrap_or_else(|p| p.into_inner());
+            let idx = self.index.lock();
             idx.iter()
                 .filter(|(_, i)| matches(&i.route, &i.path))
                 .map(|(k, _)| *k)
@@ -180,7 +181,7 @@ impl Store {
     }
 
     pub(super) fn usage(&self) -> (usize, usize) {
-        let n = self.index.lock().map(|i| i.len()).unwrap_or(0);
+        let n = self.index.lock().len();
         (n, self.bytes.load(Ordering::Relaxed) as usize)
     }
 }

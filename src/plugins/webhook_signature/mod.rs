@@ -33,11 +33,11 @@ use crate::pipeline::{
 };
 use config::Part;
 use http::{HeaderMap, HeaderName};
+use parking_lot::Mutex;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
 use replay::{Seen, Verified};
 use schemes::{Generic, Key, Verifier, BODY_TIMEOUT, BODY_TOO_LARGE, REPLAY};
-use std::sync::Mutex;
 
 impl PluginConfig for WebhookSignatureConfig {
     const TYPE: &'static str = "webhook_signature";
@@ -285,7 +285,7 @@ impl WebhookSignature {
     }
 
     fn admit(&self, v: &Verified, now: i64) -> Result<(), Refusal> {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seen = self.seen.lock();
         if seen.admit(&v.keys, v.expires, now, REPLAY_CAPACITY) {
             Ok(())
         } else {
@@ -301,7 +301,7 @@ impl WebhookSignature {
 
     /// How many verified webhooks are remembered now.
     pub fn remembered(&self) -> usize {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.seen.lock().len()
     }
 }
 
@@ -402,18 +402,12 @@ impl Plugin for WebhookSignature {
             .outcome
             .is_some_and(|o| o.status.is_some_and(|s| s < 500));
         if !delivered {
-            self.seen
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .forget(&keys);
+            self.seen.lock().forget(&keys);
         }
     }
 
     async fn tick(&self) {
         let now = unix_now();
-        self.seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .purge(now);
+        self.seen.lock().purge(now);
     }
 }

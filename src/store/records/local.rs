@@ -3,8 +3,9 @@
 //! [`Begin::Full`]). Expired records are forgotten on every maintenance tick.
 
 use super::{Begin, Stored, MAX_KEYS};
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -104,8 +105,8 @@ impl LocalRecords {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Inner> {
+        self.inner.lock()
     }
 
     pub fn begin(&self, key: &str, fp: [u8; 32], ttl: Duration) -> Begin {
