@@ -341,13 +341,12 @@ impl Plugin for Idempotency {
             }
             Begin::Locked(left) => {
                 Self::count(ctx, "conflict");
-                let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
                 Ok(Flow::Respond(Reply::Problem {
                     status: 409,
                     detail: "the first request with this idempotency key ended without a known \
                              outcome and may still be executing; retry later"
                         .into(),
-                    headers: vec![(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)))],
+                    headers: vec![(http::header::RETRY_AFTER, crate::util::retry_after(left))],
                 }))
             }
             Begin::Full => Ok(Flow::Respond(Reply::Problem {

@@ -67,10 +67,7 @@ pub struct WebhookSignature {
 }
 
 fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    i64::try_from(crate::util::unix_now()).unwrap_or(i64::MAX)
 }
 
 fn header_name(key: &str, v: &str, errs: &mut Vec<BuildError>) -> Option<HeaderName> {

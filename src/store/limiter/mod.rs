@@ -51,9 +51,7 @@ impl Gcra {
     }
 }
 
-pub(crate) fn secs_ceil(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
-}
+pub(crate) use crate::util::ceil_secs as secs_ceil; // RateLimit-Reset and Retry-After round up
 
 enum Kind<C: Clock> {
     Local(LocalLimiter<C>),
