@@ -474,6 +474,25 @@ path = "/v1/payments"
 "#;
 
     #[test]
+    fn out_of_range_values_are_refused_at_their_keys_when_read() {
+        let src = format!(
+            "[server]\nthreads = 0\nrequest_timeout = \"0s\"\nmax_header_size = \"512B\"\n{BASE}\n[upstreams.payments.retry]\nattempts = 11\n"
+        );
+        let e = errors(&src);
+        for (key, msg) in [
+            ("server.threads", "must be at least 1"),
+            ("server.request_timeout", "must be greater than zero"),
+            ("server.max_header_size", "must be at least 1KiB"),
+            ("upstreams.payments.retry.attempts", "must be between 1 and 10"),
+        ] {
+            assert!(
+                e.iter().any(|l| l.contains(&format!("{key}: {msg}"))),
+                "{key}: {e:?}"
+            );
+        }
+    }
+
+    #[test]
     fn minimal_config_is_valid() {
         let cfg = load_str(BASE, None, Path::new(".")).unwrap();
         assert_eq!(cfg.routes.len(), 1);

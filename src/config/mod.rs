@@ -154,7 +154,10 @@ pub struct RedisConfig {
     #[serde(default)]
     pub cluster: Option<bool>,
     /// Deadline of one Redis call, connection included.
-    #[serde(default = "default_redis_timeout")]
+    #[serde(
+        default = "default_redis_timeout",
+        deserialize_with = "units::checked::positive"
+    )]
     pub timeout: Dur,
 }
 
@@ -169,26 +172,50 @@ pub struct ServerConfig {
     /// Name of the environment variable holding the admin bearer token.
     #[serde(default)]
     pub admin_token_env: Option<String>,
-    #[serde(default = "default_threads")]
+    #[serde(
+        default = "default_threads",
+        deserialize_with = "units::checked::at_least_one"
+    )]
     pub threads: usize,
     #[serde(default)]
     pub trusted_proxies: Vec<Cidr>,
-    #[serde(default = "default_body")]
+    #[serde(
+        default = "default_body",
+        deserialize_with = "units::checked::nonzero_size"
+    )]
     pub max_request_body: Size,
-    #[serde(default = "default_request_timeout")]
+    #[serde(
+        default = "default_request_timeout",
+        deserialize_with = "units::checked::positive"
+    )]
     pub request_timeout: Dur,
     #[serde(default)]
     pub plugins: Vec<String>,
-    #[serde(default = "default_header_timeout")]
+    #[serde(
+        default = "default_header_timeout",
+        deserialize_with = "units::checked::positive"
+    )]
     pub header_timeout: Dur,
-    #[serde(default = "default_header_size")]
+    #[serde(
+        default = "default_header_size",
+        deserialize_with = "units::checked::header_size"
+    )]
     pub max_header_size: Size,
-    #[serde(default = "default_max_headers")]
+    #[serde(
+        default = "default_max_headers",
+        deserialize_with = "units::checked::at_least_one"
+    )]
     pub max_headers: usize,
-    #[serde(default = "default_idle")]
+    #[serde(
+        default = "default_idle",
+        deserialize_with = "units::checked::positive"
+    )]
     pub idle_timeout: Dur,
     /// Longest wait for the next bytes of a request body (408, then close).
-    #[serde(default = "default_body_timeout")]
+    #[serde(
+        default = "default_body_timeout",
+        deserialize_with = "units::checked::positive"
+    )]
     pub body_timeout: Dur,
     /// Slowest request body accepted, in bytes per second, once the first
     /// `body_timeout` has passed (408, then close); `"0B"`: no minimum.
@@ -394,9 +421,15 @@ pub struct UpstreamConfig {
     pub client_cert: Option<String>,
     #[serde(default)]
     pub client_key: Option<String>,
-    #[serde(default = "default_connect_timeout")]
+    #[serde(
+        default = "default_connect_timeout",
+        deserialize_with = "units::checked::positive"
+    )]
     pub connect_timeout: Dur,
-    #[serde(default = "default_read_timeout")]
+    #[serde(
+        default = "default_read_timeout",
+        deserialize_with = "units::checked::positive"
+    )]
     pub read_timeout: Dur,
     #[serde(default)]
     pub health_check: Option<HealthCheckConfig>,
@@ -432,13 +465,16 @@ fn three() -> usize {
 pub struct HealthCheckConfig {
     #[serde(default = "default_hc_path")]
     pub path: String,
-    #[serde(default = "default_hc_interval")]
+    #[serde(
+        default = "default_hc_interval",
+        deserialize_with = "units::checked::positive"
+    )]
     pub interval: Dur,
     #[serde(default = "default_hc_timeout")]
     pub timeout: Dur,
-    #[serde(default = "two")]
+    #[serde(default = "two", deserialize_with = "units::checked::at_least_one")]
     pub healthy: usize,
-    #[serde(default = "three")]
+    #[serde(default = "three", deserialize_with = "units::checked::at_least_one")]
     pub unhealthy: usize,
 }
 
@@ -450,7 +486,7 @@ fn default_retry_on() -> Vec<RetryOn> {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RetryConfig {
-    #[serde(default = "one")]
+    #[serde(default = "one", deserialize_with = "units::checked::attempts")]
     pub attempts: usize,
     #[serde(default = "default_retry_on")]
     pub on: Vec<RetryOn>,

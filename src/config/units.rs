@@ -482,3 +482,56 @@ impl<'de> Deserialize<'de> for Cidr {
             .map_err(de::Error::custom)
     }
 }
+
+/// Single-value checks made while a value is read (`#[serde(deserialize_with)]`),
+/// so that a bad value is reported at its key with the parse errors and
+/// `validate.rs` keeps only what relates several values.
+pub mod checked {
+    use super::{Dur, Size};
+    use serde::{de, Deserialize, Deserializer};
+
+    /// A duration longer than zero.
+    pub fn positive<'de, D: Deserializer<'de>>(d: D) -> Result<Dur, D::Error> {
+        let v = Dur::deserialize(d)?;
+        if v.0.is_zero() {
+            return Err(de::Error::custom("must be greater than zero"));
+        }
+        Ok(v)
+    }
+
+    /// A size larger than zero.
+    pub fn nonzero_size<'de, D: Deserializer<'de>>(d: D) -> Result<Size, D::Error> {
+        let v = Size::deserialize(d)?;
+        if v.0 == 0 {
+            return Err(de::Error::custom("must be greater than zero"));
+        }
+        Ok(v)
+    }
+
+    /// A header section limit of at least 1KiB.
+    pub fn header_size<'de, D: Deserializer<'de>>(d: D) -> Result<Size, D::Error> {
+        let v = Size::deserialize(d)?;
+        if v.0 < 1024 {
+            return Err(de::Error::custom("must be at least 1KiB"));
+        }
+        Ok(v)
+    }
+
+    /// A count of at least 1.
+    pub fn at_least_one<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+        let v = usize::deserialize(d)?;
+        if v == 0 {
+            return Err(de::Error::custom("must be at least 1"));
+        }
+        Ok(v)
+    }
+
+    /// Retry attempts: 1 to 10.
+    pub fn attempts<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+        let v = usize::deserialize(d)?;
+        if !(1..=10).contains(&v) {
+            return Err(de::Error::custom("must be between 1 and 10"));
+        }
+        Ok(v)
+    }
+}

@@ -46,11 +46,6 @@ impl V<'_, '_> {
             self.err(path, format!("cannot read {}: {e}", full.display()));
         }
     }
-    fn positive(&mut self, path: &KeyPath, d: Dur) {
-        if d.0.is_zero() {
-            self.err(path, "must be greater than zero");
-        }
-    }
 }
 
 fn p(root: &str) -> KeyPath {
@@ -137,25 +132,6 @@ fn server(v: &mut V<'_, '_>, cfg: &Config) {
                 format!("environment variable {var:?} is not set or empty (the admin API would be unprotected)"),
             ),
         }
-    }
-    if s.threads == 0 {
-        v.err(&sp.clone().key("threads"), "must be at least 1");
-    }
-    if s.max_request_body.0 == 0 {
-        v.err(
-            &sp.clone().key("max_request_body"),
-            "must be greater than zero",
-        );
-    }
-    v.positive(&sp.clone().key("request_timeout"), s.request_timeout);
-    v.positive(&sp.clone().key("header_timeout"), s.header_timeout);
-    v.positive(&sp.clone().key("idle_timeout"), s.idle_timeout);
-    v.positive(&sp.clone().key("body_timeout"), s.body_timeout);
-    if s.max_header_size.0 < 1024 {
-        v.err(&sp.clone().key("max_header_size"), "must be at least 1KiB");
-    }
-    if s.max_headers == 0 {
-        v.err(&sp.clone().key("max_headers"), "must be at least 1");
     }
     plugin_refs(v, cfg, &sp.clone().key("plugins"), &s.plugins, &[]);
     let plain = seen.clone();
@@ -309,26 +285,10 @@ fn upstream(v: &mut V<'_, '_>, up: &KeyPath, u: &UpstreamConfig) {
             v.file(&up.clone().key(key), f);
         }
     }
-    v.positive(&up.clone().key("connect_timeout"), u.connect_timeout);
-    v.positive(&up.clone().key("read_timeout"), u.read_timeout);
     if let Some(hc) = &u.health_check {
         let hp = up.clone().key("health_check");
         if !hc.path.starts_with('/') || hc.path.chars().any(|c| c.is_control() || c == ' ') {
             v.err(&hp.clone().key("path"), "must be a path starting with '/'");
-        }
-        v.positive(&hp.clone().key("interval"), hc.interval);
-        v.positive(&hp.clone().key("timeout"), hc.timeout);
-        if hc.healthy == 0 {
-            v.err(&hp.clone().key("healthy"), "must be at least 1");
-        }
-        if hc.unhealthy == 0 {
-            v.err(&hp.clone().key("unhealthy"), "must be at least 1");
-        }
-    }
-    if let Some(r) = &u.retry {
-        let rp = up.clone().key("retry");
-        if r.attempts == 0 || r.attempts > 10 {
-            v.err(&rp.clone().key("attempts"), "must be between 1 and 10");
         }
     }
 }
