@@ -483,7 +483,10 @@ path = "/v1/payments"
             ("server.threads", "must be at least 1"),
             ("server.request_timeout", "must be greater than zero"),
             ("server.max_header_size", "must be at least 1KiB"),
-            ("upstreams.payments.retry.attempts", "must be between 1 and 10"),
+            (
+                "upstreams.payments.retry.attempts",
+                "must be between 1 and 10",
+            ),
         ] {
             assert!(
                 e.iter().any(|l| l.contains(&format!("{key}: {msg}"))),

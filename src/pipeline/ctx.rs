@@ -127,6 +127,11 @@ impl RequestCtx {
         self.matched.index.map(|i| &self.rt.routes[i])
     }
 
+    /// The matched route's name (metric label), `""` before routing.
+    pub fn route_name(&self) -> &str {
+        self.route().map_or("", |r| &r.name)
+    }
+
     /// The request's id, made now if no plugin assigned one.
     pub fn request_id(&mut self) -> &str {
         self.request_id.get_or_insert_with(new_request_id)

@@ -10,7 +10,7 @@ use http::{HeaderName, HeaderValue};
 /// Count a refusal as `tollgate_auth_failures_total{route,plugin,reason}` and
 /// log it (at info: refusals are expected traffic).
 pub fn count_failure(ctx: &RequestCtx, plugin: &str, reason: &'static str) {
-    let route = ctx.route().map(|r| &*r.name).unwrap_or("");
+    let route = ctx.route_name();
     METRICS
         .auth_failures
         .with_label_values(&[route, plugin, reason])

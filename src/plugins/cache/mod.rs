@@ -313,7 +313,7 @@ impl Plugin for Cache {
 
     fn finish(&self, ctx: &mut RequestCtx, state: &mut Option<Outcome>) {
         if let Some(o) = state {
-            let route = ctx.route().map(|r| &*r.name).unwrap_or("");
+            let route = ctx.route_name();
             METRICS
                 .cache_requests
                 .with_label_values(&[route, o.label()])

@@ -185,7 +185,7 @@ impl Idempotency {
     }
 
     fn count(ctx: &RequestCtx, result: &str) {
-        let route = ctx.route().map(|r| &*r.name).unwrap_or("");
+        let route = ctx.route_name();
         METRICS
             .idempotency
             .with_label_values(&[route, result])

@@ -232,7 +232,7 @@ where
                 // The refusal's own headers are written with the problem; the
                 // response hook must not overwrite them with an earlier limit's.
                 ctx.rate_limit = None;
-                let route = ctx.route().map(|r| &*r.name).unwrap_or("");
+                let route = ctx.route_name();
                 METRICS
                     .rate_limited
                     .with_label_values(&[route, &self.name])

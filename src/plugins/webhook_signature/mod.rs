@@ -303,7 +303,7 @@ impl WebhookSignature {
 }
 
 fn count_result(ctx: &RequestCtx, result: &str) {
-    let route = ctx.route().map(|r| &*r.name).unwrap_or("");
+    let route = ctx.route_name();
     METRICS
         .webhook_verifications
         .with_label_values(&[route, result])
