@@ -3,16 +3,14 @@
 //! `tick` (JWKS refresh…), so a reload needs no restart of the service.
 
 use crate::metrics::METRICS;
-use crate::runtime::{Runtime, Upstream};
-use arc_swap::ArcSwap;
+use crate::runtime::{Live, Upstream};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub struct HealthChecker {
-    pub runtime: Arc<ArcSwap<Runtime>>,
+    pub live: Live,
 }
 
 /// Publish each target's health as `tollgate_upstream_healthy`.
@@ -36,7 +34,7 @@ impl BackgroundService for HealthChecker {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            let rt = self.runtime.load_full();
+            let rt = self.live.load_full();
             if last_plugin_tick.elapsed() >= Duration::from_secs(1) {
                 last_plugin_tick = Instant::now();
                 for i in rt.instances.iter().cloned() {

@@ -5,7 +5,7 @@ use crate::admin::Admin;
 use crate::health::HealthChecker;
 use crate::proxy::app::GatewayApp;
 use crate::proxy::Gateway;
-use crate::reload::Live;
+use crate::reload::Reloader;
 use crate::runtime::{self, Reuse};
 use crate::signals::Counted;
 use pingora::apps::http_app::HttpServer;
@@ -42,7 +42,8 @@ pub fn run(config_path: &Path, opts: RunOptions) -> ! {
             std::process::exit(1);
         }
     }
-    let live = Live::new(rt, config_path.to_path_buf());
+    let reloader = Reloader::new(rt, config_path.to_path_buf());
+    let live = reloader.live.clone();
 
     // Pingora counts whole seconds: round the grace period up, never down to none.
     let grace = cfg.server.grace_period.0.as_secs_f64().ceil() as u64;
@@ -71,11 +72,10 @@ pub fn run(config_path: &Path, opts: RunOptions) -> ! {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let proxy =
-        pingora::proxy::http_proxy(&server.configuration, Gateway::new(live.runtime.clone()));
+    let proxy = pingora::proxy::http_proxy(&server.configuration, Gateway::new(live.clone()));
     let app = GatewayApp {
         proxy: Arc::new(Counted(Arc::new(proxy))),
-        state: live.runtime.clone(),
+        live: live.clone(),
         admin: false,
     };
     let mut svc = Service::new("tollgate proxy".to_string(), app);
@@ -110,8 +110,11 @@ pub fn run(config_path: &Path, opts: RunOptions) -> ! {
     // The admin API behind the same edge as the proxy (SPEC §6): strict
     // HTTP/1 heads, header_timeout, max_header_size, max_headers.
     let admin_app = GatewayApp {
-        proxy: Arc::new(HttpServer::new_app(Admin::new(live.clone(), listen_addrs))),
-        state: live.runtime.clone(),
+        proxy: Arc::new(HttpServer::new_app(Admin::new(
+            reloader.clone(),
+            listen_addrs,
+        ))),
+        live: live.clone(),
         admin: true,
     };
     let mut admin = Service::new("tollgate admin".to_string(), admin_app);
@@ -123,15 +126,15 @@ pub fn run(config_path: &Path, opts: RunOptions) -> ! {
 
     server.add_service(GenBackgroundService::new(
         "tollgate health checks".to_string(),
-        Arc::new(HealthChecker {
-            runtime: live.runtime.clone(),
-        }),
+        Arc::new(HealthChecker { live }),
     ));
     server.add_service(GenBackgroundService::new(
         "tollgate config watcher".to_string(),
-        Arc::new(crate::watch::ConfigWatcher { live: live.clone() }),
+        Arc::new(crate::watch::ConfigWatcher {
+            reloader: reloader.clone(),
+        }),
     ));
-    crate::signals::spawn_sighup(live.clone());
+    crate::signals::spawn_sighup(reloader);
     crate::signals::exit_when_drained(&server);
 
     if opts.demo {

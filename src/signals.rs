@@ -2,7 +2,7 @@
 //! and `SIGINT` itself (graceful shutdown and upgrade); a graceful shutdown
 //! ends as soon as no request is in flight ([`exit_when_drained`]).
 
-use crate::reload::Live;
+use crate::reload::Reloader;
 use async_trait::async_trait;
 use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora::protocols::http::v2::server::H2Options;
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 
-pub fn spawn_sighup(live: Arc<Live>) {
+pub fn spawn_sighup(reloader: Arc<Reloader>) {
     let spawned = std::thread::Builder::new()
         .name("tollgate-sighup".into())
         .spawn(move || {
@@ -37,8 +37,8 @@ pub fn spawn_sighup(live: Arc<Live>) {
                 };
                 while hup.recv().await.is_some() {
                     tracing::info!("SIGHUP: reloading the config");
-                    let live = live.clone();
-                    let _ = tokio::task::spawn_blocking(move || live.sync()).await;
+                    let reloader = reloader.clone();
+                    let _ = tokio::task::spawn_blocking(move || reloader.sync()).await;
                 }
             });
         });
