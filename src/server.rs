@@ -1,18 +1,21 @@
 //! Assemble the Pingora server: the proxy listeners (plain and TLS), the admin
-//! listener, the health checker, and — for `tollgate demo` — the demo upstreams.
+//! listener, the background services (`SIGHUP`, the config file watcher, health
+//! checks, plugin ticks, the exit once drained), and — for `tollgate demo` —
+//! the demo upstreams.
 
 use crate::admin::Admin;
-use crate::health::HealthChecker;
+use crate::health::{HealthChecks, PluginTicks};
 use crate::proxy::app::GatewayApp;
 use crate::proxy::Gateway;
 use crate::reload::Reloader;
 use crate::runtime::{self, Reuse};
-use crate::signals::Counted;
+use crate::signals::{Counted, ExitWhenDrained, SighupReload};
+use crate::watch::ConfigWatcher;
 use pingora::apps::http_app::HttpServer;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
-use pingora::services::background::GenBackgroundService;
+use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use std::path::Path;
 use std::sync::Arc;
@@ -72,6 +75,15 @@ pub fn run(config_path: &Path, opts: RunOptions) -> ! {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
+    // Listening for SIGHUP before any listener opens (they depend on it): a
+    // gateway that answers requests can always be sent one.
+    let sighup = server.add_service(background_service(
+        "tollgate SIGHUP reload",
+        SighupReload {
+            reloader: reloader.clone(),
+        },
+    ));
+
     let proxy = pingora::proxy::http_proxy(&server.configuration, Gateway::new(live.clone()));
     let app = GatewayApp {
         proxy: Arc::new(Counted(Arc::new(proxy))),
@@ -105,7 +117,7 @@ pub fn run(config_path: &Path, opts: RunOptions) -> ! {
             std::process::exit(1);
         }
     }
-    server.add_service(svc);
+    server.add_service(svc).add_dependency(&sighup);
 
     // The admin API behind the same edge as the proxy (SPEC §6): strict
     // HTTP/1 heads, header_timeout, max_header_size, max_headers.
@@ -122,20 +134,24 @@ pub fn run(config_path: &Path, opts: RunOptions) -> ! {
         ListenerConfig::tcp(&cfg.server.admin_listen)
             .l4_buffer(L4BufferSettings::default().read(0)),
     );
-    server.add_service(admin);
+    server.add_service(admin).add_dependency(&sighup);
 
-    server.add_service(GenBackgroundService::new(
-        "tollgate health checks".to_string(),
-        Arc::new(HealthChecker { live }),
+    server.add_service(background_service(
+        "tollgate config watcher",
+        ConfigWatcher { reloader },
     ));
-    server.add_service(GenBackgroundService::new(
-        "tollgate config watcher".to_string(),
-        Arc::new(crate::watch::ConfigWatcher {
-            reloader: reloader.clone(),
-        }),
+    server.add_service(background_service(
+        "tollgate health checks",
+        HealthChecks { live: live.clone() },
     ));
-    crate::signals::spawn_sighup(reloader);
-    crate::signals::exit_when_drained(&server);
+    server.add_service(background_service(
+        "tollgate plugin ticks",
+        PluginTicks { live },
+    ));
+    server.add_service(background_service(
+        "tollgate exit when drained",
+        ExitWhenDrained,
+    ));
 
     if opts.demo {
         for svc in crate::demo::services(&cfg) {
