@@ -94,9 +94,9 @@ impl ProxyHttp for Gateway {
     }
 
     /// After a cache miss (or on a route without cache): the route's plugins
-    /// after the cache phase (breaker, …), then `100 Continue` when the client
-    /// waits for it, since every plugin accepted the request. `false`: a plugin
-    /// answered it.
+    /// after the cache phase (circuit_breaker, headers), then `100 Continue`
+    /// when the client waits for it, since every plugin accepted the request.
+    /// `false`: a plugin answered it.
     async fn proxy_upstream_filter(
         &self,
         session: &mut Session,
