@@ -284,7 +284,7 @@ fn bench_plugin_chain(c: &mut Criterion) {
     )))));
     let token = token();
     let mut s = session(&tokio_rt, Some(&token));
-    let rt = gw.state.load_full();
+    let rt = gw.live.load_full();
     let route = rt
         .routes
         .iter()

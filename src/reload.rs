@@ -1,8 +1,9 @@
-//! The live config: one `ArcSwap<Runtime>` that every request loads once, and
-//! the all-or-nothing reload that replaces it (SPEC §5).
+//! The all-or-nothing reload (SPEC §5): the config files compiled into a new
+//! snapshot and stored in the [`Live`] handle every request loads once, or
+//! refused with the running config left as it is.
 
 use crate::metrics::METRICS;
-use crate::runtime::{self, Reuse, Runtime};
+use crate::runtime::{self, Live, Reuse, Runtime};
 use arc_swap::ArcSwap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -17,8 +18,11 @@ pub struct LastReload {
     pub digest: Option<String>,
 }
 
-pub struct Live {
-    pub runtime: Arc<ArcSwap<Runtime>>,
+/// Reloads the live snapshot from the config files (`SIGHUP`, the file
+/// watcher, `POST /reload`) and remembers how the last reload went.
+pub struct Reloader {
+    /// The live snapshot handle this reloader stores new snapshots in.
+    pub live: Live,
     pub config_path: PathBuf,
     /// Serialises reloads and remembers the last outcome (admin only, never
     /// touched on the request path).
@@ -27,11 +31,11 @@ pub struct Live {
     pub loaded_digest: Mutex<String>,
 }
 
-impl Live {
-    pub fn new(rt: Runtime, config_path: PathBuf) -> Arc<Live> {
+impl Reloader {
+    pub fn new(rt: Runtime, config_path: PathBuf) -> Arc<Reloader> {
         let digest = Self::sources_digest(&rt);
-        Arc::new(Live {
-            runtime: Arc::new(ArcSwap::from_pointee(rt)),
+        Arc::new(Reloader {
+            live: Arc::new(ArcSwap::from_pointee(rt)),
             config_path,
             last: Mutex::new(None),
             loaded_digest: Mutex::new(digest),
@@ -61,7 +65,7 @@ impl Live {
         self.sync_files(true)
     }
 
-    /// The file watcher's reload: like [`Live::sync`], but an event that
+    /// The file watcher's reload: like [`Reloader::sync`], but an event that
     /// changed nothing (the edit was already applied by `SIGHUP` or
     /// `POST /reload`, or the file was only touched) is no reload and is not
     /// counted, so one edit seen by the watcher and a request is applied once.
@@ -74,7 +78,7 @@ impl Live {
 
     fn sync_files(&self, requested: bool) -> Result<String, Vec<String>> {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        let current = self.runtime.load_full();
+        let current = self.live.load_full();
         let digest = Self::sources_digest(&current);
         if digest == *self.loaded_digest.lock().unwrap_or_else(|p| p.into_inner()) {
             let hash = current.hash().to_string();
@@ -122,7 +126,7 @@ impl Live {
     }
 
     fn reload_locked(&self, last: &mut Option<LastReload>) -> Result<String, Vec<String>> {
-        let current = self.runtime.load_full();
+        let current = self.live.load_full();
         // Read the files once, before compiling, so that the digest describes
         // what was compiled (a write racing the reload triggers another one).
         let digest = Self::sources_digest(&current);
@@ -154,7 +158,7 @@ impl Live {
             Ok((rt, certs)) => {
                 let hash = rt.hash().to_string();
                 let digest = Self::sources_digest(&rt);
-                self.runtime.store(Arc::new(rt));
+                self.live.store(Arc::new(rt));
                 crate::tls::install(certs);
                 *self.loaded_digest.lock().unwrap_or_else(|p| p.into_inner()) = digest;
                 METRICS.config_reloads.with_label_values(&["success"]).inc();

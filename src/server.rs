@@ -1,18 +1,21 @@
 //! Assemble the Pingora server: the proxy listeners (plain and TLS), the admin
-//! listener, the health checker, and — for `tollgate demo` — the demo upstreams.
+//! listener, the background services (`SIGHUP`, the config file watcher, health
+//! checks, plugin ticks, the exit once drained), and — for `tollgate demo` —
+//! the demo upstreams.
 
 use crate::admin::Admin;
-use crate::health::HealthChecker;
+use crate::health::{HealthChecks, PluginTicks};
 use crate::proxy::app::GatewayApp;
 use crate::proxy::Gateway;
-use crate::reload::Live;
+use crate::reload::Reloader;
 use crate::runtime::{self, Reuse};
-use crate::signals::Counted;
+use crate::signals::{Counted, ExitWhenDrained, SighupReload};
+use crate::watch::ConfigWatcher;
 use pingora::apps::http_app::HttpServer;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
-use pingora::services::background::GenBackgroundService;
+use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use std::path::Path;
 use std::sync::Arc;
@@ -42,7 +45,8 @@ pub fn run(config_path: &Path, opts: RunOptions) -> ! {
             std::process::exit(1);
         }
     }
-    let live = Live::new(rt, config_path.to_path_buf());
+    let reloader = Reloader::new(rt, config_path.to_path_buf());
+    let live = reloader.live.clone();
 
     // Pingora counts whole seconds: round the grace period up, never down to none.
     let grace = cfg.server.grace_period.0.as_secs_f64().ceil() as u64;
@@ -71,11 +75,19 @@ pub fn run(config_path: &Path, opts: RunOptions) -> ! {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let proxy =
-        pingora::proxy::http_proxy(&server.configuration, Gateway::new(live.runtime.clone()));
+    // Listening for SIGHUP before any listener opens (they depend on it): a
+    // gateway that answers requests can always be sent one.
+    let sighup = server.add_service(background_service(
+        "tollgate SIGHUP reload",
+        SighupReload {
+            reloader: reloader.clone(),
+        },
+    ));
+
+    let proxy = pingora::proxy::http_proxy(&server.configuration, Gateway::new(live.clone()));
     let app = GatewayApp {
         proxy: Arc::new(Counted(Arc::new(proxy))),
-        state: live.runtime.clone(),
+        live: live.clone(),
         admin: false,
     };
     let mut svc = Service::new("tollgate proxy".to_string(), app);
@@ -105,13 +117,16 @@ pub fn run(config_path: &Path, opts: RunOptions) -> ! {
             std::process::exit(1);
         }
     }
-    server.add_service(svc);
+    server.add_service(svc).add_dependency(&sighup);
 
     // The admin API behind the same edge as the proxy (SPEC §6): strict
     // HTTP/1 heads, header_timeout, max_header_size, max_headers.
     let admin_app = GatewayApp {
-        proxy: Arc::new(HttpServer::new_app(Admin::new(live.clone(), listen_addrs))),
-        state: live.runtime.clone(),
+        proxy: Arc::new(HttpServer::new_app(Admin::new(
+            reloader.clone(),
+            listen_addrs,
+        ))),
+        live: live.clone(),
         admin: true,
     };
     let mut admin = Service::new("tollgate admin".to_string(), admin_app);
@@ -119,20 +134,24 @@ pub fn run(config_path: &Path, opts: RunOptions) -> ! {
         ListenerConfig::tcp(&cfg.server.admin_listen)
             .l4_buffer(L4BufferSettings::default().read(0)),
     );
-    server.add_service(admin);
+    server.add_service(admin).add_dependency(&sighup);
 
-    server.add_service(GenBackgroundService::new(
-        "tollgate health checks".to_string(),
-        Arc::new(HealthChecker {
-            runtime: live.runtime.clone(),
-        }),
+    server.add_service(background_service(
+        "tollgate config watcher",
+        ConfigWatcher { reloader },
     ));
-    server.add_service(GenBackgroundService::new(
-        "tollgate config watcher".to_string(),
-        Arc::new(crate::watch::ConfigWatcher { live: live.clone() }),
+    server.add_service(background_service(
+        "tollgate health checks",
+        HealthChecks { live: live.clone() },
     ));
-    crate::signals::spawn_sighup(live.clone());
-    crate::signals::exit_when_drained(&server);
+    server.add_service(background_service(
+        "tollgate plugin ticks",
+        PluginTicks { live },
+    ));
+    server.add_service(background_service(
+        "tollgate exit when drained",
+        ExitWhenDrained,
+    ));
 
     if opts.demo {
         for svc in crate::demo::services(&cfg) {

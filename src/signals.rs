@@ -1,49 +1,51 @@
 //! `SIGHUP` reloads the config (SPEC §5). Pingora handles `SIGTERM`, `SIGQUIT`
 //! and `SIGINT` itself (graceful shutdown and upgrade); a graceful shutdown
-//! ends as soon as no request is in flight ([`exit_when_drained`]).
+//! ends as soon as no request is in flight ([`ExitWhenDrained`]). Both are
+//! background services of the server (`server.rs`).
 
-use crate::reload::Live;
+use crate::reload::Reloader;
 use async_trait::async_trait;
 use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
 use pingora::protocols::http::v2::server::H2Options;
 use pingora::protocols::http::ServerSession;
 use pingora::protocols::Stream;
-use pingora::server::{ExecutionPhase, Server, ShutdownWatch};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use pingora::services::ServiceReadyNotifier;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast::error::RecvError;
 
-pub fn spawn_sighup(live: Arc<Live>) {
-    let spawned = std::thread::Builder::new()
-        .name("tollgate-sighup".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot start the SIGHUP listener");
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                let Ok(mut hup) =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-                else {
-                    tracing::error!("cannot listen for SIGHUP");
-                    return;
-                };
-                while hup.recv().await.is_some() {
-                    tracing::info!("SIGHUP: reloading the config");
-                    let live = live.clone();
-                    let _ = tokio::task::spawn_blocking(move || live.sync()).await;
-                }
-            });
-        });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "cannot start the SIGHUP listener");
+/// Reloads the config on each `SIGHUP` ([`Reloader::sync`]), until the server
+/// shuts down. It is ready once it listens: the listeners wait for it
+/// (`server.rs`), so that a `SIGHUP` sent to a gateway that answers requests
+/// never ends the process (the signal's default action).
+pub struct SighupReload {
+    pub reloader: Arc<Reloader>,
+}
+
+#[async_trait]
+impl BackgroundService for SighupReload {
+    async fn start_with_ready_notifier(
+        &self,
+        mut shutdown: ShutdownWatch,
+        ready: ServiceReadyNotifier,
+    ) {
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+        ready.notify_ready();
+        let Ok(mut hup) = hup else {
+            tracing::error!("cannot listen for SIGHUP");
+            return;
+        };
+        loop {
+            tokio::select! {
+                received = hup.recv() => if received.is_none() { return },
+                _ = shutdown.changed() => return,
+            }
+            tracing::info!("SIGHUP: reloading the config");
+            let reloader = self.reloader.clone();
+            let _ = tokio::task::spawn_blocking(move || reloader.sync()).await;
+        }
     }
 }
 
@@ -62,7 +64,7 @@ static STARTED: AtomicUsize = AtomicUsize::new(0);
 /// Open HTTP/1 connections on the gateway's listeners (idle keep-alive ones too).
 static OPEN: AtomicUsize = AtomicUsize::new(0);
 
-/// Held by an HTTP/1 connection for its lifetime (see [`exit_when_drained`]).
+/// Held by an HTTP/1 connection for its lifetime (see [`ExitWhenDrained`]).
 pub struct OpenConnection;
 
 impl OpenConnection {
@@ -79,7 +81,7 @@ impl Drop for OpenConnection {
     }
 }
 
-/// The proxy app, counting its requests in flight (see [`exit_when_drained`]).
+/// The proxy app, counting its requests in flight (see [`ExitWhenDrained`]).
 pub struct Counted<A>(pub Arc<A>);
 
 /// Holds a graceful shutdown up while alive (up to the grace period). Every
@@ -158,38 +160,34 @@ const QUIET: Duration = Duration::from_secs(1);
 /// that way, or until no new request has started for [`QUIET`]: closing a
 /// connection a client is about to reuse would fail that client's request,
 /// while a connection idle that long is closed by the exit (as nginx does).
-pub fn exit_when_drained(server: &Server) {
-    let mut phases = server.watch_execution_phase();
-    let spawned = std::thread::Builder::new()
-        .name("tollgate-drain".into())
-        .spawn(move || {
-            loop {
-                match phases.blocking_recv() {
-                    Ok(ExecutionPhase::ShutdownGracePeriod) => break,
-                    Ok(_) | Err(RecvError::Lagged(_)) => {}
-                    Err(RecvError::Closed) => return,
-                }
+///
+/// A background service that waits for the graceful shutdown (Pingora's
+/// `SIGINT` exits at once, without one).
+pub struct ExitWhenDrained;
+
+#[async_trait]
+impl BackgroundService for ExitWhenDrained {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        if shutdown.wait_for(|&down| down).await.is_err() {
+            return;
+        }
+        let mut started = STARTED.load(Ordering::Acquire);
+        let mut quiet_since = std::time::Instant::now();
+        loop {
+            let now_started = STARTED.load(Ordering::Acquire);
+            if now_started != started {
+                started = now_started;
+                quiet_since = std::time::Instant::now();
             }
-            let mut started = STARTED.load(Ordering::Acquire);
-            let mut quiet_since = std::time::Instant::now();
-            loop {
-                let now_started = STARTED.load(Ordering::Acquire);
-                if now_started != started {
-                    started = now_started;
-                    quiet_since = std::time::Instant::now();
-                }
-                if IN_FLIGHT.load(Ordering::Acquire) == 0
-                    && (OPEN.load(Ordering::Acquire) == 0 || quiet_since.elapsed() >= QUIET)
-                {
-                    break;
-                }
-                std::thread::sleep(DRAIN_POLL);
+            if IN_FLIGHT.load(Ordering::Acquire) == 0
+                && (OPEN.load(Ordering::Acquire) == 0 || quiet_since.elapsed() >= QUIET)
+            {
+                break;
             }
-            tracing::info!("graceful shutdown: no request in flight, exiting");
-            // The access log is written by the exit handler (`logging`).
-            std::process::exit(0);
-        });
-    if let Err(e) = spawned {
-        tracing::error!(error = %e, "cannot watch the shutdown; it waits the whole grace period");
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+        tracing::info!("graceful shutdown: no request in flight, exiting");
+        // The access log is written by the exit handler (`logging`).
+        std::process::exit(0);
     }
 }

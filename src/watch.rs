@@ -6,7 +6,7 @@
 //! debounced (a burst of writes makes one reload), and a reload happens only
 //! when the files' contents differ from what is running.
 
-use crate::reload::Live;
+use crate::reload::Reloader;
 use async_trait::async_trait;
 use notify::{RecursiveMode, Watcher as _};
 use pingora::server::ShutdownWatch;
@@ -21,15 +21,17 @@ const DEBOUNCE: Duration = Duration::from_millis(250);
 /// Longest a stream of events may hold a reload back.
 const MAX_DELAY: Duration = Duration::from_secs(1);
 
+/// Watches the config files' directories and reloads on a relevant change
+/// ([`Reloader::sync_on_change`]), until the server shuts down.
 pub struct ConfigWatcher {
-    pub live: Arc<Live>,
+    pub reloader: Arc<Reloader>,
 }
 
 /// The config file and every file it names, as absolute paths.
-fn files(live: &Live) -> BTreeSet<PathBuf> {
-    let rt = live.runtime.load();
+fn files(reloader: &Reloader) -> BTreeSet<PathBuf> {
+    let rt = reloader.live.load();
     let mut files = rt.config.named_files();
-    files.push(live.config_path.clone());
+    files.push(reloader.config_path.clone());
     files
         .into_iter()
         .filter_map(|f| {
@@ -73,7 +75,7 @@ impl BackgroundService for ConfigWatcher {
         };
         let mut watched = BTreeSet::new();
         loop {
-            let files = files(&self.live);
+            let files = files(&self.reloader);
             let want: BTreeSet<PathBuf> = files
                 .iter()
                 .filter_map(|f| f.parent().map(PathBuf::from))
@@ -117,8 +119,8 @@ impl BackgroundService for ConfigWatcher {
                     _ = shutdown.changed() => return,
                 }
             }
-            let live = self.live.clone();
-            if let Err(e) = tokio::task::spawn_blocking(move || live.sync_on_change()).await {
+            let reloader = self.reloader.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || reloader.sync_on_change()).await {
                 tracing::error!(error = %e, "reload task failed");
             }
         }

@@ -2,7 +2,8 @@
 //! reload and upstream state. Loopback by default; with `admin_token_env` every
 //! request needs `Authorization: Bearer <token>`.
 
-use crate::reload::Live;
+use crate::reload::Reloader;
+use crate::runtime::Live;
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
@@ -14,16 +15,20 @@ use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
 pub struct Admin {
-    pub live: Arc<Live>,
+    /// The live snapshot (the reloader's).
+    pub live: Live,
+    /// `POST /reload`, and the last reload's outcome for `/config/status`.
+    pub reloader: Arc<Reloader>,
     /// Proxy listen addresses; `/readyz` is 200 once each accepts connections.
     pub listeners: Vec<std::net::SocketAddr>,
     ready: AtomicBool,
 }
 
 impl Admin {
-    pub fn new(live: Arc<Live>, listeners: Vec<std::net::SocketAddr>) -> Self {
+    pub fn new(reloader: Arc<Reloader>, listeners: Vec<std::net::SocketAddr>) -> Self {
         Admin {
-            live,
+            live: reloader.live.clone(),
+            reloader,
             listeners,
             ready: AtomicBool::new(false),
         }
@@ -90,7 +95,7 @@ fn problem(status: u16, detail: &str) -> Response<Vec<u8>> {
 
 impl Admin {
     fn authorized(&self, session: &ServerSession) -> bool {
-        let rt = self.live.runtime.load();
+        let rt = self.live.load();
         let Some(var) = &rt.config.server.admin_token_env else {
             return true;
         };
@@ -111,8 +116,8 @@ impl Admin {
     }
 
     fn config_status(&self) -> serde_json::Value {
-        let rt = self.live.runtime.load();
-        let last = self.live.last.lock().map(|l| l.clone()).unwrap_or(None);
+        let rt = self.live.load();
+        let last = self.reloader.last.lock().map(|l| l.clone()).unwrap_or(None);
         json!({
             "hash": rt.hash(),
             "loaded_at": rfc3339(rt.loaded_at),
@@ -125,7 +130,7 @@ impl Admin {
     }
 
     fn upstreams(&self) -> serde_json::Value {
-        let rt = self.live.runtime.load();
+        let rt = self.live.load();
         let mut names: Vec<&String> = rt.upstreams.keys().collect();
         names.sort();
         let list: Vec<serde_json::Value> = names
@@ -199,7 +204,7 @@ impl Admin {
         if !prefix.starts_with('/') {
             return problem(400, "path_prefix must start with /");
         }
-        let rt = self.live.runtime.load();
+        let rt = self.live.load();
         if let Some(name) = &req.route {
             if !rt.routes.iter().any(|r| &*r.name == name.as_str()) {
                 return problem(404, &format!("no route named {name:?}"));
@@ -241,7 +246,7 @@ impl ServeHttp for Admin {
                 if self.ready().await {
                     json_resp(
                         StatusCode::OK,
-                        json!({"status": "ready", "hash": self.live.runtime.load().hash()}),
+                        json!({"status": "ready", "hash": self.live.load().hash()}),
                     )
                 } else {
                     json_resp(
@@ -251,7 +256,7 @@ impl ServeHttp for Admin {
                 }
             }
             (Method::GET, "/metrics") => {
-                let rt = self.live.runtime.load();
+                let rt = self.live.load();
                 for up in rt.upstreams.values() {
                     crate::health::publish(up);
                 }
@@ -265,8 +270,8 @@ impl ServeHttp for Admin {
             }
             (Method::GET, "/config/status") => json_resp(StatusCode::OK, self.config_status()),
             (Method::POST, "/reload") => {
-                let live = self.live.clone();
-                let res = tokio::task::spawn_blocking(move || live.sync())
+                let reloader = self.reloader.clone();
+                let res = tokio::task::spawn_blocking(move || reloader.sync())
                     .await
                     .unwrap_or_else(|e| Err(vec![format!("reload task failed: {e}")]));
                 match res {

@@ -13,8 +13,7 @@
 
 use super::head::{ChunkedBody, HeadScanner, Progress};
 use super::{problem, Gateway};
-use crate::runtime::{Limits, Runtime};
-use arc_swap::ArcSwap;
+use crate::runtime::{Limits, Live};
 use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
@@ -34,7 +33,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 /// and `header_timeout`) the admin API's `HttpServer`.
 pub struct GatewayApp<A = HttpProxy<Gateway>> {
     pub proxy: Arc<A>,
-    pub state: Arc<ArcSwap<Runtime>>,
+    /// The live snapshot: each request head is read under its current limits.
+    pub live: Live,
     /// The admin listener: its refusals are logged, but not counted as proxy
     /// traffic in `tollgate_requests_total`.
     pub admin: bool,
@@ -175,7 +175,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> GatewayApp<A> {
         let _open = crate::signals::OpenConnection::enter();
         let mut settings = None;
         loop {
-            let limits = self.state.load().limits.clone();
+            let limits = self.live.load().limits.clone();
             let head = match read_head(&mut stream, &limits, settings.is_some(), shutdown).await {
                 Head::Ready(h, chunked) => {
                     if let Some(body) = chunked {
@@ -242,7 +242,7 @@ impl<A: HttpServerApp + Send + Sync + 'static> GatewayApp<A> {
     /// A plain connection that opened with the HTTP/2 preface (`read`: the bytes
     /// read so far, preface included).
     async fn serve_h2c(&self, mut stream: Stream, read: BytesMut, shutdown: &ShutdownWatch) {
-        let enabled = self.state.load().config.server.h2c;
+        let enabled = self.live.load().config.server.h2c;
         if enabled && stream.get_ssl_digest().is_none() {
             let mut options = self.proxy.server_options().cloned().unwrap_or_default();
             options.h2c = true;
