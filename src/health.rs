@@ -53,7 +53,7 @@ impl BackgroundService for HealthChecks {
                     continue;
                 };
                 let due = {
-                    let mut last = up.last_check.lock().unwrap_or_else(|p| p.into_inner());
+                    let mut last = up.last_check.lock();
                     let due = last.is_none_or(|t| t.elapsed() >= every);
                     if due {
                         *last = Some(Instant::now());

@@ -5,8 +5,9 @@
 use crate::metrics::METRICS;
 use crate::runtime::{self, Live, Reuse, Runtime};
 use arc_swap::ArcSwap;
+use parking_lot::Mutex;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 #[derive(Debug, Clone)]
@@ -77,10 +78,10 @@ impl Reloader {
     }
 
     fn sync_files(&self, requested: bool) -> Result<String, Vec<String>> {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self.last.lock();
         let current = self.live.load_full();
         let digest = Self::sources_digest(&current);
-        if digest == *self.loaded_digest.lock().unwrap_or_else(|p| p.into_inner()) {
+        if digest == *self.loaded_digest.lock() {
             let hash = current.hash().to_string();
             // The watcher records an unchanged config only when it ends a
             // refusal (a bad edit reverted to the running config): the files
@@ -121,7 +122,7 @@ impl Reloader {
     /// Read, validate and compile the config file, then swap it in whole; on
     /// any error the running config stays. Returns the new hash or the errors.
     pub fn reload(&self) -> Result<String, Vec<String>> {
-        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self.last.lock();
         self.reload_locked(&mut last)
     }
 
@@ -160,7 +161,7 @@ impl Reloader {
                 let digest = Self::sources_digest(&rt);
                 self.live.store(Arc::new(rt));
                 crate::tls::install(certs);
-                *self.loaded_digest.lock().unwrap_or_else(|p| p.into_inner()) = digest;
+                *self.loaded_digest.lock() = digest;
                 METRICS.config_reloads.with_label_values(&["success"]).inc();
                 tracing::info!(hash = %hash, "config reloaded");
                 *last = Some(LastReload {

@@ -117,7 +117,7 @@ impl Admin {
 
     fn config_status(&self) -> serde_json::Value {
         let rt = self.live.load();
-        let last = self.reloader.last.lock().map(|l| l.clone()).unwrap_or(None);
+        let last = self.reloader.last.lock().clone();
         json!({
             "hash": rt.hash(),
             "loaded_at": rfc3339(rt.loaded_at),

@@ -57,12 +57,7 @@ pub(super) fn final_response_written(session: &Session) -> bool {
         .is_some_and(|r| !r.status.is_informational())
 }
 
-pub(super) fn is_timeout(e: &Error) -> bool {
-    matches!(
-        e.etype(),
-        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
-    )
-}
+use crate::util::is_timeout;
 
 /// A response head arrived: its outcome and latency are recorded, and a 5xx is
 /// a failure, tried again (`Err`, to be retried) when the route's retry policy

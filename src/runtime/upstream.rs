@@ -70,7 +70,7 @@ pub struct Upstream {
     pub share_connections: bool,
     pub retry: RetryPolicy,
     pub health_interval: Option<Duration>,
-    pub last_check: std::sync::Mutex<Option<Instant>>,
+    pub last_check: parking_lot::Mutex<Option<Instant>>,
     /// Normalised config this was built from: a reload keeps the pool (health
     /// state, connections) when it is unchanged.
     /// The definition it was built from: a reload keeps the pool (and its
@@ -300,7 +300,7 @@ pub fn build(
         share_connections: cfg.share_connections,
         retry,
         health_interval: cfg.health_check.as_ref().map(|h| h.interval.0),
-        last_check: std::sync::Mutex::new(None),
+        last_check: parking_lot::Mutex::new(None),
         config: cfg.clone(),
     })
 }
