@@ -21,32 +21,27 @@
 //! A cookie split into several fields (HTTP/2 crumbs) is joined with `"; "`
 //! for the call and the digest ([`joined_cookie`], RFC 9113 §8.2.3).
 //!
-//! Calls go through a pooled Pingora HTTP connector (one pool per plugin
+//! Calls go through a pooled [`outbound::Client`] (one pool per plugin
 //! instance, surviving reloads with it) and a small circuit breaker: after
 //! [`BREAKER_FAILURES`] consecutive failures the service is left alone for
 //! [`BREAKER_COOL_DOWN`], during which `on_error` applies at once; then one
 //! probe call decides whether it closes again.
 
-use super::outbound::{joined_cookie, parse_url};
 use super::{auth};
 use crate::config::{Dur};
 use crate::pipeline::{BuildCtx, BuildError, BuildResult, Flow, KeyPath, Order, Plugin, PluginConfig, Reply, RequestCtx};
 use crate::metrics::METRICS;
-use arc_swap::ArcSwap;
-use bytes::{Bytes, BytesMut};
+use crate::outbound::{self, joined_cookie, parse_url, Client, Limits, Response as Answer};
 use http::header::{
     AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, WWW_AUTHENTICATE,
 };
 use http::{HeaderName, HeaderValue, Method};
-use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::prelude::HttpPeer;
 use pingora::proxy::Session;
-use pingora::{Error, ErrorType};
 use sha2::{Digest, Sha256};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -97,8 +92,6 @@ pub const BREAKER_COOL_DOWN: Duration = Duration::from_secs(10);
 /// Largest auth-service response body read (a 401/403 body passed to the
 /// client, or a 2xx body drained so the connection can be reused).
 const MAX_BODY: usize = 16 << 10;
-/// How long an idle pooled connection to the auth service is kept.
-const POOL_IDLE: Duration = Duration::from_secs(60);
 /// Ticks (about a second each) between two DNS lookups of a named auth host.
 const RESOLVE_EVERY_TICKS: u32 = 30;
 
@@ -143,8 +136,9 @@ const COPY_RESERVED: &[&str] = &[
 
 pub struct ForwardAuth {
     name: String,
-    connector: Connector,
-    peer: ArcSwap<HttpPeer>,
+    /// The pooled client, at the address resolved when built (re-resolved
+    /// every [`RESOLVE_EVERY_TICKS`] ticks for a named host).
+    client: Client,
     /// The auth host when it is a name to re-resolve (not an IP literal).
     dns_name: Option<(String, u16)>,
     ticks: AtomicU32,
@@ -189,17 +183,6 @@ fn names(
         }
     }
     out
-}
-
-fn make_peer(addr: SocketAddr, t_tls: bool, sni: &str, timeout: Duration) -> HttpPeer {
-    let mut peer = HttpPeer::new(addr, t_tls, sni.to_string());
-    let o = &mut peer.options;
-    o.connection_timeout = Some(timeout);
-    o.total_connection_timeout = Some(timeout);
-    o.read_timeout = Some(timeout);
-    o.write_timeout = Some(timeout);
-    o.idle_timeout = Some(POOL_IDLE);
-    peer
 }
 
 impl ForwardAuth {
@@ -285,14 +268,24 @@ impl ForwardAuth {
             .parse::<std::net::IpAddr>()
             .is_err()
             .then(|| (t.host.clone(), t.port));
+        let path = t.path.clone();
+        // Every timeout is `timeout`; the call as a whole is bounded by the caller.
+        let limits = Limits {
+            connect: c.timeout.0,
+            io: c.timeout.0,
+            total: None,
+            max_body: MAX_BODY,
+            stale_retries: 1,
+        };
+        let client = Client::new(bx.name, t, limits).map_err(|m| vec![BuildError::at("url", m)])?;
+        client.set_address(addr);
         Ok(ForwardAuth {
             name: bx.name.to_string(),
-            connector: Connector::new(None),
-            peer: ArcSwap::from_pointee(make_peer(addr, t.tls, &t.host, c.timeout.0)),
+            client,
             dns_name,
             ticks: AtomicU32::new(0),
             host_header,
-            path: t.path,
+            path,
             timeout: c.timeout.0,
             forward_headers,
             copy_response_headers,
@@ -396,24 +389,8 @@ impl ForwardAuth {
     /// One call: a pooled connection, the request, the response head and a
     /// bounded body. A pooled connection the service had already closed gets
     /// one more try on a fresh one.
-    async fn call(&self, req: &RequestHeader) -> pingora::Result<Answer> {
-        let peer = self.peer.load_full();
-        let mut retried = false;
-        loop {
-            let (mut s, reused) = self.connector.get_http_session(&*peer).await?;
-            match exchange(&mut s, req.clone()).await {
-                Ok(answer) => {
-                    if answer.complete {
-                        self.connector
-                            .release_http_session(s, &*peer, Some(POOL_IDLE))
-                            .await;
-                    }
-                    return Ok(answer);
-                }
-                Err(e) if reused && !retried && !is_timeout(&e) => retried = true,
-                Err(e) => return Err(e),
-            }
-        }
+    async fn call(&self, req: &RequestHeader) -> Result<Answer, outbound::Error> {
+        self.client.send(req).await
     }
 
     /// The service failed (`reason`): 503, or on with the request when
@@ -538,66 +515,6 @@ fn credential_digest(forward_headers: &[HeaderName], headers: &http::HeaderMap) 
     format!("{DIGEST_PREFIX}sha256:{}", hex::encode(h.finalize()))
 }
 
-fn is_timeout(e: &Error) -> bool {
-    matches!(
-        e.etype(),
-        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
-    )
-}
-
-/// What the auth service answered.
-struct Answer {
-    header: Box<ResponseHeader>,
-    /// Empty when the body was larger than [`MAX_BODY`].
-    body: Bytes,
-    /// The whole response was read (the connection may go back to the pool).
-    complete: bool,
-}
-
-async fn exchange(
-    s: &mut pingora::protocols::http::client::HttpSession,
-    req: RequestHeader,
-) -> pingora::Result<Answer> {
-    s.write_request_header(Box::new(req)).await?;
-    s.finish_request_body().await?;
-    s.read_response_header().await?;
-    // Informational answers (100, 103) come before the real one.
-    let mut informational = 0;
-    while s
-        .response_header()
-        .is_some_and(|h| h.status.is_informational())
-    {
-        informational += 1;
-        if informational > 4 {
-            return Error::e_explain(
-                ErrorType::InvalidHTTPHeader,
-                "too many informational responses",
-            );
-        }
-        s.read_response_header().await?;
-    }
-    let header = match s.response_header() {
-        Some(h) => Box::new(h.clone()),
-        None => return Error::e_explain(ErrorType::InvalidHTTPHeader, "no response header"),
-    };
-    let mut body = BytesMut::new();
-    while let Some(chunk) = s.read_response_body().await? {
-        if body.len() + chunk.len() > MAX_BODY {
-            return Ok(Answer {
-                header,
-                body: Bytes::new(),
-                complete: false,
-            });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Answer {
-        header,
-        body: body.freeze(),
-        complete: true,
-    })
-}
-
 impl Plugin for ForwardAuth {
     type State = ();
 
@@ -611,7 +528,7 @@ impl Plugin for ForwardAuth {
             Ok(Ok(a)) => a,
             Ok(Err(e)) => {
                 permit.finish(false, Instant::now());
-                let reason = if is_timeout(&e) {
+                let reason = if e.is_timeout() {
                     "auth_service_timeout"
                 } else {
                     "auth_service_error"
@@ -620,7 +537,7 @@ impl Plugin for ForwardAuth {
                     target: "tollgate::auth",
                     request_id = ctx.request_id.as_deref().unwrap_or(""),
                     plugin = &*self.name,
-                    error = e.etype().as_str(),
+                    error = e.code(),
                     "authorization service call failed"
                 );
                 return Ok(self.failed(session, ctx, reason, Duration::from_secs(1)));
@@ -704,11 +621,7 @@ impl Plugin for ForwardAuth {
             return;
         };
         let Some(addr) = addrs.next() else { return };
-        let current = self.peer.load();
-        if current._address.as_inet() != Some(&addr) {
-            let peer = make_peer(addr, current.is_tls(), host, self.timeout);
-            self.peer.store(Arc::new(peer));
-        }
+        self.client.set_address(addr);
     }
 }
 
