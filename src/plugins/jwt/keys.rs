@@ -11,10 +11,10 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Keys tried for a token without `kid` (bounds the work one token can cause).
-pub(super) const MAX_KEYS_WITHOUT_KID: usize = 4;
-pub(super) const RSA_MIN_BITS: usize = 2048;
+const MAX_KEYS_WITHOUT_KID: usize = 4;
+const RSA_MIN_BITS: usize = 2048;
 /// The `rsa` crate refuses larger moduli when verifying.
-pub(super) const RSA_MAX_BITS: usize = 4096;
+const RSA_MAX_BITS: usize = 4096;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Curve {
@@ -57,13 +57,13 @@ pub(super) fn min_secret(alg: Algorithm) -> usize {
     }
 }
 
-pub(super) static GENERATION: AtomicU64 = AtomicU64::new(1);
+static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 pub(super) struct KeySet {
     pub(super) keys: Vec<Key>,
-    pub(super) by_kid: HashMap<String, Vec<usize>>,
+    by_kid: HashMap<String, Vec<usize>>,
     /// A single configured key (`secret_env`, `public_key_file`): `kid` is not needed.
-    pub(super) ignore_kid: bool,
+    ignore_kid: bool,
     /// Identity of this set: cached verifications are only valid for it.
     pub(super) generation: u64,
 }
@@ -118,13 +118,13 @@ pub(super) fn b64(s: &str) -> Result<Vec<u8>, String> {
 }
 
 /// Rejects a key the verifier would fail on (an EC point off its curve, …).
-pub(super) fn probe(key: &DecodingKey, alg: Algorithm) -> Result<(), String> {
+fn probe(key: &DecodingKey, alg: Algorithm) -> Result<(), String> {
     jsonwebtoken::crypto::verify("AAAA", b"probe", key, alg)
         .map(|_| ())
         .map_err(|_| "the key is not a valid public key".to_string())
 }
 
-pub(super) fn rsa_bits(n: &[u8]) -> usize {
+fn rsa_bits(n: &[u8]) -> usize {
     let n = match n.iter().position(|&b| b != 0) {
         Some(i) => &n[i..],
         None => return 0,
@@ -135,7 +135,7 @@ pub(super) fn rsa_bits(n: &[u8]) -> usize {
     }
 }
 
-pub(super) fn rsa_key(n: &[u8], e: &[u8]) -> Result<DecodingKey, String> {
+fn rsa_key(n: &[u8], e: &[u8]) -> Result<DecodingKey, String> {
     let bits = rsa_bits(n);
     if !(RSA_MIN_BITS..=RSA_MAX_BITS).contains(&bits) {
         return Err(format!(
@@ -148,7 +148,7 @@ pub(super) fn rsa_key(n: &[u8], e: &[u8]) -> Result<DecodingKey, String> {
     Ok(DecodingKey::from_rsa_raw_components(n, e))
 }
 
-pub(super) fn ec_key(point: &[u8]) -> Result<(DecodingKey, Curve), String> {
+fn ec_key(point: &[u8]) -> Result<(DecodingKey, Curve), String> {
     let (curve, alg) = match point.len() {
         65 => (Curve::P256, Algorithm::ES256),
         97 => (Curve::P384, Algorithm::ES384),
@@ -162,7 +162,7 @@ pub(super) fn ec_key(point: &[u8]) -> Result<(DecodingKey, Curve), String> {
     Ok((key, curve))
 }
 
-pub(super) fn ed_key(x: &[u8]) -> Result<DecodingKey, String> {
+fn ed_key(x: &[u8]) -> Result<DecodingKey, String> {
     if x.len() != 32 {
         return Err("Ed25519 public keys are 32 bytes".into());
     }
@@ -232,7 +232,7 @@ pub(super) struct ParsedJwks {
     pub(super) problems: Vec<String>,
 }
 
-pub(super) fn str_field<'a>(
+fn str_field<'a>(
     o: &'a Map<String, Value>,
     name: &str,
 ) -> Result<Option<&'a str>, String> {
@@ -270,7 +270,7 @@ pub(super) fn parse_jwks(
 }
 
 /// `Ok(None)`: a key that is not for us (encryption key, other algorithm or type).
-pub(super) fn parse_jwk(
+fn parse_jwk(
     jwk: &Value,
     algs: &[Algorithm],
     families: &[AlgorithmFamily],

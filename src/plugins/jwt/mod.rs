@@ -9,9 +9,16 @@
 //! - The token's `jku`, `x5u`, `jwk` and `x5c` headers are never looked at; `kid`
 //!   is only a lookup key into the key set; a `crit` header is refused.
 //! - `jwks_url` fetches go through the instance's pooled
-//!   [`outbound::Client`](crate::outbound::Client), in a detached task whose result every waiting request shares; a token with an unknown
-//!   `kid` triggers at most one fetch per `jwks_cooldown`; a failed fetch keeps
-//!   the last good key set.
+//!   [`outbound::Client`](crate::outbound::Client), in a detached task whose
+//!   result every waiting request shares; a token with an unknown `kid`
+//!   triggers at most one fetch per `jwks_cooldown`; a failed fetch keeps the
+//!   last good key set.
+//!
+//! The parts: [`build`] (the config compiled: algorithms, the one key source,
+//! claim rules), [`keys`] (PEM, HMAC and JWK keys, the key set), [`jwks`] (the
+//! remote key set), [`token`] (a token taken apart, strict JSON),
+//! [`token_cache`] (verified tokens), and here the config, the checks and the
+//! plugin's hooks.
 //!
 //! Verified tokens are cached (bounded, keyed by the SHA-256 of the whole token,
 //! tied to the key set they were verified with, never used past `exp + leeway`),
@@ -285,8 +292,8 @@ impl Jwt {
         }
     }
 
-    /// Everything that can be checked without a key: the three parts, the
-    /// header, the algorithm.
+    /// The token verified with `set` and its claims checked; with its `exp`
+    /// and `nbf` for the cache.
     fn check(
         &self,
         set: &KeySet,

@@ -20,6 +20,8 @@ pub(super) struct Parsed<'t> {
 }
 
 impl Jwt {
+    /// Everything that can be checked without a key: the three parts, the
+    /// header, the algorithm.
     pub(super) fn parse<'t>(&self, token: &'t str) -> Result<Parsed<'t>, Reason> {
         if !token
             .bytes()
@@ -88,7 +90,7 @@ pub(super) fn strict_object(bytes: &[u8]) -> Option<Map<String, Value>> {
 }
 
 /// A JSON value read with [`strict_object`]'s rule.
-pub(super) struct Strict(Value);
+struct Strict(Value);
 
 impl<'de> serde::Deserialize<'de> for Strict {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -96,7 +98,7 @@ impl<'de> serde::Deserialize<'de> for Strict {
     }
 }
 
-pub(super) struct StrictVisitor;
+struct StrictVisitor;
 
 impl<'de> serde::de::Visitor<'de> for StrictVisitor {
     type Value = Value;

@@ -6,7 +6,7 @@ use super::{Reason, Verified};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-pub(super) const CACHE_SHARDS: usize = 16;
+const CACHE_SHARDS: usize = 16;
 
 pub(super) struct Entry {
     pub(super) verified: Arc<Verified>,
@@ -16,17 +16,17 @@ pub(super) struct Entry {
 }
 
 #[derive(Default)]
-pub(super) struct Shard {
-    pub(super) current: HashMap<[u8; 32], Entry>,
-    pub(super) previous: HashMap<[u8; 32], Entry>,
+struct Shard {
+    current: HashMap<[u8; 32], Entry>,
+    previous: HashMap<[u8; 32], Entry>,
 }
 
 /// Two generations per shard: when `current` is full it becomes `previous`
 /// (dropping the old `previous`), and a hit in `previous` moves back to
 /// `current`. Bounded by `CACHE_ENTRIES`, evicts roughly least-recently-used.
 pub(super) struct Cache {
-    pub(super) shards: Vec<Mutex<Shard>>,
-    pub(super) per_generation: usize,
+    shards: Vec<Mutex<Shard>>,
+    per_generation: usize,
 }
 
 impl Cache {
