@@ -232,10 +232,7 @@ pub(super) struct ParsedJwks {
     pub(super) problems: Vec<String>,
 }
 
-fn str_field<'a>(
-    o: &'a Map<String, Value>,
-    name: &str,
-) -> Result<Option<&'a str>, String> {
+fn str_field<'a>(o: &'a Map<String, Value>, name: &str) -> Result<Option<&'a str>, String> {
     match o.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),

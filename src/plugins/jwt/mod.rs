@@ -45,6 +45,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
+use std::str::FromStr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use token::{bearer, strict_object};
@@ -70,7 +71,7 @@ fn default_leeway() -> Dur {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct JwtConfig {
-    pub algorithms: Vec<String>,
+    pub algorithms: Vec<Alg>,
     /// Environment variable holding the HMAC secret (UTF-8).
     #[serde(default)]
     pub secret_env: Option<String>,
@@ -99,6 +100,32 @@ pub struct JwtConfig {
     pub forward_claims: BTreeMap<String, String>,
     #[serde(default)]
     pub consumer_claim: Option<String>,
+}
+
+/// One entry of `algorithms`: a JWS algorithm as RFC 7518 names it
+/// (`"RS256"`, case-sensitive). `"none"` (any case) is refused with its own
+/// message: an unsigned token is never accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Alg(pub Algorithm);
+
+impl Alg {
+    pub fn parse(s: &str) -> Result<Alg, String> {
+        if s.trim().eq_ignore_ascii_case("none") {
+            return Err("alg \"none\" (an unsigned token) is never accepted".into());
+        }
+        Algorithm::from_str(s).map(Alg).map_err(|_| {
+            format!(
+                "unknown algorithm {s:?}: use HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA"
+            )
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Alg {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Alg::parse(&s).map_err(serde::de::Error::custom)
+    }
 }
 
 impl PluginConfig for JwtConfig {

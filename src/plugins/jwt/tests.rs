@@ -1,6 +1,6 @@
 use super::*;
 use crate::config::Config;
-use crate::pipeline::BuildError;
+use crate::pipeline::{BuildError, KeyPath};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{encode, EncodingKey, Header};
@@ -29,8 +29,12 @@ fn build(table: &str, files: &[(&str, &[u8])]) -> (BuildResult<Jwt>, tempfile::T
     let src = format!(
         "[server]\nlisten = \"127.0.0.1:1\"\n\n[upstreams.u]\ntargets = [\"127.0.0.1:2\"]\n\n[[routes]]\nname = \"r\"\nupstream = \"u\"\npath = \"/\"\nplugins = [\"t\"]\n\n[plugins.t]\ntype = \"jwt\"\n{table}\n"
     );
-    let cfg: Config = crate::config::load_str(&src, None, dir.path())
-        .unwrap_or_else(|e| panic!("{:?}", e.messages()));
+    // Some keys are checked when the config is read (`algorithms`): their
+    // errors come back as build errors at the same key path.
+    let cfg: Config = match crate::config::load_str(&src, None, dir.path()) {
+        Ok(cfg) => cfg,
+        Err(e) => return (Err(e.0.iter().map(read_error).collect()), dir),
+    };
     let Some(jc) = cfg.plugin_config::<JwtConfig>("t") else {
         panic!("not jwt")
     };
@@ -42,6 +46,25 @@ fn build(table: &str, files: &[(&str, &[u8])]) -> (BuildResult<Jwt>, tempfile::T
         },
     );
     (r, dir)
+}
+
+/// A config error in `[plugins.t]` as a build error of the plugin.
+fn read_error(e: &crate::config::ConfigError) -> BuildError {
+    let Some(rel) = e.path.strip_prefix("plugins.t.") else {
+        panic!("{e}")
+    };
+    let mut path = KeyPath::default();
+    for part in rel.split('.') {
+        let mut pieces = part.split('[');
+        path = path.key(pieces.next().unwrap_or(""));
+        for i in pieces {
+            path = path.index(i.trim_end_matches(']').parse().unwrap());
+        }
+    }
+    BuildError {
+        path,
+        message: e.message.clone(),
+    }
 }
 
 fn ok(table: &str, files: &[(&str, &[u8])]) -> (Jwt, tempfile::TempDir) {
@@ -431,6 +454,34 @@ fn jwks_key_families_and_kids() {
         SECRET.as_bytes(),
     );
     assert_eq!(j.verify(&t, NOW).unwrap_err(), Reason::UnknownKid);
+}
+
+#[test]
+fn algorithms_are_read_as_a_closed_set() {
+    std::env::set_var("TOLLGATE_UNIT_JWT_OK", SECRET);
+    let e = err(
+        "algorithms = [\"HS256\", \" NONE \", \"hs256\", 7]\nsecret_env = \"TOLLGATE_UNIT_JWT_OK\"",
+        &[],
+    );
+    let got: Vec<(String, &str)> = e
+        .iter()
+        .map(|e| (e.path.to_string(), e.message.as_str()))
+        .collect();
+    assert_eq!(
+        got[0],
+        (
+            "algorithms[1]".to_string(),
+            "alg \"none\" (an unsigned token) is never accepted"
+        )
+    );
+    assert_eq!(got[1], ("algorithms[2]".to_string(), "unknown algorithm \"hs256\": use HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA"));
+    assert_eq!(got[2].0, "algorithms[3]");
+    assert_eq!(got.len(), 3);
+    let (j, _d) = ok(
+        "algorithms = [\"HS256\", \"HS256\"]\nsecret_env = \"TOLLGATE_UNIT_JWT_OK\"",
+        &[],
+    );
+    assert_eq!(j.algorithms, [Algorithm::HS256], "repeats are dropped");
 }
 
 #[test]
