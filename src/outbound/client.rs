@@ -25,8 +25,9 @@ pub struct Limits {
     /// TCP connect plus TLS handshake (Pingora's connection and
     /// total-connection timeouts).
     pub connect: Duration,
-    /// Each read and each write.
-    pub io: Duration,
+    /// Each read and each write; `None`: only [`total`](Self::total) (or the
+    /// caller) bounds them.
+    pub io: Option<Duration>,
     /// The whole call (lookup, connect, request and answer); `None` when the
     /// caller bounds it.
     pub total: Option<Duration>,
@@ -116,9 +117,9 @@ impl From<&pingora::Error> for Error {
             ConnectTimedout | TLSHandshakeTimedout | ReadTimedout | WriteTimedout => {
                 ErrorKind::Timeout
             }
-            ConnectRefused | ConnectNoRoute | ConnectError | BindError | SocketError
-            | ConnectProxyFailure | InvalidCert | TLSHandshakeFailure | TLSWantX509Lookup
-            | HandshakeError => ErrorKind::Connect,
+            ConnectRefused | ConnectNoRoute | ConnectError | BindError | AcceptError
+            | SocketError | ConnectProxyFailure | InvalidCert | TLSHandshakeFailure
+            | TLSWantX509Lookup | HandshakeError => ErrorKind::Connect,
             _ => ErrorKind::Protocol,
         };
         Error::new(kind, e.etype().as_str(), plain(e))
@@ -234,8 +235,8 @@ impl Client {
         let o = &mut peer.options;
         o.connection_timeout = Some(self.limits.connect);
         o.total_connection_timeout = Some(self.limits.connect);
-        o.read_timeout = Some(self.limits.io);
-        o.write_timeout = Some(self.limits.io);
+        o.read_timeout = self.limits.io;
+        o.write_timeout = self.limits.io;
         o.idle_timeout = Some(POOL_IDLE);
         o.verify_cert = true;
         o.verify_hostname = true;
@@ -283,6 +284,10 @@ impl Client {
                 .get_http_session(&*peer)
                 .await
                 .map_err(|e| Error::from(&*e))?;
+            // Pingora's connector leaves these to the caller (its proxy sets
+            // them from the peer the same way).
+            s.set_read_timeout(self.limits.io);
+            s.set_write_timeout(self.limits.io);
             match exchange(&mut s, req.clone(), self.limits.max_body).await {
                 Ok(answer) => {
                     if answer.complete {

@@ -269,10 +269,11 @@ impl ForwardAuth {
             .is_err()
             .then(|| (t.host.clone(), t.port));
         let path = t.path.clone();
-        // Every timeout is `timeout`; the call as a whole is bounded by the caller.
+        // Connecting takes at most `timeout`; the call as a whole is bounded
+        // by `timeout` in `request`.
         let limits = Limits {
             connect: c.timeout.0,
-            io: c.timeout.0,
+            io: None,
             total: None,
             max_body: MAX_BODY,
             stale_retries: 1,

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
-/// A whole fetch (lookup, connect, request, answer), and each read and write.
+/// A whole fetch (lookup, connect, request, answer).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connect plus TLS handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -24,7 +24,7 @@ const MAX_JWKS_BYTES: usize = 1 << 20;
 /// the pool is empty by then.
 const LIMITS: Limits = Limits {
     connect: CONNECT_TIMEOUT,
-    io: FETCH_TIMEOUT,
+    io: None,
     total: Some(FETCH_TIMEOUT),
     max_body: MAX_JWKS_BYTES,
     stale_retries: 2,
