@@ -247,15 +247,14 @@ impl Remote {
     }
 
     async fn get(&self) -> Result<Bytes, String> {
-        let req = self.client.get_request(&[
-            ("accept", "application/jwk-set+json, application/json"),
-            ("user-agent", "tollgate"),
-        ]);
-        let answer = self
+        let req = self
             .client
-            .send(&req.map_err(|e| e.to_string())?)
-            .await
+            .get_request(&[
+                ("accept", "application/jwk-set+json, application/json"),
+                ("user-agent", "tollgate"),
+            ])
             .map_err(|e| e.to_string())?;
+        let answer = self.client.send(&req).await.map_err(|e| e.to_string())?;
         if !answer.complete {
             return Err(format!("the JWK set is larger than {MAX_JWKS_BYTES} bytes"));
         }
