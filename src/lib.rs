@@ -13,6 +13,7 @@ pub mod demo;
 pub mod health;
 pub mod logging;
 pub mod metrics;
+pub mod outbound;
 pub mod pipeline;
 pub mod plugins;
 pub mod proxy;

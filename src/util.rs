@@ -30,10 +30,8 @@ pub fn retry_after(d: Duration) -> http::HeaderValue {
     http::HeaderValue::from(ceil_secs(d).max(1))
 }
 
-/// Request headers only the gateway writes upstream: framing, hop-by-hop,
-/// forwarding and identity headers. A plugin may not let configuration (a
-/// forwarded claim, a copied header) or a third party choose them.
-pub const GATEWAY_OWNED_HEADERS: &[&str] = &[
+/// Framing and hop-by-hop request headers: the gateway writes them itself.
+pub const FRAMING_HEADERS: &[&str] = &[
     "host",
     "content-length",
     "transfer-encoding",
@@ -43,13 +41,28 @@ pub const GATEWAY_OWNED_HEADERS: &[&str] = &[
     "te",
     "trailer",
     "upgrade",
-    "expect",
+];
+
+/// The forwarding headers the gateway sets upstream (SPEC §4).
+pub const FORWARDING_HEADERS: &[&str] = &[
     "forwarded",
     "x-forwarded-for",
     "x-forwarded-host",
     "x-forwarded-proto",
-    "x-consumer",
 ];
+
+/// Framing, hop-by-hop and forwarding headers: what no configuration or third
+/// party (a forwarded claim, a header copied from an auth service) may set on
+/// the upstream request.
+pub fn is_framing_or_forwarding(name: &str) -> bool {
+    FRAMING_HEADERS.contains(&name) || FORWARDING_HEADERS.contains(&name)
+}
+
+/// [`is_framing_or_forwarding`], plus `Expect` (answered by the gateway) and
+/// `X-Consumer` (the identity the gateway sets).
+pub fn is_gateway_owned(name: &str) -> bool {
+    is_framing_or_forwarding(name) || name == "expect" || name == "x-consumer"
+}
 
 #[cfg(test)]
 mod tests {

@@ -63,3 +63,41 @@ fn the_registry_knows_each_type_once() {
     types.dedup();
     assert_eq!(types.len(), n, "a plugin type is registered twice");
 }
+
+/// The plugin API sits below the proxy: no plugin source names `crate::proxy`,
+/// and the proxy names no plugin module.
+#[test]
+fn plugins_and_the_proxy_stay_apart() {
+    fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                sources(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut plugins = Vec::new();
+    sources(&root.join("plugins"), &mut plugins);
+    assert!(plugins.len() >= 12);
+    for f in plugins {
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(
+            !text.contains("crate::proxy"),
+            "{} imports the proxy",
+            f.display()
+        );
+    }
+    let mut proxy = Vec::new();
+    sources(&root.join("proxy"), &mut proxy);
+    for f in proxy {
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert!(
+            !text.contains("crate::plugins"),
+            "{} names a plugin module",
+            f.display()
+        );
+    }
+}

@@ -21,31 +21,29 @@
 //! A cookie split into several fields (HTTP/2 crumbs) is joined with `"; "`
 //! for the call and the digest ([`joined_cookie`], RFC 9113 §8.2.3).
 //!
-//! Calls go through a pooled Pingora HTTP connector (one pool per plugin
+//! Calls go through a pooled [`outbound::Client`] (one pool per plugin
 //! instance, surviving reloads with it) and a small circuit breaker: after
 //! [`BREAKER_FAILURES`] consecutive failures the service is left alone for
 //! [`BREAKER_COOL_DOWN`], during which `on_error` applies at once; then one
 //! probe call decides whether it closes again.
 
-use super::outbound::{joined_cookie, parse_url};
-use super::{auth};
+use super::auth;
 use crate::breaker::{Breaker, Outcome, Policy};
-use crate::config::{Dur};
-use crate::pipeline::{BuildCtx, BuildError, BuildResult, Flow, KeyPath, Order, Plugin, PluginConfig, Reply, RequestCtx};
+use crate::config::Dur;
 use crate::metrics::METRICS;
-use arc_swap::ArcSwap;
-use bytes::{Bytes, BytesMut};
+use crate::outbound::{self, joined_cookie, parse_url, Client, Limits, Response as Answer};
+use crate::pipeline::{
+    BuildCtx, BuildError, BuildResult, Flow, KeyPath, Order, Plugin, PluginConfig, Reply,
+    RequestCtx,
+};
 use http::header::{
     AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, WWW_AUTHENTICATE,
 };
 use http::{HeaderName, HeaderValue, Method};
-use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::prelude::HttpPeer;
 use pingora::proxy::Session;
-use pingora::{Error, ErrorType};
 use sha2::{Digest, Sha256};
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::ToSocketAddrs;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -113,7 +111,6 @@ impl PluginConfig for ForwardAuthConfig {
     }
 }
 
-
 /// Consecutive failures of the auth service that open the breaker.
 pub const BREAKER_FAILURES: u32 = 5;
 /// How long an open breaker keeps calls away from the auth service.
@@ -129,8 +126,6 @@ pub const BREAKER: Policy = Policy {
 /// Largest auth-service response body read (a 401/403 body passed to the
 /// client, or a 2xx body drained so the connection can be reused).
 const MAX_BODY: usize = 16 << 10;
-/// How long an idle pooled connection to the auth service is kept.
-const POOL_IDLE: Duration = Duration::from_secs(60);
 /// Ticks (about a second each) between two DNS lookups of a named auth host.
 const RESOLVE_EVERY_TICKS: u32 = 30;
 
@@ -155,28 +150,11 @@ const CALL_RESERVED: &[&str] = &[
     "expect",
 ];
 
-/// Headers `copy_response_headers` cannot name: framing, hop-by-hop, and the
-/// forwarding headers the gateway itself sets upstream.
-const COPY_RESERVED: &[&str] = &[
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-    "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-];
-
 pub struct ForwardAuth {
     name: String,
-    connector: Connector,
-    peer: ArcSwap<HttpPeer>,
+    /// The pooled client, at the address resolved when built (re-resolved
+    /// every [`RESOLVE_EVERY_TICKS`] ticks for a named host).
+    client: Client,
     /// The auth host when it is a name to re-resolve (not an IP literal).
     dns_name: Option<(String, u16)>,
     ticks: AtomicU32,
@@ -199,13 +177,13 @@ const MAX_CONSUMER: usize = 256;
 fn names(
     key: &str,
     list: &[String],
-    reserved: &[&str],
+    reserved: impl Fn(&str) -> bool,
     errs: &mut Vec<BuildError>,
 ) -> Vec<HeaderName> {
     let mut out: Vec<HeaderName> = Vec::new();
     for (i, n) in list.iter().enumerate() {
         match HeaderName::try_from(n.as_str()) {
-            Ok(h) if reserved.contains(&h.as_str()) => errs.push(BuildError {
+            Ok(h) if reserved(h.as_str()) => errs.push(BuildError {
                 path: KeyPath::default().key(key).index(i),
                 message: format!("{n:?} is set by the gateway and cannot be listed here"),
             }),
@@ -221,17 +199,6 @@ fn names(
         }
     }
     out
-}
-
-fn make_peer(addr: SocketAddr, t_tls: bool, sni: &str, timeout: Duration) -> HttpPeer {
-    let mut peer = HttpPeer::new(addr, t_tls, sni.to_string());
-    let o = &mut peer.options;
-    o.connection_timeout = Some(timeout);
-    o.total_connection_timeout = Some(timeout);
-    o.read_timeout = Some(timeout);
-    o.write_timeout = Some(timeout);
-    o.idle_timeout = Some(POOL_IDLE);
-    peer
 }
 
 impl ForwardAuth {
@@ -276,20 +243,20 @@ impl ForwardAuth {
         let forward_headers = names(
             "forward_headers",
             &c.forward_headers,
-            CALL_RESERVED,
+            |n| CALL_RESERVED.contains(&n),
             &mut errs,
         );
         let copy_response_headers = names(
             "copy_response_headers",
             &c.copy_response_headers,
-            COPY_RESERVED,
+            crate::util::is_framing_or_forwarding,
             &mut errs,
         );
         let consumer_header = c.consumer_header.as_ref().and_then(|n| {
             names(
                 "consumer_header",
                 std::slice::from_ref(n),
-                COPY_RESERVED,
+                crate::util::is_framing_or_forwarding,
                 &mut errs,
             )
             .pop()
@@ -307,14 +274,25 @@ impl ForwardAuth {
             .parse::<std::net::IpAddr>()
             .is_err()
             .then(|| (t.host.clone(), t.port));
+        let path = t.path.clone();
+        // Connecting takes at most `timeout`; the call as a whole is bounded
+        // by `timeout` in `request`.
+        let limits = Limits {
+            connect: c.timeout.0,
+            io: None,
+            total: None,
+            max_body: MAX_BODY,
+            stale_retries: 1,
+        };
+        let client = Client::new(bx.name, t, limits).map_err(|m| vec![BuildError::at("url", m)])?;
+        client.set_address(addr);
         Ok(ForwardAuth {
             name: bx.name.to_string(),
-            connector: Connector::new(None),
-            peer: ArcSwap::from_pointee(make_peer(addr, t.tls, &t.host, c.timeout.0)),
+            client,
             dns_name,
             ticks: AtomicU32::new(0),
             host_header,
-            path: t.path,
+            path,
             timeout: c.timeout.0,
             forward_headers,
             copy_response_headers,
@@ -418,24 +396,8 @@ impl ForwardAuth {
     /// One call: a pooled connection, the request, the response head and a
     /// bounded body. A pooled connection the service had already closed gets
     /// one more try on a fresh one.
-    async fn call(&self, req: &RequestHeader) -> pingora::Result<Answer> {
-        let peer = self.peer.load_full();
-        let mut retried = false;
-        loop {
-            let (mut s, reused) = self.connector.get_http_session(&*peer).await?;
-            match exchange(&mut s, req.clone()).await {
-                Ok(answer) => {
-                    if answer.complete {
-                        self.connector
-                            .release_http_session(s, &*peer, Some(POOL_IDLE))
-                            .await;
-                    }
-                    return Ok(answer);
-                }
-                Err(e) if reused && !retried && !is_timeout(&e) => retried = true,
-                Err(e) => return Err(e),
-            }
-        }
+    async fn call(&self, req: &RequestHeader) -> Result<Answer, outbound::Error> {
+        self.client.send(req).await
     }
 
     /// The service failed (`reason`): 503, or on with the request when
@@ -470,11 +432,13 @@ impl ForwardAuth {
             "auth_service_timeout" => "the authorization service did not answer in time",
             _ => "the authorization service is unavailable",
         };
-        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
         auth::refuse(
             503,
             detail,
-            vec![(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)))],
+            vec![(
+                http::header::RETRY_AFTER,
+                crate::util::retry_after(retry_after),
+            )],
         )
     }
 
@@ -560,70 +524,15 @@ fn credential_digest(forward_headers: &[HeaderName], headers: &http::HeaderMap) 
     format!("{DIGEST_PREFIX}sha256:{}", hex::encode(h.finalize()))
 }
 
-fn is_timeout(e: &Error) -> bool {
-    matches!(
-        e.etype(),
-        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
-    )
-}
-
-/// What the auth service answered.
-struct Answer {
-    header: Box<ResponseHeader>,
-    /// Empty when the body was larger than [`MAX_BODY`].
-    body: Bytes,
-    /// The whole response was read (the connection may go back to the pool).
-    complete: bool,
-}
-
-async fn exchange(
-    s: &mut pingora::protocols::http::client::HttpSession,
-    req: RequestHeader,
-) -> pingora::Result<Answer> {
-    s.write_request_header(Box::new(req)).await?;
-    s.finish_request_body().await?;
-    s.read_response_header().await?;
-    // Informational answers (100, 103) come before the real one.
-    let mut informational = 0;
-    while s
-        .response_header()
-        .is_some_and(|h| h.status.is_informational())
-    {
-        informational += 1;
-        if informational > 4 {
-            return Error::e_explain(
-                ErrorType::InvalidHTTPHeader,
-                "too many informational responses",
-            );
-        }
-        s.read_response_header().await?;
-    }
-    let header = match s.response_header() {
-        Some(h) => Box::new(h.clone()),
-        None => return Error::e_explain(ErrorType::InvalidHTTPHeader, "no response header"),
-    };
-    let mut body = BytesMut::new();
-    while let Some(chunk) = s.read_response_body().await? {
-        if body.len() + chunk.len() > MAX_BODY {
-            return Ok(Answer {
-                header,
-                body: Bytes::new(),
-                complete: false,
-            });
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Answer {
-        header,
-        body: body.freeze(),
-        complete: true,
-    })
-}
-
 impl Plugin for ForwardAuth {
     type State = ();
 
-    async fn request(&self, session: &mut Session, ctx: &mut RequestCtx, _state: &mut Self::State) -> pingora::Result<Flow> {
+    async fn request(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        _state: &mut Self::State,
+    ) -> pingora::Result<Flow> {
         let permit = match self.breaker.admit(Instant::now()) {
             Ok(p) => p,
             Err(wait) => return Ok(self.failed(session, ctx, "breaker_open", wait)),
@@ -633,7 +542,7 @@ impl Plugin for ForwardAuth {
             Ok(Ok(a)) => a,
             Ok(Err(e)) => {
                 permit.finish(Outcome::Failure, Instant::now());
-                let reason = if is_timeout(&e) {
+                let reason = if e.is_timeout() {
                     "auth_service_timeout"
                 } else {
                     "auth_service_error"
@@ -642,7 +551,7 @@ impl Plugin for ForwardAuth {
                     target: "tollgate::auth",
                     request_id = ctx.request_id.as_deref().unwrap_or(""),
                     plugin = &*self.name,
-                    error = e.etype().as_str(),
+                    error = e.code(),
                     "authorization service call failed"
                 );
                 return Ok(self.failed(session, ctx, reason, Duration::from_secs(1)));
@@ -703,7 +612,12 @@ impl Plugin for ForwardAuth {
         }
     }
 
-    fn upstream_request(&self, req: &mut RequestHeader, _ctx: &RequestCtx, _state: &mut Self::State) -> pingora::Result<()> {
+    fn upstream_request(
+        &self,
+        req: &mut RequestHeader,
+        _ctx: &RequestCtx,
+        _state: &mut Self::State,
+    ) -> pingora::Result<()> {
         // Only the auth service speaks for these headers; what it sent is put
         // back from `ctx.upstream.headers` after every plugin has run.
         for n in &self.copy_response_headers {
@@ -726,11 +640,7 @@ impl Plugin for ForwardAuth {
             return;
         };
         let Some(addr) = addrs.next() else { return };
-        let current = self.peer.load();
-        if current._address.as_inet() != Some(&addr) {
-            let peer = make_peer(addr, current.is_tls(), host, self.timeout);
-            self.peer.store(Arc::new(peer));
-        }
+        self.client.set_address(addr);
     }
 }
 

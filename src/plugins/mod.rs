@@ -5,7 +5,6 @@
 //! [`crate::pipeline`], never against the proxy.
 
 pub mod auth;
-pub mod outbound;
 
 use crate::pipeline::{Kind, Registered};
 

@@ -200,7 +200,7 @@ pub(super) fn prepare_request(
     }
     // An HTTP/2 client may split `Cookie` into crumbs; an HTTP/1.1 upstream gets
     // them as one line (RFC 9113 §8.2.3).
-    if let Some(c) = crate::plugins::outbound::joined_cookie(&up_req.headers) {
+    if let Some(c) = crate::outbound::joined_cookie(&up_req.headers) {
         up_req.insert_header(header::COOKIE, c)?;
     }
     // Identity headers come only from the gateway, never from the client.

@@ -1,5 +1,19 @@
-//! URLs of the services plugins call themselves (`jwt`'s `jwks_url`,
-//! `forward_auth`'s `url`), parsed once when the config is compiled.
+//! Outbound HTTP: the calls the gateway makes itself (`jwt`'s `jwks_url`,
+//! `forward_auth`'s `url`), as opposed to the proxied requests.
+//!
+//! - [`parse_url`] / [`Target`]: a service URL, parsed once when the config is
+//!   compiled.
+//! - [`Client`]: a pooled HTTP/1.1 client over Pingora's connector (TLS
+//!   verified against the platform roots or `SSL_CERT_FILE` / `SSL_CERT_DIR`,
+//!   SNI from the URL's host), one per plugin instance, with connect, I/O and
+//!   total timeouts, a response size cap, and an [`Error`] that says what kind
+//!   of failure it was in plain words.
+//! - [`joined_cookie`]: the one `Cookie` line for HTTP/1.1 (also used by the
+//!   proxy for upstream requests).
+
+mod client;
+
+pub use client::{Client, Error, ErrorKind, Limits, Response};
 
 /// Where an outbound HTTP call goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,43 +100,4 @@ pub fn joined_cookie(headers: &http::HeaderMap) -> Option<http::HeaderValue> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::{joined_cookie, parse_url};
-
-    #[test]
-    fn urls() {
-        let t = parse_url("https://auth.internal:8443/check?x=1").unwrap();
-        assert!(t.tls);
-        assert_eq!((t.host.as_str(), t.port), ("auth.internal", 8443));
-        assert_eq!(
-            (t.path.as_str(), t.authority.as_str()),
-            ("/check?x=1", "auth.internal:8443")
-        );
-        assert_eq!(t.display, "https://auth.internal:8443/check");
-        let t = parse_url("http://127.0.0.1").unwrap();
-        assert_eq!((t.port, t.path.as_str()), (80, "/"));
-        let t = parse_url("http://[::1]:9000/a").unwrap();
-        assert_eq!((t.host.as_str(), t.port), ("::1", 9000));
-        for bad in [
-            "ftp://x/",
-            "127.0.0.1:80/check",
-            "http://user:pw@x/",
-            "/relative",
-            "http://",
-            "not a url",
-        ] {
-            assert!(parse_url(bad).is_err(), "{bad} accepted");
-        }
-    }
-
-    #[test]
-    fn cookie_crumbs_are_joined_with_semicolons() {
-        let mut h = http::HeaderMap::new();
-        assert_eq!(joined_cookie(&h), None);
-        h.append("cookie", "a=1".parse().unwrap());
-        assert_eq!(joined_cookie(&h), None, "one field is sent as it is");
-        h.append("cookie", "b=2".parse().unwrap());
-        h.append("cookie", "c=3".parse().unwrap());
-        assert_eq!(joined_cookie(&h).unwrap(), "a=1; b=2; c=3");
-    }
-}
+mod tests;
