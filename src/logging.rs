@@ -127,6 +127,7 @@ fn start_flusher() {
     unsafe {
         libc::atexit(at_exit);
     }
+    #[allow(clippy::disallowed_methods)] // its own flush thread, never a runtime thread
     let _ = std::thread::Builder::new()
         .name("tollgate-log".into())
         .spawn(|| loop {

@@ -216,6 +216,7 @@ fn claim(addr: &str, deadline: std::time::Instant) -> Result<(), String> {
                  starting or running there; to take over from it, use `tollgate run --upgrade`)"
             ));
         }
+        #[allow(clippy::disallowed_methods)] // start-up, before any runtime serves requests
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
@@ -243,6 +244,8 @@ fn addresses_free(addrs: &[String]) -> Result<(), String> {
                              `tollgate run --upgrade`)"
                         ));
                     }
+                    #[allow(clippy::disallowed_methods)]
+                    // start-up, before any runtime serves requests
                     std::thread::sleep(std::time::Duration::from_millis(100));
                 }
                 // Other errors (a bad address, no permission) are Pingora's to report.

@@ -214,6 +214,8 @@ impl ForwardAuth {
                 None
             }
         };
+        #[allow(clippy::disallowed_methods)]
+        // at build, off the request path; ticks re-resolve with tokio
         let addr =
             target
                 .as_ref()

@@ -163,6 +163,7 @@ pub fn build(
     let mut labels = HashMap::new();
     let mut targets = Vec::new();
     for (i, t) in cfg.targets.iter().enumerate() {
+        #[allow(clippy::disallowed_methods)] // compiling a config, off the request path
         let addrs: Vec<std::net::SocketAddr> = match t.addr().to_socket_addrs() {
             Ok(a) => a.collect(),
             Err(e) => {
