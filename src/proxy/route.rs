@@ -292,27 +292,7 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut ProxyCtx,
     ) -> pingora::Result<bool> {
-        let Some(chain) = ctx.req.route().map(|r| r.chain.clone()) else {
-            return Ok(false);
-        };
-        ctx.states.prepare(chain.len());
-        for (n, inst) in chain.iter().enumerate() {
-            if inst.order > Order::Cache {
-                break;
-            }
-            match inst
-                .plugin
-                .request(session, &mut ctx.req, ctx.states.slot(n))
-                .await?
-            {
-                Flow::Continue => {}
-                Flow::Respond(reply) => {
-                    self.respond(session, ctx, reply).await;
-                    return Ok(true);
-                }
-            }
-        }
-        Ok(false)
+        self.run_plugins(session, ctx, |o| o <= Order::Cache).await
     }
 
     /// The route's plugins after the cache phase (a cache miss or a request the
@@ -322,11 +302,23 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut ProxyCtx,
     ) -> pingora::Result<bool> {
+        self.run_plugins(session, ctx, |o| o > Order::Cache).await
+    }
+
+    /// The `request` hooks of the route's plugins whose order `runs`, in chain
+    /// order, until one answers (`true`: the answer was written).
+    async fn run_plugins(
+        &self,
+        session: &mut Session,
+        ctx: &mut ProxyCtx,
+        runs: impl Fn(Order) -> bool,
+    ) -> pingora::Result<bool> {
         let Some(chain) = ctx.req.route().map(|r| r.chain.clone()) else {
             return Ok(false);
         };
+        ctx.states.prepare(chain.len());
         for (n, inst) in chain.iter().enumerate() {
-            if inst.order <= Order::Cache {
+            if !runs(inst.order) {
                 continue;
             }
             match inst
