@@ -850,3 +850,24 @@ fn extension_methods_in_upper_case_are_accepted() {
     let (ok, out) = check_config(&config, &[]);
     assert!(ok, "{out}");
 }
+
+#[test]
+fn a_route_that_fails_to_parse_does_not_shift_the_next_routes_errors() {
+    let (ok, out) = check_config(
+        "[server]\nlisten = \"{LISTEN}\"\nadmin_listen = \"{ADMIN}\"\n\n\
+         [upstreams.u]\ntargets = [\"127.0.0.1:9\"]\n\n\
+         [[routes]]\nname = \"a\"\nupstream = \"u\"\nmethods = [\"get\"]\n\n\
+         [[routes]]\nname = \"b\"\nupstream = \"nope\"\n",
+        &[],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("routes[0].methods[0]: invalid method"),
+        "{out}"
+    );
+    assert!(
+        out.contains(":15:12: routes[1].upstream: no upstream named \"nope\""),
+        "{out}"
+    );
+    assert!(!out.contains("routes[0].upstream"), "{out}");
+}

@@ -85,6 +85,7 @@ pub fn load_str(src: &str, file: Option<&Path>, base_dir: &Path) -> Result<Confi
                         let p = path.clone().index(i);
                         if let Some(r) = section::<RouteConfig>(&loc, &p, v, &mut errs) {
                             cfg.routes.push(r);
+                            broken.route_index.push(i);
                         }
                     }
                 }

@@ -20,6 +20,10 @@ pub(super) struct Broken {
     /// `upstreams` / `plugins` is not a table at all: no name can be checked.
     pub all_upstreams: bool,
     pub all_plugins: bool,
+    /// The index in the file of each route that parsed (a route that failed to
+    /// parse is left out of `Config::routes`, and later routes must still be
+    /// named by their place in the file).
+    pub route_index: Vec<usize>,
 }
 
 struct V<'a, 'b> {
@@ -302,7 +306,8 @@ fn routes(v: &mut V<'_, '_>, cfg: &Config) {
         );
     }
     let mut names: HashMap<&str, usize> = HashMap::new();
-    for (i, r) in cfg.routes.iter().enumerate() {
+    for (k, r) in cfg.routes.iter().enumerate() {
+        let i = v.broken.route_index.get(k).copied().unwrap_or(k);
         let rp = p("routes").index(i);
         if r.name.is_empty() {
             v.err(&rp.clone().key("name"), "must not be empty");
