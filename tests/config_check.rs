@@ -871,3 +871,23 @@ fn a_route_that_fails_to_parse_does_not_shift_the_next_routes_errors() {
     );
     assert!(!out.contains("routes[0].upstream"), "{out}");
 }
+
+#[test]
+fn plugin_table_errors_come_with_the_other_errors_in_one_pass() {
+    let (ok, out) = check_config(
+        "[server]\nlisten = \"{LISTEN}\"\nadmin_listen = \"{ADMIN}\"\n\n\
+         [plugins.h]\ntype = \"headers\"\nrequest_set = { \"bad name\" = \"x\" }\n\n\
+         [plugins.rid]\ntype = \"request_id\"\nheader = \"bad header\"\n\n\
+         [upstreams.u]\ntargets = [\"127.0.0.1:9\"]\n\n\
+         [[routes]]\nname = \"a\"\nupstream = \"nope\"\nplugins = [\"h\", \"rid\"]\n",
+        &[],
+    );
+    assert!(!ok, "{out}");
+    for expected in [
+        "plugins.h.request_set.\"bad name\": invalid header name",
+        "plugins.rid.header: invalid header name",
+        "routes[0].upstream: no upstream named \"nope\"",
+    ] {
+        assert!(out.contains(expected), "{expected}:\n{out}");
+    }
+}

@@ -76,6 +76,13 @@ pub(super) fn validate(
         upstream(&mut v, &p("upstreams").key(name.as_str()), u);
     }
     routes(&mut v, cfg);
+    for (name, pc) in &cfg.plugins {
+        for e in pc.check() {
+            let mut path = p("plugins").key(name.as_str());
+            path.0.extend(e.path.0);
+            v.err(&path, e.message);
+        }
+    }
     // Report in file order: errors with a position first, by position.
     errs.sort_by_key(|e| e.line_col.unwrap_or((usize::MAX, usize::MAX)));
 }

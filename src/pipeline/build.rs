@@ -27,6 +27,13 @@ pub trait PluginConfig: DeserializeOwned + Debug + PartialEq + Send + Sync + 'st
     /// other sections happen here (`tollgate check` runs this too).
     fn build(&self, bx: &BuildCtx<'_>) -> BuildResult<Self::Plugin>;
 
+    /// Checks of this table alone that serde cannot make (header names as map
+    /// keys...): run when the file is read, with every other config error, so
+    /// that `tollgate check` reports them in the same pass. Default: none.
+    fn check(&self) -> Vec<BuildError> {
+        Vec::new()
+    }
+
     /// The files this plugin reads, as written in the config: the watcher
     /// reloads when one changes, and an edited file makes a fresh instance.
     fn files(&self) -> Vec<&str> {

@@ -226,6 +226,8 @@ pub trait AnyConfig: std::fmt::Debug + Send + Sync + 'static {
     /// The files it reads, as written.
     fn files(&self) -> Vec<&str>;
     fn uses_redis(&self) -> bool;
+    /// [`PluginConfig::check`].
+    fn check(&self) -> Vec<super::BuildError>;
     /// Equal by value (and of the same type).
     fn same(&self, other: &dyn AnyConfig) -> bool;
     fn as_any(&self) -> &dyn Any;
@@ -245,6 +247,9 @@ impl<C: PluginConfig> AnyConfig for C {
     }
     fn uses_redis(&self) -> bool {
         PluginConfig::uses_redis(self)
+    }
+    fn check(&self) -> Vec<super::BuildError> {
+        PluginConfig::check(self)
     }
     fn same(&self, other: &dyn AnyConfig) -> bool {
         other.as_any().downcast_ref::<C>() == Some(self)

@@ -29,6 +29,17 @@ impl PluginConfig for HeadersConfig {
     type Plugin = Headers;
 
     fn build(&self, _bx: &BuildCtx<'_>) -> BuildResult<Headers> {
+        self.compile()
+    }
+
+    fn check(&self) -> Vec<BuildError> {
+        self.compile().err().unwrap_or_default()
+    }
+}
+
+impl HeadersConfig {
+    /// The header names and values, each checked (errors at their keys).
+    fn compile(&self) -> BuildResult<Headers> {
         let mut errs = Vec::new();
         let mut pairs = |key: &str, m: &BTreeMap<String, String>| {
             let mut out = Vec::new();

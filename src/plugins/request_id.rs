@@ -53,10 +53,19 @@ impl PluginConfig for RequestIdConfig {
     type Plugin = RequestId;
 
     fn build(&self, _bx: &BuildCtx<'_>) -> BuildResult<RequestId> {
-        match HeaderName::try_from(self.header.as_str()) {
-            Ok(header) => Ok(RequestId { header }),
-            Err(_) => BuildError::fail("header", format!("invalid header name {:?}", self.header)),
-        }
+        self.header_name().map(|header| RequestId { header })
+    }
+
+    fn check(&self) -> Vec<BuildError> {
+        self.header_name().err().unwrap_or_default()
+    }
+}
+
+impl RequestIdConfig {
+    fn header_name(&self) -> BuildResult<HeaderName> {
+        HeaderName::try_from(self.header.as_str()).or_else(|_| {
+            BuildError::fail("header", format!("invalid header name {:?}", self.header))
+        })
     }
 }
 
