@@ -131,24 +131,19 @@ const RESOLVE_EVERY_TICKS: u32 = 30;
 
 /// Headers the gateway writes on the auth call itself: `forward_headers`
 /// cannot name them (a client must not choose what the service is told).
-const CALL_RESERVED: &[&str] = &[
-    "host",
-    "x-forwarded-method",
-    "x-forwarded-uri",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-for",
-    "x-request-id",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "upgrade",
-    "expect",
-];
+fn call_reserved(name: &str) -> bool {
+    crate::util::FRAMING_HEADERS.contains(&name)
+        || matches!(
+            name,
+            "x-forwarded-method"
+                | "x-forwarded-uri"
+                | "x-forwarded-host"
+                | "x-forwarded-proto"
+                | "x-forwarded-for"
+                | "x-request-id"
+                | "expect"
+        )
+}
 
 pub struct ForwardAuth {
     name: String,
@@ -245,7 +240,7 @@ impl ForwardAuth {
         let forward_headers = names(
             "forward_headers",
             &c.forward_headers,
-            |n| CALL_RESERVED.contains(&n),
+            call_reserved,
             &mut errs,
         );
         let copy_response_headers = names(

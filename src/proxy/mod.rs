@@ -274,11 +274,11 @@ impl ProxyHttp for Gateway {
         ctx: &mut ProxyCtx,
     ) -> pingora::Result<()> {
         upstream::prepare_request(session, up_req, ctx)?;
-        let rt = ctx.req.rt.clone();
-        if let Some(route) = ctx.req.matched.index.map(|i| &rt.routes[i]) {
+        // The hooks read the context: borrowed, no snapshot handle cloned.
+        let ProxyCtx { req, states, .. } = &mut *ctx;
+        if let Some(route) = req.route() {
             for (n, i) in route.chain.iter().enumerate() {
-                i.plugin
-                    .upstream_request(up_req, &ctx.req, ctx.states.slot(n))?;
+                i.plugin.upstream_request(up_req, req, states.slot(n))?;
             }
         }
         for (n, v) in &ctx.req.upstream.headers {

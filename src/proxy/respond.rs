@@ -37,16 +37,16 @@ impl Gateway {
     /// Headers every response gets: the chain's response hooks and the API
     /// version lifecycle headers.
     pub(super) fn decorate(&self, resp: &mut ResponseHeader, ctx: &mut ProxyCtx) {
-        let rt = ctx.req.rt.clone();
-        match ctx.req.matched.index.map(|i| &rt.routes[i]) {
+        let ProxyCtx { req, states, .. } = &mut *ctx;
+        match req.route() {
             Some(route) => {
                 for (n, i) in route.chain.iter().enumerate() {
-                    i.plugin.response(resp, &ctx.req, ctx.states.slot(n));
+                    i.plugin.response(resp, req, states.slot(n));
                 }
             }
             None => {
-                for i in &rt.before_routing {
-                    i.plugin.response(resp, &ctx.req, &mut None);
+                for i in &req.rt.before_routing {
+                    i.plugin.response(resp, req, &mut None);
                 }
             }
         }

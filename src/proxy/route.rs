@@ -65,6 +65,9 @@ pub(super) fn client_facts(session: &mut Session, ctx: &mut ProxyCtx) -> ClientF
 /// The `before_routing` hooks of the global plugins (a request id, …): they
 /// see every request, refused or routed.
 pub(super) fn run_plugins_before_routing(req: &RequestHeader, ctx: &mut ProxyCtx) {
+    if ctx.req.rt.before_routing.is_empty() {
+        return;
+    }
     let rt = ctx.req.rt.clone();
     for i in &rt.before_routing {
         i.plugin.before_routing(req, &mut ctx.req);
@@ -196,7 +199,7 @@ pub(super) fn route(req: &RequestHeader, ctx: &mut ProxyCtx, path: &str) -> Resu
     // A CORS preflight is routed as the request it announces, so that the
     // route's `cors` plugin can answer it (SPEC: cors answers preflight itself);
     // a path that belongs to a `cors` route is answered by that plugin, even for
-    // a method the route does not allow (see `cors::route_preflight`).
+    // a method the route does not allow (see `runtime::preflight`).
     let preflight_method = (req.method == http::Method::OPTIONS && ctx.req.client.origin.is_some())
         .then(|| req.headers.get(header::ACCESS_CONTROL_REQUEST_METHOD))
         .flatten()
