@@ -11,14 +11,19 @@
 //! ```
 //!
 //! Arguments: upstream `host:port`, listen port (bound on 127.0.0.1), and the
-//! number of worker threads (default 1). Server options mirror tollgate's
-//! (`ServerConf::default()` with `threads` and `work_stealing = true`).
+//! number of worker threads (default 1). Server options are Pingora's
+//! defaults (`ServerConf::default()` with `threads`; `work_stealing = true`),
+//! kept as they were when the floor was set: tollgate's own choices (its
+//! single-threaded workers, `[server] work_stealing = false`) are measured
+//! against this unchanged reference.
 //!
 //! One optional knob, for exploring the floor itself, off by default:
 //! `BARE_PINGORA_L4_READ_BUFFER=<bytes>` sets the downstream listener's L4 read
 //! buffer (Pingora's default is 64 KiB per connection; `0` disables it).
 //! `BARE_PINGORA_PEER_TIMEOUTS=1` gives the upstream peer tollgate's default
 //! timeouts (connect, read, write), to measure what Pingora's timers cost.
+//! `BARE_PINGORA_NO_STEAL=1` turns Pingora's work stealing off (one
+//! single-threaded runtime per worker), to measure that lever on the floor.
 
 use async_trait::async_trait;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
@@ -86,7 +91,7 @@ fn main() {
 
     let conf = ServerConf {
         threads,
-        work_stealing: true,
+        work_stealing: std::env::var_os("BARE_PINGORA_NO_STEAL").is_none(),
         // Own pid file and upgrade socket, so it never meets another server's.
         pid_file: format!("/tmp/bare_pingora-{port}.pid"),
         upgrade_sock: format!("/tmp/bare_pingora-{port}.sock"),

@@ -148,6 +148,9 @@ impl Reloader {
                 if a.threads != b.threads {
                     errs.push("server.threads changed: needs a restart".to_string());
                 }
+                if a.work_stealing != b.work_stealing {
+                    errs.push("server.work_stealing changed: needs a restart".to_string());
+                }
                 if !errs.is_empty() {
                     return Err(errs);
                 }

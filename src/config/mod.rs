@@ -177,6 +177,13 @@ pub struct ServerConfig {
         deserialize_with = "units::checked::at_least_one"
     )]
     pub threads: usize,
+    /// Whether a worker thread may take over the connections of a busy one
+    /// (one multi-threaded Tokio runtime). Off (the default), each worker runs
+    /// its own single-threaded runtime and keeps the connections it accepted,
+    /// as nginx's workers do: no cross-thread wake-ups or shared run queue on
+    /// the request path (`benches/load/run`: see the README).
+    #[serde(default)]
+    pub work_stealing: bool,
     #[serde(default)]
     pub trusted_proxies: Vec<Cidr>,
     #[serde(
@@ -246,6 +253,7 @@ impl Default for ServerConfig {
             admin_listen: default_admin(),
             admin_token_env: None,
             threads: default_threads(),
+            work_stealing: false,
             trusted_proxies: vec![],
             max_request_body: default_body(),
             request_timeout: default_request_timeout(),

@@ -5,9 +5,12 @@
 //! A key is begun ([`Begin::Proceed`] takes its in-flight marker), then
 //! completed (its final response stored), aborted (released) or locked for a
 //! while when its outcome is unknown. Completing, aborting and locking happen
-//! in the proxy's synchronous hooks: on Redis they run to their end before the
-//! hook returns (`run_to_end`), so that a retry, on any gateway, sees
-//! the record before the client has the answer.
+//! in the proxy's synchronous hooks. On Redis, with `[server] work_stealing`
+//! on, they run to their end before the hook returns (`run_to_end`), so that
+//! a retry, on any gateway, sees the record before the client has the answer.
+//! With it off (the default: each worker a single-threaded runtime, which
+//! cannot block), they are started at once and land a Redis round trip
+//! later; a retry in between finds the key still in flight (409, retry).
 
 mod local;
 mod redis;
@@ -177,8 +180,10 @@ impl Records {
 }
 
 /// Run `fut` to its end before returning, on a multi-threaded runtime (the
-/// proxy's body filters are synchronous, and a record must be in Redis before
-/// the response's last byte leaves). Elsewhere it is spawned.
+/// proxy's body filters are synchronous, and a record should be in Redis
+/// before the response's last byte leaves). On a single-threaded runtime
+/// (`work_stealing` off) blocking would stall every connection of the
+/// worker, the Redis connection's own among them: it is spawned.
 fn run_to_end<F>(fut: F)
 where
     F: std::future::Future<Output = ()> + Send + 'static,
