@@ -9,7 +9,7 @@ use crate::proxy::app::GatewayApp;
 use crate::proxy::Gateway;
 use crate::reload::Reloader;
 use crate::runtime::{self, Reuse};
-use crate::signals::{Counted, ExitWhenDrained, SighupReload};
+use crate::signals::{ExitWhenDrained, SighupReload};
 use crate::watch::ConfigWatcher;
 use pingora::apps::http_app::HttpServer;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
@@ -86,7 +86,7 @@ pub fn run(config_path: &Path, opts: RunOptions) -> ! {
 
     let proxy = pingora::proxy::http_proxy(&server.configuration, Gateway::new(live.clone()));
     let app = GatewayApp {
-        proxy: Arc::new(Counted(Arc::new(proxy))),
+        proxy: Arc::new(proxy),
         live: live.clone(),
         admin: false,
     };

@@ -5,10 +5,6 @@
 
 use crate::reload::Reloader;
 use async_trait::async_trait;
-use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
-use pingora::protocols::http::v2::server::H2Options;
-use pingora::protocols::http::ServerSession;
-use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use pingora::services::ServiceReadyNotifier;
@@ -81,9 +77,6 @@ impl Drop for OpenConnection {
     }
 }
 
-/// The proxy app, counting its requests in flight (see [`ExitWhenDrained`]).
-pub struct Counted<A>(pub Arc<A>);
-
 /// Holds a graceful shutdown up while alive (up to the grace period). Every
 /// proxied request holds one; work that outlives its request and must not be
 /// cut by the exit (a detached task storing a response) can hold one too.
@@ -95,48 +88,22 @@ impl InFlight {
         IN_FLIGHT.fetch_add(1, Ordering::AcqRel);
         InFlight
     }
+
+    /// A proxied request starts (held by its context, see
+    /// [`ExitWhenDrained`]). Counted in the request's context rather than by
+    /// wrapping the proxy app: a wrapper's own boxed future cost a copy of
+    /// Pingora's request future per request (callgrind, `benches/load`).
+    #[must_use = "the shutdown waits only while it is held"]
+    pub fn request() -> InFlight {
+        STARTED.fetch_add(1, Ordering::Relaxed);
+        InFlight::enter()
+    }
 }
 
 impl Drop for InFlight {
     // Also when the request's task is dropped mid-way.
     fn drop(&mut self) {
         IN_FLIGHT.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-#[async_trait]
-impl<A: HttpServerApp + Send + Sync + 'static> HttpServerApp for Counted<A> {
-    async fn process_new_http(
-        self: &Arc<Self>,
-        session: ServerSession,
-        shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
-        let _in_flight = InFlight::enter();
-        STARTED.fetch_add(1, Ordering::Relaxed);
-        self.0.process_new_http(session, shutdown).await
-    }
-
-    fn h2_options(&self) -> Option<H2Options> {
-        self.0.h2_options()
-    }
-
-    fn server_options(&self) -> Option<&HttpServerOptions> {
-        self.0.server_options()
-    }
-
-    async fn http_cleanup(&self) {
-        self.0.http_cleanup().await
-    }
-
-    async fn process_custom_session(
-        self: Arc<Self>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        self.0
-            .clone()
-            .process_custom_session(stream, shutdown)
-            .await
     }
 }
 

@@ -32,6 +32,9 @@ pub struct ProxyCtx {
     pub stale_retried: bool,
     /// The chain's `finish` hooks ran.
     pub finished: bool,
+    /// Holds a graceful shutdown up while the request lives (Pingora drops
+    /// the context when the request is done, logging included).
+    _in_flight: crate::signals::InFlight,
 }
 
 impl ProxyCtx {
@@ -49,6 +52,7 @@ impl ProxyCtx {
             failure_counted: false,
             stale_retried: false,
             finished: false,
+            _in_flight: crate::signals::InFlight::request(),
         }
     }
 
