@@ -4,6 +4,9 @@
 use super::RequestCtx;
 use bytes::Bytes;
 use pingora::proxy::Session;
+// Pingora's timers: a Tokio timer registered per request wakes the runtime's
+// driver through its eventfd (see `proxy::app::read_head`).
+use pingora::prelude::fast_timeout::fast_timeout;
 
 /// The largest request body a plugin can read before the upstream is contacted:
 /// Pingora replays what was read from its retry buffer, which holds 64 KiB.
@@ -38,7 +41,7 @@ async fn next_chunk(
     if !session.is_http2() {
         return session.read_request_body().await;
     }
-    match tokio::time::timeout(body_timeout, session.read_request_body()).await {
+    match fast_timeout(body_timeout, session.read_request_body()).await {
         Ok(r) => r,
         Err(_) => pingora::Error::e_explain(
             pingora::ErrorType::ReadTimedout,
@@ -104,7 +107,7 @@ pub async fn read_body(session: &mut Session, ctx: &RequestCtx) -> Result<Bytes,
         .limits
         .request_timeout
         .saturating_sub(ctx.start.elapsed());
-    match tokio::time::timeout(
+    match fast_timeout(
         remaining,
         read_to_limit(session, limit, max_total, ctx.rt.limits.body_timeout),
     )

@@ -41,6 +41,7 @@ use http::header::{
 };
 use http::{HeaderName, HeaderValue, Method};
 use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::fast_timeout::fast_timeout;
 use pingora::proxy::Session;
 use sha2::{Digest, Sha256};
 use std::net::ToSocketAddrs;
@@ -535,7 +536,7 @@ impl Plugin for ForwardAuth {
             Err(wait) => return Ok(self.failed(session, ctx, "breaker_open", wait)),
         };
         let req = self.auth_request(session, ctx)?;
-        let answer = match tokio::time::timeout(self.timeout, self.call(&req)).await {
+        let answer = match fast_timeout(self.timeout, self.call(&req)).await {
             Ok(Ok(a)) => a,
             Ok(Err(e)) => {
                 permit.finish(Outcome::Failure, Instant::now());
