@@ -537,7 +537,7 @@ fn access_json(w: &mut String, a: &Access<'_>, now: SystemTime) {
     let _ = write_json_str(w, a.consumer);
     w.push_str(",\"client_ip\":\"");
     if let Some(ip) = a.client_ip {
-        let _ = write!(w, "{ip}");
+        w.push_str(crate::util::IpText::new(ip).as_str());
     }
     w.push_str("\",\"error\":");
     let _ = write_json_str(w, a.error.unwrap_or(""));

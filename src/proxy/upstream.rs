@@ -175,14 +175,14 @@ pub(super) fn prepare_request(
         }
     }
     if let Some(p) = peer {
-        use std::io::Write as _;
-        // Each value built once, in place.
+        // Each value built once, in place; the address written once.
+        let text = crate::util::IpText::new(p);
         let mut xff = forwarded::chain_start(&up_req.headers, "x-forwarded-for", f.trusted_peer);
-        let _ = write!(xff, "{p}");
+        xff.extend_from_slice(text.as_str().as_bytes());
         up_req.insert_header("x-forwarded-for", xff)?;
         let mut fwd = forwarded::chain_start(&up_req.headers, "forwarded", f.trusted_peer);
         fwd.extend_from_slice(b"for=");
-        forwarded::push_node(&mut fwd, p);
+        forwarded::push_node(&mut fwd, &text);
         fwd.extend_from_slice(if tls { b";proto=https" } else { b";proto=http" });
         if let Some(a) = &f.authority {
             fwd.extend_from_slice(b";host=");

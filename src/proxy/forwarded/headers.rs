@@ -3,7 +3,6 @@
 //! the `X-Forwarded-For` / `Forwarded` chains extended with this hop.
 
 use http::header::{self, HeaderMap, HeaderName};
-use std::net::IpAddr;
 
 use super::{single, trim_ows};
 
@@ -186,12 +185,15 @@ pub fn is_upgrade(headers: &HeaderMap, version: http::Version) -> bool {
 }
 
 /// The `for=` node of RFC 7239: IPv6 is quoted and bracketed.
-pub fn push_node(out: &mut Vec<u8>, ip: IpAddr) {
-    use std::io::Write as _;
-    let _ = match ip {
-        IpAddr::V4(v4) => write!(out, "{v4}"),
-        IpAddr::V6(v6) => write!(out, "\"[{v6}]\""),
-    };
+pub fn push_node(out: &mut Vec<u8>, ip: &crate::util::IpText) {
+    let text = ip.as_str().as_bytes();
+    if !ip.is_ipv6() {
+        out.extend_from_slice(text);
+    } else {
+        out.extend_from_slice(b"\"[");
+        out.extend_from_slice(text);
+        out.extend_from_slice(b"]\"");
+    }
 }
 
 /// Appends a quoted-string for RFC 7239 values that are not tokens.

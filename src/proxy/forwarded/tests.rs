@@ -666,9 +666,12 @@ fn only_websocket_upgrades_are_tunnelled() {
 #[test]
 fn forwarded_values() {
     let mut out = Vec::new();
-    push_node(&mut out, "::1".parse().unwrap());
+    push_node(&mut out, &crate::util::IpText::new("::1".parse().unwrap()));
     out.push(b' ');
-    push_node(&mut out, "192.0.2.1".parse().unwrap());
+    push_node(
+        &mut out,
+        &crate::util::IpText::new("192.0.2.1".parse().unwrap()),
+    );
     out.push(b' ');
     push_quoted(&mut out, br#"api "x" \ y"#);
     assert_eq!(out, br#""[::1]" 192.0.2.1 "api \"x\" \\ y""#);
