@@ -256,16 +256,17 @@ pub(super) fn check_declared_length(req: &RequestHeader, limits: &Limits) -> Res
 pub(super) fn upstream_target(req: &RequestHeader, ctx: &mut ProxyCtx, target: Target) {
     let Target { path, query } = target;
     let strip = ctx.req.route().and_then(|r| r.strip_prefix.as_deref());
-    let fwd_path = match strip {
+    // Borrowed unless a prefix is stripped: most requests go upstream as sent.
+    let fwd_path: std::borrow::Cow<'_, str> = match strip {
         Some(sp) if !sp.is_empty() => {
             let rest = &path[sp.len().min(path.len())..];
             if rest.is_empty() {
-                "/".to_string()
+                "/".into()
             } else {
-                rest.to_string()
+                rest.into()
             }
         }
-        _ => path.clone(),
+        _ => path.as_str().into(),
     };
     let raw = req.raw_path();
     let unchanged = fwd_path == path
@@ -280,7 +281,7 @@ pub(super) fn upstream_target(req: &RequestHeader, ctx: &mut ProxyCtx, target: T
         };
     ctx.upstream_uri = (!unchanged).then(|| match &query {
         Some(q) => format!("{fwd_path}?{q}"),
-        None => fwd_path,
+        None => fwd_path.into_owned(),
     });
     ctx.req.matched.path = Some(path);
 }

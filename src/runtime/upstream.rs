@@ -24,6 +24,14 @@ impl Pool {
         F: Fn(&Backend, bool) -> bool,
     {
         const MAX_ITER: usize = 256;
+        // One target (most upstreams behind a gateway are one service
+        // address): no selection to make. Pingora's selection would allocate
+        // a set of the targets seen per request.
+        let targets = self.backends().get_backend();
+        if targets.len() == 1 {
+            let b = targets.first()?;
+            return accept(b, self.backends().ready(b)).then(|| b.clone());
+        }
         match self {
             Pool::RoundRobin(lb) => lb.select_with(key, MAX_ITER, accept),
             Pool::Random(lb) => lb.select_with(key, MAX_ITER, accept),
