@@ -150,6 +150,19 @@ impl Reloader {
                 }
                 if a.work_stealing != b.work_stealing {
                     errs.push("server.work_stealing changed: needs a restart".to_string());
+                } else if current.config.work_stealing() != rt.config.work_stealing() {
+                    // Unset, it follows the plugins (`Config::work_stealing`);
+                    // the workers keep the kind they were started with.
+                    tracing::warn!(
+                        work_stealing = current.config.work_stealing(),
+                        "[server] work_stealing is unset and this config would run the workers {}; they keep running as started until a restart{}",
+                        if rt.config.work_stealing() { "with it on" } else { "with it off" },
+                        if rt.config.work_stealing() {
+                            " (meanwhile an idempotency record on Redis lands a round trip after the response; a retry in that moment gets 409)"
+                        } else {
+                            ""
+                        }
+                    );
                 }
                 if !errs.is_empty() {
                     return Err(errs);

@@ -64,7 +64,7 @@ pub fn run(config_path: &Path, opts: RunOptions) -> ! {
         upstream_keepalive_pool_size: 8192,
         ..ServerConf::default()
     };
-    conf.work_stealing = cfg.server.work_stealing;
+    conf.work_stealing = cfg.work_stealing();
     let opt = Opt {
         upgrade: opts.upgrade,
         daemon: false,

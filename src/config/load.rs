@@ -496,6 +496,30 @@ path = "/v1/payments"
         }
     }
 
+    /// `[server] work_stealing`: as set; unset, on only for an idempotency
+    /// store on Redis (its records are written from a synchronous hook).
+    #[test]
+    fn work_stealing_follows_the_config_and_the_plugins_when_unset() {
+        let load = |server: &str, plugins: &str| {
+            let src = format!("[server]\n{server}\n{BASE}\n{plugins}");
+            load_str(&src, Some(Path::new("gw.toml")), Path::new("."))
+                .unwrap()
+                .work_stealing()
+        };
+        let redis = "[redis]\nurl = \"redis://127.0.0.1:6379\"\n[plugins.idem]\ntype = \"idempotency\"\nbackend = \"redis\"\n";
+        let local = "[plugins.idem]\ntype = \"idempotency\"\n";
+        let limit = "[redis]\nurl = \"redis://127.0.0.1:6379\"\n[plugins.l]\ntype = \"rate_limit\"\nrate = \"10/s\"\nbackend = \"redis\"\n";
+        assert!(!load("", ""));
+        assert!(!load("", local));
+        assert!(
+            !load("", limit),
+            "a rate limit on Redis waits in an async hook"
+        );
+        assert!(load("", redis));
+        assert!(!load("work_stealing = false", redis));
+        assert!(load("work_stealing = true", ""));
+    }
+
     #[test]
     fn minimal_config_is_valid() {
         let cfg = load_str(BASE, None, Path::new(".")).unwrap();

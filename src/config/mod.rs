@@ -45,6 +45,15 @@ pub struct Config {
 }
 
 impl Config {
+    /// `[server] work_stealing` as the process runs it: as set, or, unset, on
+    /// when a plugin must finish a store write inside a synchronous hook
+    /// (`idempotency` on Redis: a single-threaded worker cannot wait there).
+    pub fn work_stealing(&self) -> bool {
+        self.server
+            .work_stealing
+            .unwrap_or_else(|| self.plugins.values().any(|p| p.needs_work_stealing()))
+    }
+
     /// Every file this config names (certificates, keys, key files, JWKS), resolved;
     /// a change to any of them is a reason to reload.
     pub fn named_files(&self) -> Vec<PathBuf> {
@@ -178,12 +187,14 @@ pub struct ServerConfig {
     )]
     pub threads: usize,
     /// Whether a worker thread may take over the connections of a busy one
-    /// (one multi-threaded Tokio runtime). Off (the default), each worker runs
-    /// its own single-threaded runtime and keeps the connections it accepted,
-    /// as nginx's workers do: no cross-thread wake-ups or shared run queue on
-    /// the request path (`benches/load/run`: see the README).
+    /// (one multi-threaded Tokio runtime). Off, each worker runs its own
+    /// single-threaded runtime and keeps the connections it accepted, as
+    /// nginx's workers do: no cross-thread wake-ups or shared run queue on the
+    /// request path (`benches/load/run`: see the README). Unset: on only when
+    /// a plugin must wait for a store inside a synchronous hook
+    /// ([`Config::work_stealing`]).
     #[serde(default)]
-    pub work_stealing: bool,
+    pub work_stealing: Option<bool>,
     #[serde(default)]
     pub trusted_proxies: Vec<Cidr>,
     #[serde(
@@ -253,7 +264,7 @@ impl Default for ServerConfig {
             admin_listen: default_admin(),
             admin_token_env: None,
             threads: default_threads(),
-            work_stealing: false,
+            work_stealing: None,
             trusted_proxies: vec![],
             max_request_body: default_body(),
             request_timeout: default_request_timeout(),

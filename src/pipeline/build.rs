@@ -45,6 +45,14 @@ pub trait PluginConfig: DeserializeOwned + Debug + PartialEq + Send + Sync + 'st
     fn uses_redis(&self) -> bool {
         false
     }
+
+    /// Whether a synchronous hook of this plugin must wait for a store write
+    /// to finish (an idempotency record on Redis, before the response's last
+    /// byte): a single-threaded worker cannot wait there, so `[server]
+    /// work_stealing`, when unset, turns on for such a config.
+    fn needs_work_stealing(&self) -> bool {
+        false
+    }
 }
 
 /// An error found while building a plugin, at a key path relative to its table
