@@ -485,6 +485,12 @@ pub fn access(a: &Access<'_>) {
         });
         return;
     }
+    access_event(a);
+}
+
+/// The access line as a `tracing` event (the text format, and any subscriber
+/// other than the JSON lines one).
+fn access_event(a: &Access<'_>) {
     tracing::info!(
         target: "tollgate::access",
         request_id = a.request_id,

@@ -34,14 +34,20 @@ impl io::Write for Capture {
     }
 }
 
-#[test]
-fn json_lines_parse_and_carry_every_field() {
+/// A subscriber writing `JsonLines` into the capture returned with it.
+fn json_capture() -> (Capture, impl Subscriber + Send + Sync) {
     let out = Capture::default();
     let sink = out.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(move || sink.clone())
         .event_format(JsonLines)
         .finish();
+    (out, subscriber)
+}
+
+#[test]
+fn json_lines_parse_and_carry_every_field() {
+    let (out, subscriber) = json_capture();
     tracing::subscriber::with_default(subscriber, || {
         let weird = "quote \" backslash \\ newline \n tab \t bell \u{7} é ✓";
         tracing::warn!(
@@ -235,29 +241,8 @@ fn the_direct_access_line_is_the_json_lines_event() {
         },
     ];
     for a in &lines {
-        let out = Capture::default();
-        let sink = out.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || sink.clone())
-            .event_format(JsonLines)
-            .finish();
-        tracing::subscriber::with_default(subscriber, || {
-            tracing::info!(
-                target: "tollgate::access",
-                request_id = a.request_id,
-                route = a.route,
-                method = %mask_pans(a.method),
-                path = %mask_pans(a.path),
-                status = a.status,
-                duration_ms = a.duration_ms,
-                upstream = a.upstream,
-                bytes = a.bytes,
-                consumer = a.consumer,
-                client_ip = %OptionalIp(a.client_ip),
-                error = a.error.unwrap_or(""),
-                "access"
-            );
-        });
+        let (out, subscriber) = json_capture();
+        tracing::subscriber::with_default(subscriber, || access_event(a));
         let theirs = String::from_utf8(out.0.lock().clone()).unwrap();
         let mut ours = String::new();
         access_json(&mut ours, a, SystemTime::now());
