@@ -53,13 +53,19 @@ enum Head {
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// The head buffer's first size (see `read_head`).
+const HEAD_BUF: usize = 1024;
+
 async fn read_head(
     stream: &mut Stream,
     limits: &Limits,
     reused: bool,
     shutdown: &ShutdownWatch,
 ) -> Head {
-    let mut buf = BytesMut::with_capacity(4096);
+    // Small at first: an idle keep-alive connection holds this buffer while it
+    // waits for its next request. Most request heads fit; a larger one grows
+    // it (below).
+    let mut buf = BytesMut::with_capacity(HEAD_BUF);
     // Waiting for a request to start: the keep-alive idle limit, or the header
     // deadline for a fresh connection's first request.
     let wait = if reused {
@@ -116,6 +122,11 @@ async fn read_head(
         }
         if buf.len() > limits.max_header_size {
             return Head::Refuse(431, "the request's header section is too large");
+        }
+        if buf.capacity() - buf.len() < HEAD_BUF / 2 {
+            // Doubling: a 64 KiB head is read in a few reads, not in 64-byte
+            // steps (`read_buf` would otherwise grow it by that much).
+            buf.reserve(buf.capacity());
         }
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         match fast_timeout(left, stream.read_buf(&mut buf)).await {
