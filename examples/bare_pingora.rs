@@ -14,8 +14,8 @@
 //! number of worker threads (default 1). Server options are Pingora's
 //! defaults (`ServerConf::default()` with `threads`; `work_stealing = true`),
 //! kept as they were when the floor was set: tollgate's own choices (its
-//! single-threaded workers, `[server] work_stealing = false`) are measured
-//! against this unchanged reference.
+//! single-threaded workers: `[server] work_stealing` unset, without Redis)
+//! are measured against this unchanged reference.
 //!
 //! One optional knob, for exploring the floor itself, off by default:
 //! `BARE_PINGORA_L4_READ_BUFFER=<bytes>` sets the downstream listener's L4 read

@@ -30,12 +30,17 @@ pub struct Reloader {
     pub last: Mutex<Option<LastReload>>,
     /// `sources_digest` of the files the running snapshot was built from.
     pub loaded_digest: Mutex<String>,
+    /// Whether the workers run with work stealing: fixed at start
+    /// (`Config::work_stealing` of the first config).
+    pub work_stealing: bool,
 }
 
 impl Reloader {
     pub fn new(rt: Runtime, config_path: PathBuf) -> Arc<Reloader> {
         let digest = Self::sources_digest(&rt);
+        let work_stealing = rt.config.work_stealing();
         Arc::new(Reloader {
+            work_stealing,
             live: Arc::new(ArcSwap::from_pointee(rt)),
             config_path,
             last: Mutex::new(None),
@@ -148,21 +153,26 @@ impl Reloader {
                 if a.threads != b.threads {
                     errs.push("server.threads changed: needs a restart".to_string());
                 }
-                if a.work_stealing != b.work_stealing {
-                    errs.push("server.work_stealing changed: needs a restart".to_string());
-                } else if current.config.work_stealing() != rt.config.work_stealing() {
-                    // Unset, it follows the plugins (`Config::work_stealing`);
-                    // the workers keep the kind they were started with.
-                    tracing::warn!(
-                        work_stealing = current.config.work_stealing(),
-                        "[server] work_stealing is unset and this config would run the workers {}; they keep running as started until a restart{}",
-                        if rt.config.work_stealing() { "with it on" } else { "with it off" },
-                        if rt.config.work_stealing() {
-                            " (meanwhile an idempotency record on Redis lands a round trip after the response; a retry in that moment gets 409)"
-                        } else {
-                            ""
-                        }
-                    );
+                // Compared with how the workers were started, not with the
+                // last config: a set value that differs needs a restart; an
+                // unset one follows the plugins (`Config::work_stealing`), and
+                // the workers keep running as started.
+                let wanted = rt.config.work_stealing();
+                if wanted != self.work_stealing {
+                    if b.work_stealing.is_some() {
+                        errs.push("server.work_stealing changed: needs a restart".to_string());
+                    } else {
+                        tracing::warn!(
+                            running = self.work_stealing,
+                            "[server] work_stealing is unset and this config's plugins would run the workers with it {}; they keep running as started until a restart{}",
+                            if wanted { "on" } else { "off" },
+                            if wanted {
+                                " (meanwhile an idempotency record on Redis lands a round trip after the response, and a retry in that moment gets 409)"
+                            } else {
+                                ""
+                            }
+                        );
+                    }
                 }
                 if !errs.is_empty() {
                     return Err(errs);

@@ -78,8 +78,10 @@ impl Drop for OpenConnection {
 }
 
 /// Holds a graceful shutdown up while alive (up to the grace period). Every
-/// proxied request holds one; work that outlives its request and must not be
-/// cut by the exit (a detached task storing a response) can hold one too.
+/// proxied request holds one from the moment Pingora has read its head (the
+/// few answers Pingora writes itself before that, a bare 400 or 405, hold
+/// none); work that outlives its request and must not be cut by the exit (a
+/// detached task storing a response) can hold one too.
 pub struct InFlight;
 
 impl InFlight {

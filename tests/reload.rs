@@ -1162,3 +1162,40 @@ async fn a_certificate_that_does_not_match_its_key_is_refused() {
     assert_eq!(read_response(&mut conn).await.0, 200);
     assert_eq!(reloads(&gw, "success").await, 0.0);
 }
+
+/// `[server] work_stealing` is fixed when the workers start: a reload that
+/// sets another value is refused and says a restart is needed; one that
+/// spells out the value the workers run with is applied.
+#[tokio::test]
+async fn a_reload_that_changes_work_stealing_is_refused_and_says_a_restart_is_needed() {
+    let up = TestUpstream::start("ws").await;
+    let body = [
+        &upstream("backend", up.addr())[..],
+        &route("one", "backend", "/one", &[]),
+    ]
+    .concat();
+    // Unset and no plugin state on Redis: the workers run without it.
+    let template = [SERVER, &body].concat();
+    let gw = Gateway::start(&template).await;
+    let c = gw.client();
+    let old_hash = file_hash(&gw);
+
+    let on = [SERVER, "work_stealing = true\n", &body].concat();
+    gw.write_config(&on);
+    wait_until_msg(WAIT, "the work_stealing change to be refused", || async {
+        reloads(&gw, "failure").await >= 1.0
+    })
+    .await;
+    let st = config_status(&gw).await;
+    assert_eq!(st["hash"], old_hash.as_str(), "{st}");
+    let errors = st["last_reload"]["errors"].to_string();
+    assert!(
+        errors.contains("work_stealing") && errors.contains("restart"),
+        "{st}"
+    );
+
+    let off = [SERVER, "work_stealing = false\n", &body].concat();
+    gw.write_config(&off);
+    wait_applied(&gw, "work_stealing = false, as the workers run").await;
+    assert_eq!(status_of(&c, &gw.url("/one")).await, 200);
+}

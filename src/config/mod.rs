@@ -46,12 +46,15 @@ pub struct Config {
 
 impl Config {
     /// `[server] work_stealing` as the process runs it: as set, or, unset, on
-    /// when a plugin must finish a store write inside a synchronous hook
-    /// (`idempotency` on Redis: a single-threaded worker cannot wait there).
+    /// when a plugin keeps its state in `[redis]`. The shared Redis
+    /// connection is driven by a task that, on single-threaded workers, only
+    /// the worker that opened it could run, whatever the load of that worker;
+    /// and an idempotency record on Redis must land from a synchronous hook,
+    /// which a single-threaded worker cannot wait in.
     pub fn work_stealing(&self) -> bool {
         self.server
             .work_stealing
-            .unwrap_or_else(|| self.plugins.values().any(|p| p.needs_work_stealing()))
+            .unwrap_or_else(|| self.plugins.values().any(|p| p.uses_redis()))
     }
 
     /// Every file this config names (certificates, keys, key files, JWKS), resolved;
@@ -186,13 +189,13 @@ pub struct ServerConfig {
         deserialize_with = "units::checked::at_least_one"
     )]
     pub threads: usize,
-    /// Whether a worker thread may take over the connections of a busy one
-    /// (one multi-threaded Tokio runtime). Off, each worker runs its own
-    /// single-threaded runtime and keeps the connections it accepted, as
-    /// nginx's workers do: no cross-thread wake-ups or shared run queue on the
-    /// request path (`benches/load/run`: see the README). Unset: on only when
-    /// a plugin must wait for a store inside a synchronous hook
-    /// ([`Config::work_stealing`]).
+    /// Whether a worker thread may take over the tasks of a busy one (one
+    /// multi-threaded Tokio runtime). Off, each worker runs its own
+    /// single-threaded runtime and keeps the HTTP/1 connections it accepted,
+    /// as nginx's workers do: no cross-thread wake-ups or shared run queue on
+    /// the request path (`benches/load/run`: see the README); Pingora starts
+    /// each HTTP/2 stream on a worker of its choosing. Unset: on only when a
+    /// plugin keeps its state in `[redis]` ([`Config::work_stealing`]).
     #[serde(default)]
     pub work_stealing: Option<bool>,
     #[serde(default)]

@@ -41,16 +41,8 @@ pub trait PluginConfig: DeserializeOwned + Debug + PartialEq + Send + Sync + 'st
     }
 
     /// Whether the plugin keeps its state in `[redis]` (its instance is rebuilt
-    /// when `[redis]` changes).
+    /// when `[redis]` changes, and `[server] work_stealing`, unset, turns on).
     fn uses_redis(&self) -> bool {
-        false
-    }
-
-    /// Whether a synchronous hook of this plugin must wait for a store write
-    /// to finish (an idempotency record on Redis, before the response's last
-    /// byte): a single-threaded worker cannot wait there, so `[server]
-    /// work_stealing`, when unset, turns on for such a config.
-    fn needs_work_stealing(&self) -> bool {
         false
     }
 }

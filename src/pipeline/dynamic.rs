@@ -226,8 +226,6 @@ pub trait AnyConfig: std::fmt::Debug + Send + Sync + 'static {
     /// The files it reads, as written.
     fn files(&self) -> Vec<&str>;
     fn uses_redis(&self) -> bool;
-    /// [`PluginConfig::needs_work_stealing`].
-    fn needs_work_stealing(&self) -> bool;
     /// [`PluginConfig::check`].
     fn check(&self) -> Vec<super::BuildError>;
     /// Equal by value (and of the same type).
@@ -249,9 +247,6 @@ impl<C: PluginConfig> AnyConfig for C {
     }
     fn uses_redis(&self) -> bool {
         PluginConfig::uses_redis(self)
-    }
-    fn needs_work_stealing(&self) -> bool {
-        PluginConfig::needs_work_stealing(self)
     }
     fn check(&self) -> Vec<super::BuildError> {
         PluginConfig::check(self)

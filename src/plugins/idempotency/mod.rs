@@ -114,12 +114,6 @@ impl PluginConfig for IdempotencyConfig {
     fn uses_redis(&self) -> bool {
         self.backend == StateBackend::Redis
     }
-
-    /// A record on Redis is written before the response's last byte leaves
-    /// (`store::records`), from a synchronous body hook.
-    fn needs_work_stealing(&self) -> bool {
-        self.backend == StateBackend::Redis
-    }
 }
 
 /// The request's progress, kept in its context.

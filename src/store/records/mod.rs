@@ -6,11 +6,12 @@
 //! completed (its final response stored), aborted (released) or locked for a
 //! while when its outcome is unknown. Completing, aborting and locking happen
 //! in the proxy's synchronous hooks. On Redis, with `[server] work_stealing`
-//! on, they run to their end before the hook returns (`run_to_end`), so that
-//! a retry, on any gateway, sees the record before the client has the answer.
-//! With it off (the default: each worker a single-threaded runtime, which
-//! cannot block), they are started at once and land a Redis round trip
-//! later; a retry in between finds the key still in flight (409, retry).
+//! on (what it is, unset, for a config that keeps state on Redis), they run
+//! to their end before the hook returns (`run_to_end`), so that a retry, on
+//! any gateway, sees the record before the client has the answer. Set off
+//! (each worker a single-threaded runtime, which cannot block), they are
+//! started at once and land a Redis round trip later; a retry in between finds
+//! the key still in flight (409, retry).
 
 mod local;
 mod redis;
@@ -193,7 +194,12 @@ where
             tokio::task::block_in_place(|| h.block_on(fut))
         }
         Ok(h) => {
-            h.spawn(fut);
+            // Held up by a graceful shutdown like the request it finishes.
+            let in_flight = crate::signals::InFlight::enter();
+            h.spawn(async move {
+                fut.await;
+                drop(in_flight);
+            });
         }
         Err(_) => {}
     }
