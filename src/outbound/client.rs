@@ -255,14 +255,45 @@ impl Client {
         Ok(req)
     }
 
+    /// `POST <path>` with the URL's `Host`, the `headers` given and a
+    /// `Content-Length` for a body of `len` bytes.
+    pub fn post_request(
+        &self,
+        headers: &[(http::HeaderName, http::HeaderValue)],
+        len: usize,
+    ) -> Result<RequestHeader, Error> {
+        let t = &self.target;
+        let mut req = RequestHeader::build("POST", t.path.as_bytes(), Some(2 + headers.len()))
+            .map_err(|e| Error::from(&*e))?;
+        req.insert_header("host", t.authority.as_str())
+            .map_err(|e| Error::from(&*e))?;
+        req.insert_header("content-length", len.to_string())
+            .map_err(|e| Error::from(&*e))?;
+        for (n, v) in headers {
+            req.insert_header(n.clone(), v.clone())
+                .map_err(|e| Error::from(&*e))?;
+        }
+        Ok(req)
+    }
+
     /// One call: a pooled connection, the request (no body), the answer's
     /// head and a bounded body. A pooled connection the service had already
     /// closed gets up to [`Limits::stale_retries`] more tries.
     pub async fn send(&self, req: &RequestHeader) -> Result<Response, Error> {
+        self.send_body(req, None).await
+    }
+
+    /// [`send`](Self::send) with a request body (its length already in
+    /// `req`'s `Content-Length`).
+    pub async fn send_body(
+        &self,
+        req: &RequestHeader,
+        body: Option<Bytes>,
+    ) -> Result<Response, Error> {
         let Some(total) = self.limits.total else {
-            return self.call(req).await;
+            return self.call(req, body).await;
         };
-        match tokio::time::timeout(total, self.call(req)).await {
+        match tokio::time::timeout(total, self.call(req, body)).await {
             Ok(r) => r,
             Err(_) => Err(Error::new(
                 ErrorKind::Timeout,
@@ -272,7 +303,7 @@ impl Client {
         }
     }
 
-    async fn call(&self, req: &RequestHeader) -> Result<Response, Error> {
+    async fn call(&self, req: &RequestHeader, body: Option<Bytes>) -> Result<Response, Error> {
         let peer = match self.peer.load_full() {
             Some(p) => p,
             None => Arc::new(self.make_peer(self.lookup().await?)),
@@ -288,7 +319,7 @@ impl Client {
             // them from the peer the same way).
             s.set_read_timeout(self.limits.io);
             s.set_write_timeout(self.limits.io);
-            match exchange(&mut s, req.clone(), self.limits.max_body).await {
+            match exchange(&mut s, req.clone(), body.clone(), self.limits.max_body).await {
                 Ok(answer) => {
                     if answer.complete {
                         self.connector
@@ -323,9 +354,13 @@ impl Client {
 async fn exchange(
     s: &mut HttpSession,
     req: RequestHeader,
+    body: Option<Bytes>,
     max_body: usize,
 ) -> pingora::Result<Response> {
     s.write_request_header(Box::new(req)).await?;
+    if let Some(b) = body {
+        s.write_request_body(b, true).await?;
+    }
     s.finish_request_body().await?;
     s.read_response_header().await?;
     // Informational answers (100, 103) come before the real one.
