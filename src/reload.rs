@@ -2,7 +2,7 @@
 //! snapshot and stored in the [`Live`] handle every request loads once, or
 //! refused with the running config left as it is.
 
-use crate::metrics::METRICS;
+use crate::metrics::{self, reload_result, METRICS};
 use crate::runtime::{self, Live, Reuse, Runtime};
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
@@ -36,7 +36,10 @@ pub struct Reloader {
 }
 
 impl Reloader {
+    /// The reloader of the first snapshot, `rt`, whose metric series it
+    /// makes exist ([`metrics::prime`]).
     pub fn new(rt: Runtime, config_path: PathBuf) -> Arc<Reloader> {
+        metrics::prime(&rt, None);
         let digest = Self::sources_digest(&rt);
         let work_stealing = rt.config.work_stealing();
         Arc::new(Reloader {
@@ -93,7 +96,10 @@ impl Reloader {
             // and the running config agree again, and `/config/status` says so.
             let reverted = last.as_ref().is_some_and(|l| !l.ok);
             if requested || reverted {
-                METRICS.config_reloads.with_label_values(&["success"]).inc();
+                METRICS
+                    .config_reloads
+                    .with_label_values(&[reload_result::SUCCESS])
+                    .inc();
                 if reverted && !requested {
                     tracing::info!(hash = %hash, "config reloaded: the files are the running config again");
                 } else {
@@ -113,7 +119,10 @@ impl Reloader {
             .filter(|l| !l.ok && l.digest.as_deref() == Some(digest.as_str()))
         {
             if requested {
-                METRICS.config_reloads.with_label_values(&["failure"]).inc();
+                METRICS
+                    .config_reloads
+                    .with_label_values(&[reload_result::FAILURE])
+                    .inc();
                 for e in &l.errors {
                     tracing::error!(error = %e, "config reload refused; the running config stays");
                 }
@@ -185,10 +194,16 @@ impl Reloader {
             Ok((rt, certs)) => {
                 let hash = rt.hash().to_string();
                 let digest = Self::sources_digest(&rt);
-                self.live.store(Arc::new(rt));
+                let new = Arc::new(rt);
+                self.live.store(new.clone());
+                // The series of the new config at 0, those of what it removed gone.
+                metrics::prime(&new, Some(&current));
                 crate::tls::install(certs);
                 *self.loaded_digest.lock() = digest;
-                METRICS.config_reloads.with_label_values(&["success"]).inc();
+                METRICS
+                    .config_reloads
+                    .with_label_values(&[reload_result::SUCCESS])
+                    .inc();
                 tracing::info!(hash = %hash, "config reloaded");
                 *last = Some(LastReload {
                     ok: true,
@@ -199,7 +214,10 @@ impl Reloader {
                 Ok(hash)
             }
             Err(errors) => {
-                METRICS.config_reloads.with_label_values(&["failure"]).inc();
+                METRICS
+                    .config_reloads
+                    .with_label_values(&[reload_result::FAILURE])
+                    .inc();
                 for e in &errors {
                     tracing::error!(error = %e, "config reload refused; the running config stays");
                 }

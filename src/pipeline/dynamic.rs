@@ -3,7 +3,9 @@
 //! [`States`] of a chain. A blanket implementation turns every [`Plugin`] into
 //! the object-safe [`DynPlugin`], so plugin authors never write this part.
 
-use super::{BuildCtx, BuildResult, Flow, KeyParts, Order, Plugin, PluginConfig, RequestCtx};
+use super::{
+    BuildCtx, BuildResult, Flow, KeyParts, Order, Plugin, PluginConfig, RequestCtx, Series,
+};
 use crate::config::Config;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -77,6 +79,7 @@ pub trait DynPlugin: Send + Sync + 'static {
     fn response(&self, resp: &mut ResponseHeader, ctx: &RequestCtx, slot: &mut Slot);
     fn finish(&self, ctx: &mut RequestCtx, slot: &mut Slot);
     fn circuit_state(&self, upstream: &str) -> Option<i64>;
+    fn series(&self) -> Vec<Series>;
     async fn tick(&self);
     /// Whether this plugin drives the cache phases.
     fn is_cache(&self) -> bool;
@@ -131,6 +134,9 @@ impl<P: Plugin> DynPlugin for P {
     }
     fn circuit_state(&self, upstream: &str) -> Option<i64> {
         Plugin::circuit_state(self, upstream)
+    }
+    fn series(&self) -> Vec<Series> {
+        Plugin::series(self)
     }
     async fn tick(&self) {
         Plugin::tick(self).await

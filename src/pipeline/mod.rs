@@ -24,6 +24,8 @@ pub use ctx::{
 };
 pub use dynamic::{AnyConfig, DynPlugin, Instance, Kind, Registered, States};
 
+pub use crate::metrics::Series;
+
 use bytes::Bytes;
 use pingora::cache::{CacheKey, RespCacheable};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -196,6 +198,14 @@ pub trait Plugin: Send + Sync + 'static {
     /// 2 open, if this plugin keeps a breaker for `upstream`. Default: `None`.
     fn circuit_state(&self, _upstream: &str) -> Option<i64> {
         None
+    }
+
+    /// The metric series this plugin can produce on a route whose chain it is
+    /// in, so that they are exported at 0 from startup and after each reload
+    /// (SPEC §11, [`crate::metrics::prime`]). Declare them with the same
+    /// constants the plugin counts with. Default: none.
+    fn series(&self) -> Vec<Series> {
+        Vec::new()
     }
 
     /// Called about once a second by the maintenance service for every plugin

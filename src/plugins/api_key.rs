@@ -7,6 +7,7 @@
 use super::auth;
 use crate::pipeline::{
     BuildCtx, BuildError, BuildResult, Flow, KeyPath, Order, Plugin, PluginConfig, RequestCtx,
+    Series,
 };
 use http::HeaderName;
 use pingora::http::RequestHeader;
@@ -186,8 +187,19 @@ impl ApiKey {
     }
 }
 
+/// `reason` of `tollgate_auth_failures_total`: no key presented.
+pub const MISSING_KEY: &str = "missing_key";
+/// `reason` of `tollgate_auth_failures_total`: a key that is not listed.
+pub const INVALID_KEY: &str = "invalid_key";
+
 impl Plugin for ApiKey {
     type State = ();
+
+    fn series(&self) -> Vec<Series> {
+        [MISSING_KEY, INVALID_KEY]
+            .map(|reason| Series::AuthFailures { reason })
+            .to_vec()
+    }
 
     async fn request(
         &self,
@@ -201,11 +213,11 @@ impl Plugin for ApiKey {
             .get(&self.header)
             .map(|v| v.as_bytes());
         let outcome = match presented {
-            None | Some(b"") => Err(("missing_key", "an API key is required")),
+            None | Some(b"") => Err((MISSING_KEY, "an API key is required")),
             Some(k) => self
                 .consumer_for(k)
                 .map(str::to_string)
-                .ok_or(("invalid_key", "the API key is not valid")),
+                .ok_or((INVALID_KEY, "the API key is not valid")),
         };
         match outcome {
             Ok(consumer) => {

@@ -22,7 +22,7 @@ use crate::breaker::{BreakerSet, CircuitState, FailureRate, Outcome, Permit, Pol
 use crate::config::Dur;
 use crate::pipeline::{
     BuildCtx, BuildError, BuildResult, Flow, Order, Plugin, PluginConfig, Reply, RequestCtx,
-    UpstreamOutcome,
+    Series, UpstreamOutcome,
 };
 use crate::util::retry_after;
 use pingora::proxy::Session;
@@ -229,6 +229,10 @@ impl Plugin for CircuitBreaker {
             None => Outcome::Cancelled,
         };
         permit.finish(outcome, Instant::now());
+    }
+
+    fn series(&self) -> Vec<Series> {
+        vec![Series::CircuitState]
     }
 
     fn circuit_state(&self, upstream: &str) -> Option<i64> {

@@ -23,7 +23,7 @@ use super::auth;
 use crate::config::{self, Dur};
 use crate::pipeline::{
     BuildCtx, BuildError, BuildResult, Flow, KeyPath, Order, Plugin, PluginConfig, Reply,
-    RequestCtx,
+    RequestCtx, Series,
 };
 use crate::runtime::preflight::route_methods;
 use bytes::Bytes;
@@ -381,8 +381,21 @@ fn add_vary_origin(resp: &mut ResponseHeader) {
     }
 }
 
+/// `reason` of `tollgate_auth_failures_total`: a preflight from an origin
+/// that is not allowed.
+pub const ORIGIN_DENIED: &str = "origin_denied";
+/// `reason` of `tollgate_auth_failures_total`: a preflight for a method the
+/// route does not allow.
+pub const METHOD_DENIED: &str = "method_denied";
+
 impl Plugin for Cors {
     type State = ();
+
+    fn series(&self) -> Vec<Series> {
+        [ORIGIN_DENIED, METHOD_DENIED]
+            .map(|reason| Series::AuthFailures { reason })
+            .to_vec()
+    }
 
     async fn request(
         &self,
@@ -401,7 +414,7 @@ impl Plugin for Cors {
         }
         let origin = req.headers.get(ORIGIN);
         if !self.allows(origin) {
-            auth::count_failure(ctx, &self.name, "origin_denied");
+            auth::count_failure(ctx, &self.name, ORIGIN_DENIED);
             return Ok(auth::refuse(
                 403,
                 "this origin is not allowed to make cross-origin requests here",
@@ -420,7 +433,7 @@ impl Plugin for Cors {
                     .any(|m| m.as_str().as_bytes() == a.as_bytes())
             })
         {
-            auth::count_failure(ctx, &self.name, "method_denied");
+            auth::count_failure(ctx, &self.name, METHOD_DENIED);
             let detail = format!(
                 "this route does not allow the method the preflight asks for; it allows {}",
                 route_methods

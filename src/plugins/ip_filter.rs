@@ -7,6 +7,7 @@ use super::auth;
 use crate::config::Cidr;
 use crate::pipeline::{
     BuildCtx, BuildError, BuildResult, Flow, KeyPath, Order, Plugin, PluginConfig, RequestCtx,
+    Series,
 };
 use ipnet::IpNet;
 use pingora::proxy::Session;
@@ -82,8 +83,15 @@ impl IpFilter {
     }
 }
 
+/// `reason` of `tollgate_auth_failures_total`: the client's address is refused.
+pub const IP_DENIED: &str = "ip_denied";
+
 impl Plugin for IpFilter {
     type State = ();
+
+    fn series(&self) -> Vec<Series> {
+        vec![Series::AuthFailures { reason: IP_DENIED }]
+    }
 
     async fn request(
         &self,
@@ -94,7 +102,7 @@ impl Plugin for IpFilter {
         if self.admits(ctx.client.ip) {
             return Ok(Flow::Continue);
         }
-        auth::count_failure(ctx, &self.name, "ip_denied");
+        auth::count_failure(ctx, &self.name, IP_DENIED);
         Ok(auth::refuse(
             403,
             "the client address is not allowed",

@@ -33,6 +33,17 @@ pub enum StateBackend {
     Redis,
 }
 
+impl StateBackend {
+    /// The `backend` label its failures are counted under in
+    /// `tollgate_backend_errors_total` (none for local state: it cannot fail).
+    pub fn error_label(self) -> Option<&'static str> {
+        match self {
+            StateBackend::Local => None,
+            StateBackend::Redis => Some(self::redis::BACKEND_LABEL),
+        }
+    }
+}
+
 /// What a plugin does when its backend (Redis) fails.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]

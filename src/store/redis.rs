@@ -176,6 +176,9 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// The `backend` label of `tollgate_backend_errors_total` for Redis.
+pub const BACKEND_LABEL: &str = "redis";
+
 /// Counts backend failures and logs them at most once per 10 s per plugin, so
 /// a Redis outage does not flood the log.
 pub struct ErrorReporter {
@@ -194,7 +197,7 @@ impl ErrorReporter {
     pub fn report(&self, e: &BackendError) {
         crate::metrics::METRICS
             .backend_errors
-            .with_label_values(&[&self.plugin, "redis"])
+            .with_label_values(&[&self.plugin, BACKEND_LABEL])
             .inc();
         let mut last = self.last_log.lock();
         if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {

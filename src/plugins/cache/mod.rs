@@ -28,7 +28,7 @@ use crate::config::{Dur, Method, Size};
 use crate::metrics::METRICS;
 use crate::pipeline::{
     BuildCtx, BuildError, BuildResult, CachePolicy, KeyParts, KeyPath, Order, Plugin, PluginConfig,
-    RequestCtx,
+    RequestCtx, Series,
 };
 use arc_swap::ArcSwapOption;
 use http::HeaderName;
@@ -107,6 +107,8 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    pub const ALL: [Outcome; 4] = [Outcome::Hit, Outcome::Miss, Outcome::Stale, Outcome::Bypass];
+
     pub fn header(self) -> &'static str {
         match self {
             Outcome::Hit => "HIT",
@@ -115,6 +117,7 @@ impl Outcome {
             Outcome::Bypass => "BYPASS",
         }
     }
+    /// The `result` label of `tollgate_cache_requests_total`.
     pub fn label(self) -> &'static str {
         match self {
             Outcome::Hit => "hit",
@@ -304,6 +307,12 @@ impl Drop for Cache {
 impl Plugin for Cache {
     /// What the cache did for this request, once the cache phase ran.
     type State = Option<Outcome>;
+
+    fn series(&self) -> Vec<Series> {
+        Outcome::ALL
+            .map(|o| Series::CacheRequests { result: o.label() })
+            .to_vec()
+    }
 
     fn response(&self, resp: &mut ResponseHeader, _ctx: &RequestCtx, state: &mut Option<Outcome>) {
         if let Some(o) = state {

@@ -34,7 +34,7 @@ use crate::config::{Dur, Method, Size};
 use crate::metrics::METRICS;
 use crate::pipeline::{
     read_body, BodyError, BuildCtx, BuildError, BuildResult, Flow, Order, Plugin, PluginConfig,
-    Reply, RequestCtx,
+    Reply, RequestCtx, Series,
 };
 use crate::store::records::{Begin, Stored};
 use crate::store::{Backend, FailurePolicy, OnBackendError, Records, StateBackend, Unavailable};
@@ -139,6 +139,8 @@ pub struct Idempotency {
     required: bool,
     max_response: usize,
     records: Records,
+    /// Where its records are (for the series it declares).
+    backend: StateBackend,
 }
 
 impl Idempotency {
@@ -173,6 +175,7 @@ impl Idempotency {
                 unknown_outcome_lock: c.unknown_outcome_lock.0,
                 required: c.required,
                 max_response: c.max_response.0 as usize,
+                backend: c.backend,
                 records: Records::new(
                     backend,
                     FailurePolicy::new(bx.name, c.on_backend_error, OnBackendError::Deny),
@@ -184,7 +187,7 @@ impl Idempotency {
         }
     }
 
-    fn count(ctx: &RequestCtx, result: &str) {
+    fn count(ctx: &RequestCtx, result: &'static str) {
         let route = ctx.route_name();
         METRICS
             .idempotency
@@ -213,7 +216,7 @@ impl Idempotency {
                     .complete(&p.key, p.fp, p.token, resp, self.ttl, move || {
                         METRICS
                             .idempotency
-                            .with_label_values(&[route.as_deref().unwrap_or(""), "stored"])
+                            .with_label_values(&[route.as_deref().unwrap_or(""), STORED])
                             .inc();
                     });
             }
@@ -241,9 +244,30 @@ impl Idempotency {
     }
 }
 
+/// `result` of `tollgate_idempotency_total`: a response stored for the key.
+pub const STORED: &str = "stored";
+/// `result`: a stored response replayed.
+pub const REPLAYED: &str = "replayed";
+/// `result`: the key is still in flight, or locked after an unknown outcome.
+pub const CONFLICT: &str = "conflict";
+/// `result`: the key was used for a different request.
+pub const MISMATCH: &str = "mismatch";
+
 impl Plugin for Idempotency {
     /// A request that holds its key, until its outcome is stored or released.
     type State = Option<Pending>;
+
+    fn series(&self) -> Vec<Series> {
+        let mut out: Vec<Series> = [STORED, REPLAYED, CONFLICT, MISMATCH]
+            .map(|result| Series::Idempotency { result })
+            .to_vec();
+        out.extend(
+            self.backend
+                .error_label()
+                .map(|backend| Series::BackendErrors { backend }),
+        );
+        out
+    }
 
     async fn request(
         &self,
@@ -333,14 +357,14 @@ impl Plugin for Idempotency {
                 Ok(Flow::Continue)
             }
             Begin::InFlight => {
-                Self::count(ctx, "conflict");
+                Self::count(ctx, CONFLICT);
                 Ok(Flow::problem(
                     409,
                     "a request with this idempotency key is still being processed",
                 ))
             }
             Begin::Locked(left) => {
-                Self::count(ctx, "conflict");
+                Self::count(ctx, CONFLICT);
                 Ok(Flow::Respond(Reply::Problem {
                     status: 409,
                     detail: "the first request with this idempotency key ended without a known \
@@ -355,14 +379,14 @@ impl Plugin for Idempotency {
                 headers: vec![(http::header::RETRY_AFTER, HeaderValue::from(1u64))],
             })),
             Begin::Mismatch => {
-                Self::count(ctx, "mismatch");
+                Self::count(ctx, MISMATCH);
                 Ok(Flow::problem(
                     422,
                     "this idempotency key was used for a different request",
                 ))
             }
             Begin::Replay(stored) => {
-                Self::count(ctx, "replayed");
+                Self::count(ctx, REPLAYED);
                 tracing::debug!(plugin = %self.name, "idempotent replay");
                 Ok(match Self::replay(&stored) {
                     Some(r) => Flow::Respond(r),

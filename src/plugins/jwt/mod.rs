@@ -34,7 +34,9 @@ mod token_cache;
 
 use super::auth;
 use crate::config::{Dur, OneOrMany};
-use crate::pipeline::{BuildCtx, BuildResult, Flow, Order, Plugin, PluginConfig, RequestCtx};
+use crate::pipeline::{
+    BuildCtx, BuildResult, Flow, Order, Plugin, PluginConfig, RequestCtx, Series,
+};
 use http::{HeaderName, HeaderValue};
 use jsonwebtoken::Algorithm;
 use jwks::Remote;
@@ -176,6 +178,23 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, for the series the plugin declares.
+    pub const ALL: [Reason; 13] = [
+        Reason::MissingToken,
+        Reason::Malformed,
+        Reason::AlgNotAllowed,
+        Reason::UnknownKid,
+        Reason::KeyMismatch,
+        Reason::BadSignature,
+        Reason::Expired,
+        Reason::NotYetValid,
+        Reason::BadIssuer,
+        Reason::BadAudience,
+        Reason::MissingClaim,
+        Reason::BadClaimValue,
+        Reason::KeysUnavailable,
+    ];
+
     pub fn code(self) -> &'static str {
         match self {
             Reason::MissingToken => "missing_token",
@@ -449,6 +468,12 @@ fn challenge(reason: Reason) -> Vec<(HeaderName, HeaderValue)> {
 
 impl Plugin for Jwt {
     type State = ();
+
+    fn series(&self) -> Vec<Series> {
+        Reason::ALL
+            .map(|r| Series::AuthFailures { reason: r.code() })
+            .to_vec()
+    }
 
     async fn request(
         &self,

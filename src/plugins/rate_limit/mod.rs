@@ -18,7 +18,7 @@ use crate::config::Rate;
 use crate::metrics::METRICS;
 use crate::pipeline::{
     BuildCtx, BuildError, BuildResult, Flow, LimitState, Order, Plugin, PluginConfig, Reply,
-    RequestCtx,
+    RequestCtx, Series,
 };
 use crate::store::limiter::{Decision, Gcra};
 use crate::store::{Backend, FailurePolicy, Limiter, OnBackendError, StateBackend, Unavailable};
@@ -76,6 +76,8 @@ pub struct RateLimit<C: Clock = DefaultClock> {
     name: String,
     key: KeySource,
     limiter: Limiter<C>,
+    /// Where its buckets are (for the series it declares).
+    backend: StateBackend,
 }
 
 impl RateLimit<DefaultClock> {
@@ -109,6 +111,7 @@ impl<C: Clock + Clone> RateLimit<C> {
             (Some(gcra), Some(backend)) if errs.is_empty() => Ok(RateLimit {
                 name: bx.name.to_string(),
                 key: c.key.source.clone(),
+                backend: c.backend,
                 limiter: Limiter::new(
                     backend,
                     FailurePolicy::new(bx.name, c.on_backend_error, OnBackendError::Allow),
@@ -190,6 +193,16 @@ where
     C::Instant: Send + Sync,
 {
     type State = ();
+
+    fn series(&self) -> Vec<Series> {
+        let mut out = vec![Series::RateLimited];
+        out.extend(
+            self.backend
+                .error_label()
+                .map(|backend| Series::BackendErrors { backend }),
+        );
+        out
+    }
 
     async fn request(
         &self,

@@ -23,13 +23,14 @@ mod schemes;
 mod tests;
 
 pub use config::{Algorithm, Encoding, Scheme, Template, WebhookSignatureConfig};
-pub use schemes::Refusal;
+pub use schemes::{Refusal, RESULT_INVALID, RESULT_REPLAY, RESULT_STALE, RESULT_VALID};
 
 use super::auth;
 use crate::config::OneOrMany;
 use crate::metrics::METRICS;
 use crate::pipeline::{
     BuildCtx, BuildError, BuildResult, Flow, KeyPath, Order, Plugin, PluginConfig, RequestCtx,
+    Series,
 };
 use config::Part;
 use http::{HeaderMap, HeaderName};
@@ -302,7 +303,7 @@ impl WebhookSignature {
     }
 }
 
-fn count_result(ctx: &RequestCtx, result: &str) {
+fn count_result(ctx: &RequestCtx, result: &'static str) {
     let route = ctx.route_name();
     METRICS
         .webhook_verifications
@@ -313,6 +314,13 @@ fn count_result(ctx: &RequestCtx, result: &str) {
 impl Plugin for WebhookSignature {
     /// The replay keys of a verified delivery, until the upstream took it.
     type State = Vec<[u8; 32]>;
+
+    fn series(&self) -> Vec<Series> {
+        let results = [RESULT_VALID, RESULT_INVALID, RESULT_STALE, RESULT_REPLAY]
+            .map(|result| Series::WebhookVerifications { result });
+        let reasons = schemes::ALL.map(|r| Series::AuthFailures { reason: r.reason });
+        results.into_iter().chain(reasons).collect()
+    }
 
     async fn request(
         &self,
@@ -356,7 +364,7 @@ impl Plugin for WebhookSignature {
             .and_then(|v| self.admit(&v, now).map(|()| v));
         match verified {
             Ok(v) => {
-                count_result(ctx, "valid");
+                count_result(ctx, RESULT_VALID);
                 // Remembered for good only once the upstream has taken it (see `finish`).
                 *state = v.keys;
                 Ok(Flow::Continue)

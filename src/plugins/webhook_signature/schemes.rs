@@ -49,13 +49,40 @@ pub(super) const BODY_TIMEOUT: Refusal = Refusal {
     reason: "body_timeout",
 };
 
+/// Every refusal, for the series the plugin declares.
+pub(super) const ALL: [Refusal; 12] = [
+    MISSING_SIGNATURE,
+    MALFORMED_SIGNATURE,
+    BAD_SIGNATURE,
+    MISSING_TIMESTAMP,
+    BAD_TIMESTAMP,
+    STALE_TIMESTAMP,
+    MISSING_ID,
+    MISSING_HEADER,
+    DUPLICATE_HEADER,
+    REPLAY,
+    BODY_TOO_LARGE,
+    BODY_TIMEOUT,
+];
+
+/// `result` of `tollgate_webhook_verifications_total`: verified.
+pub const RESULT_VALID: &str = "valid";
+/// `result`: refused, the timestamp is outside the tolerance.
+pub const RESULT_STALE: &str = "stale";
+/// `result`: refused, already received.
+pub const RESULT_REPLAY: &str = "replay";
+/// `result`: refused for any other reason.
+pub const RESULT_INVALID: &str = "invalid";
+
 impl Refusal {
     /// The `result` label of `tollgate_webhook_verifications_total`.
     pub fn result(&self) -> &'static str {
-        match self.reason {
-            "stale_timestamp" => "stale",
-            "replay" => "replay",
-            _ => "invalid",
+        if *self == STALE_TIMESTAMP {
+            RESULT_STALE
+        } else if *self == REPLAY {
+            RESULT_REPLAY
+        } else {
+            RESULT_INVALID
         }
     }
 
