@@ -88,6 +88,7 @@ fn now<F: Future>(f: F) -> F::Output {
 fn bench_access_log(c: &mut Criterion) {
     let line = Access {
         request_id: "3f2a9c1e-7b4d-4e8f-a1c2-5d6e7f809a1b",
+        trace_id: "",
         route: "full",
         method: "GET",
         path: PATH,

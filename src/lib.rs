@@ -23,6 +23,7 @@ pub mod runtime;
 pub mod server;
 pub mod signals;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 pub mod util;
 pub mod watch;

@@ -446,6 +446,8 @@ fn mask_windows_ending_here(b: &[u8], groups: &[(usize, usize)], out: &mut Optio
 
 pub struct Access<'a> {
     pub request_id: &'a str,
+    /// The trace id (32 hex digits) with `[telemetry]`, else empty.
+    pub trace_id: &'a str,
     pub route: &'a str,
     pub method: &'a str,
     pub path: &'a str,
@@ -494,6 +496,7 @@ fn access_event(a: &Access<'_>) {
     tracing::info!(
         target: "tollgate::access",
         request_id = a.request_id,
+        trace_id = a.trace_id,
         route = a.route,
         method = %mask_pans(a.method),
         path = %mask_pans(a.path),
@@ -521,6 +524,8 @@ fn access_json(w: &mut String, a: &Access<'_>, now: SystemTime) {
     let _ = write_timestamp(w, now);
     w.push_str("\",\"level\":\"INFO\",\"message\":\"access\",\"request_id\":");
     let _ = write_json_str(w, a.request_id);
+    w.push_str(",\"trace_id\":");
+    let _ = write_json_str(w, a.trace_id);
     w.push_str(",\"route\":");
     let _ = write_json_str(w, a.route);
     w.push_str(",\"method\":");

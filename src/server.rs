@@ -1,6 +1,6 @@
 //! Assemble the Pingora server: the proxy listeners (plain and TLS), the admin
 //! listener, the background services (`SIGHUP`, the config file watcher, health
-//! checks, plugin ticks, the exit once drained), and — for `tollgate demo` —
+//! checks, plugin ticks, trace export, the exit once drained), and — for `tollgate demo` —
 //! the demo upstreams.
 
 use crate::admin::Admin;
@@ -146,7 +146,11 @@ pub fn run(config_path: &Path, opts: RunOptions) -> ! {
     ));
     server.add_service(background_service(
         "tollgate plugin ticks",
-        PluginTicks { live },
+        PluginTicks { live: live.clone() },
+    ));
+    server.add_service(background_service(
+        "tollgate trace export",
+        crate::telemetry::TraceExporter { live },
     ));
     server.add_service(background_service(
         "tollgate exit when drained",

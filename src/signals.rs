@@ -156,6 +156,8 @@ impl BackgroundService for ExitWhenDrained {
             tokio::time::sleep(DRAIN_POLL).await;
         }
         tracing::info!("graceful shutdown: no request in flight, exiting");
+        // The last requests' spans, if the collector takes them at once.
+        crate::telemetry::flush(std::time::Duration::from_secs(2)).await;
         // The access log is written by the exit handler (`logging`).
         std::process::exit(0);
     }

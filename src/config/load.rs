@@ -50,6 +50,7 @@ pub fn load_str(src: &str, file: Option<&Path>, base_dir: &Path) -> Result<Confi
         routes: Vec::new(),
         plugins: BTreeMap::new(),
         redis: None,
+        telemetry: None,
         base_dir: base_dir.to_path_buf(),
         file: file.map(Path::to_path_buf).unwrap_or_default(),
         hash: hex::encode(Sha256::digest(src.as_bytes())),
@@ -106,10 +107,14 @@ pub fn load_str(src: &str, file: Option<&Path>, base_dir: &Path) -> Result<Confi
                 }
             }
             "redis" => cfg.redis = section::<RedisConfig>(&loc, &path, value, &mut errs),
+            "telemetry" => {
+                cfg.telemetry =
+                    section::<crate::telemetry::TelemetryConfig>(&loc, &path, value, &mut errs)
+            }
             other => errs.push(loc.error(
                 &path,
                 format!(
-                    "unknown key {other:?}; expected one of server, api_versions, upstreams, routes, plugins, redis"
+                    "unknown key {other:?}; expected one of server, api_versions, upstreams, routes, plugins, redis, telemetry"
                 ),
             )),
         }

@@ -34,6 +34,8 @@ pub struct Config {
     /// `[plugins.NAME]`, each parsed by its type's entry in the plugin registry.
     pub plugins: BTreeMap<String, Arc<dyn crate::pipeline::AnyConfig>>,
     pub redis: Option<RedisConfig>,
+    /// `[telemetry]`: tracing (SPEC §10).
+    pub telemetry: Option<crate::telemetry::TelemetryConfig>,
     /// Directory of the config file: relative paths resolve against it.
     pub base_dir: PathBuf,
     /// The config file itself (for messages and watching).

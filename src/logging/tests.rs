@@ -215,6 +215,7 @@ fn the_direct_access_line_is_the_json_lines_event() {
     let lines = [
         Access {
             request_id: "01JD\"x",
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
             route: "payments",
             method: "GET",
             path: "/cards/4111111111111111/charge\n",
@@ -228,6 +229,7 @@ fn the_direct_access_line_is_the_json_lines_event() {
         },
         Access {
             request_id: "",
+            trace_id: "",
             route: "",
             method: "POST",
             path: "/",

@@ -105,6 +105,9 @@ pub struct RequestCtx {
     pub rate_limit: Option<LimitState>,
     /// The status of a response the gateway wrote itself.
     pub status: u16,
+    /// The request's trace context (`[telemetry]`): calls a plugin makes
+    /// carry its `traceparent` and record CLIENT spans in it.
+    pub trace: crate::telemetry::Trace,
 }
 
 impl RequestCtx {
@@ -119,6 +122,7 @@ impl RequestCtx {
             upstream: UpstreamSide::default(),
             rate_limit: None,
             status: 0,
+            trace: crate::telemetry::Trace::default(),
         }
     }
 

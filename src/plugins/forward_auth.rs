@@ -36,6 +36,7 @@ use crate::pipeline::{
     BuildCtx, BuildError, BuildResult, Flow, KeyPath, Order, Plugin, PluginConfig, Reply,
     RequestCtx,
 };
+use crate::telemetry::ClientEnd;
 use http::header::{
     AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, WWW_AUTHENTICATE,
 };
@@ -427,7 +428,7 @@ impl ForwardAuth {
         }
         auth::count_failure(ctx, &self.name, reason);
         let detail = match reason {
-            "auth_service_timeout" => "the authorization service did not answer in time",
+            SERVICE_TIMEOUT => "the authorization service did not answer in time",
             _ => "the authorization service is unavailable",
         };
         auth::refuse(
@@ -522,8 +523,22 @@ fn credential_digest(forward_headers: &[HeaderName], headers: &http::HeaderMap) 
     format!("{DIGEST_PREFIX}sha256:{}", hex::encode(h.finalize()))
 }
 
+/// The `reason`s of `tollgate_auth_failures_total` this plugin counts: the
+/// service refused (`denied`), its breaker is open, it timed out, it failed.
+const REASONS: [&str; 4] = [DENIED, BREAKER_OPEN, SERVICE_TIMEOUT, SERVICE_ERROR];
+const DENIED: &str = "denied";
+const BREAKER_OPEN: &str = "breaker_open";
+const SERVICE_TIMEOUT: &str = "auth_service_timeout";
+const SERVICE_ERROR: &str = "auth_service_error";
+
 impl Plugin for ForwardAuth {
     type State = ();
+
+    fn series(&self) -> Vec<crate::pipeline::Series> {
+        REASONS
+            .map(|reason| crate::pipeline::Series::AuthFailures { reason })
+            .to_vec()
+    }
 
     async fn request(
         &self,
@@ -533,17 +548,42 @@ impl Plugin for ForwardAuth {
     ) -> pingora::Result<Flow> {
         let permit = match self.breaker.admit(Instant::now()) {
             Ok(p) => p,
-            Err(wait) => return Ok(self.failed(session, ctx, "breaker_open", wait)),
+            Err(wait) => return Ok(self.failed(session, ctx, BREAKER_OPEN, wait)),
         };
-        let req = self.auth_request(session, ctx)?;
-        let answer = match fast_timeout(self.timeout, self.call(&req)).await {
+        let mut req = self.auth_request(session, ctx)?;
+        // A CLIENT span for the call, named in its `traceparent` (SPEC §10).
+        let span = ctx.trace.begin_client();
+        if let Some(tp) = span.as_ref().and_then(|s| ctx.trace.traceparent(s)) {
+            req.insert_header("traceparent", tp)?;
+        }
+        let result = fast_timeout(self.timeout, self.call(&req)).await;
+        if let Some(span) = span {
+            let (status, error) = match &result {
+                Ok(Ok(a)) => (Some(a.header.status.as_u16()), None),
+                Ok(Err(e)) if !e.is_timeout() => (None, Some("error")),
+                _ => (None, Some("timeout")),
+            };
+            ctx.trace.end_client(
+                span,
+                ClientEnd {
+                    method: "GET",
+                    peer: &self.name,
+                    peer_key: "tollgate.plugin",
+                    address: self.client.address(),
+                    host: Some(&self.client.target().host),
+                    status,
+                    error,
+                },
+            );
+        }
+        let answer = match result {
             Ok(Ok(a)) => a,
             Ok(Err(e)) => {
                 permit.finish(Outcome::Failure, Instant::now());
                 let reason = if e.is_timeout() {
-                    "auth_service_timeout"
+                    SERVICE_TIMEOUT
                 } else {
-                    "auth_service_error"
+                    SERVICE_ERROR
                 };
                 tracing::warn!(
                     target: "tollgate::auth",
@@ -556,12 +596,7 @@ impl Plugin for ForwardAuth {
             }
             Err(_) => {
                 permit.finish(Outcome::Failure, Instant::now());
-                return Ok(self.failed(
-                    session,
-                    ctx,
-                    "auth_service_timeout",
-                    Duration::from_secs(1),
-                ));
+                return Ok(self.failed(session, ctx, SERVICE_TIMEOUT, Duration::from_secs(1)));
             }
         };
         let status = answer.header.status.as_u16();
@@ -593,19 +628,19 @@ impl Plugin for ForwardAuth {
             // the client's answer, and the service did its job.
             400..=499 => {
                 permit.finish(Outcome::Success, Instant::now());
-                auth::count_failure(ctx, &self.name, "denied");
+                auth::count_failure(ctx, &self.name, DENIED);
                 let head_only = session.req_header().method == Method::HEAD;
                 Ok(self.denied(answer, head_only))
             }
             500..=599 => {
                 permit.finish(Outcome::Failure, Instant::now());
-                Ok(self.failed(session, ctx, "auth_service_error", Duration::from_secs(1)))
+                Ok(self.failed(session, ctx, SERVICE_ERROR, Duration::from_secs(1)))
             }
             // A redirect or another unusable answer: not a decision, but not
             // an outage either (SPEC §3: only connect errors, timeouts and 5xx count).
             _ => {
                 permit.finish(Outcome::Success, Instant::now());
-                Ok(self.failed(session, ctx, "auth_service_error", Duration::from_secs(1)))
+                Ok(self.failed(session, ctx, SERVICE_ERROR, Duration::from_secs(1)))
             }
         }
     }

@@ -4,9 +4,21 @@
 
 use super::forwarded::Forwarding;
 use crate::pipeline::{RequestCtx, States, UpstreamOutcome};
+use crate::telemetry::{ClientEnd, ClientSpan};
 use pingora::lb::Backend;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// An upstream attempt's CLIENT span, and how the attempt went so far.
+pub struct Attempt {
+    pub span: ClientSpan,
+    pub method: &'static str,
+    pub address: Option<SocketAddr>,
+    pub status: Option<u16>,
+    /// `error.type`: `connect`, `timeout`, or `error`.
+    pub error: Option<&'static str>,
+}
 
 pub struct ProxyCtx {
     /// What plugins see.
@@ -32,6 +44,8 @@ pub struct ProxyCtx {
     pub stale_retried: bool,
     /// The chain's `finish` hooks ran.
     pub finished: bool,
+    /// The current upstream attempt's CLIENT span (`[telemetry]`).
+    pub attempt: Option<Attempt>,
     /// Holds a graceful shutdown up while the request lives (Pingora drops
     /// the context when the request is done, logging included).
     _in_flight: crate::signals::InFlight,
@@ -52,17 +66,62 @@ impl ProxyCtx {
             failure_counted: false,
             stale_retried: false,
             finished: false,
+            attempt: None,
             _in_flight: crate::signals::InFlight::request(),
         }
     }
 
     pub(super) fn record_outcome(&mut self, status: Option<u16>, error: bool) {
+        if let Some(a) = &mut self.attempt {
+            a.status = status;
+            if error {
+                a.error.get_or_insert("error");
+            }
+        }
         let elapsed = self.upstream_elapsed();
         self.req.upstream.outcome = Some(UpstreamOutcome {
             status,
             error,
             elapsed,
         });
+    }
+
+    /// A new upstream attempt: the previous one's span ends now.
+    pub(super) fn begin_attempt(&mut self, method: &'static str, address: Option<SocketAddr>) {
+        self.end_attempt();
+        if let Some(span) = self.req.trace.begin_client() {
+            self.attempt = Some(Attempt {
+                span,
+                method,
+                address,
+                status: None,
+                error: None,
+            });
+        }
+    }
+
+    /// The current attempt's CLIENT span ends (the next attempt begins, or the
+    /// request is over).
+    pub(super) fn end_attempt(&mut self) {
+        let Some(a) = self.attempt.take() else {
+            return;
+        };
+        let Some(route) = self.req.route() else {
+            return;
+        };
+        let upstream = route.upstream.clone();
+        self.req.trace.end_client(
+            a.span,
+            ClientEnd {
+                method: a.method,
+                peer: &upstream.name,
+                peer_key: "tollgate.upstream",
+                address: a.address,
+                host: None,
+                status: a.status,
+                error: a.error,
+            },
+        );
     }
 
     /// The upstream's own time for the current attempt: from sending the request,

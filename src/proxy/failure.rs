@@ -5,6 +5,7 @@
 //! the status and problem a failed request is answered with.
 
 use super::{head, ProxyCtx};
+use crate::metrics::failure_kind::{self, STATUS};
 use crate::metrics::METRICS;
 use http::header;
 use pingora::proxy::Session;
@@ -40,7 +41,10 @@ pub(super) fn resendable(session: &Session, ctx: &ProxyCtx) -> bool {
 
 /// Count one failure of the route's upstream in
 /// `tollgate_upstream_failures_total{kind}`.
-pub(super) fn count_failure(ctx: &mut ProxyCtx, kind: &str) {
+pub(super) fn count_failure(ctx: &mut ProxyCtx, kind: &'static str) {
+    if let Some(a) = ctx.attempt.as_mut().filter(|_| kind != STATUS) {
+        a.error = Some(kind);
+    }
     if let Some(route) = ctx.req.route() {
         METRICS
             .upstream_failures
@@ -75,7 +79,7 @@ pub(super) fn record_response(
             .observe(ctx.upstream_elapsed().as_secs_f64());
     }
     if status >= 500 {
-        count_failure(ctx, "status");
+        count_failure(ctx, STATUS);
         let retry_on = ctx
             .req
             .route()
@@ -98,7 +102,7 @@ pub(super) fn record_stale_served(ctx: &mut ProxyCtx, error: &Error) {
         if ctx.upstream_start.is_some() {
             ctx.record_outcome(Some(*s), false);
             if !ctx.failure_counted {
-                count_failure(ctx, "status");
+                count_failure(ctx, STATUS);
             }
         }
     }
@@ -112,7 +116,7 @@ pub(super) fn connect_failed(
     mut e: Box<Error>,
 ) -> Box<Error> {
     let timeout = is_timeout(&e);
-    count_failure(ctx, if timeout { "timeout" } else { "connect" });
+    count_failure(ctx, failure_kind::connect_or_timeout(timeout));
     ctx.record_outcome(None, true);
     let allowed = ctx.req.route().is_some_and(|r| {
         let p = &r.upstream.retry;
@@ -155,7 +159,7 @@ pub(super) fn proxy_failed(
         let timeout = is_timeout(&e);
         ctx.record_outcome(None, true);
         if !ctx.failure_counted || timeout {
-            count_failure(ctx, if timeout { "timeout" } else { "connect" });
+            count_failure(ctx, failure_kind::connect_or_timeout(timeout));
         }
         let policy_ok = ctx
             .req

@@ -67,6 +67,11 @@ impl ProxyHttp for Gateway {
         session: &mut Session,
         ctx: &mut ProxyCtx,
     ) -> pingora::Result<()> {
+        // The trace starts with the request (SPEC §10): the client's
+        // `traceparent` continued, or a new trace.
+        if let Some(t) = &ctx.req.rt.telemetry {
+            ctx.req.trace = t.start(&session.req_header().headers, ctx.req.start);
+        }
         let req = session.req_header_mut();
         if let Some(v) = req.remove_header(&header::EXPECT) {
             ctx.req.client.expect_continue = v.as_bytes().eq_ignore_ascii_case(b"100-continue")
@@ -408,10 +413,13 @@ impl ProxyHttp for Gateway {
     }
 
     /// The end of every request: the chain's `finish` hooks (when not run
-    /// yet), `tollgate_requests_total`, the route's duration histogram and
-    /// the access log line.
+    /// yet), `tollgate_requests_total`, the route's duration histogram, the
+    /// request's spans and the access log line.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut ProxyCtx) {
         self.finish_chain(ctx);
+        ctx.end_attempt();
+        // Taken out of the context to end it.
+        let mut trace = std::mem::take(&mut ctx.req.trace);
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
@@ -430,7 +438,35 @@ impl ProxyHttp for Gateway {
         if let Some(r) = ctx.req.route() {
             r.metrics.duration.observe(elapsed.as_secs_f64());
         }
+        let trace_id = trace.trace_id_hex();
+        if trace.is_on() {
+            let path = ctx
+                .req
+                .matched
+                .path
+                .as_deref()
+                .unwrap_or_else(|| session.req_header().uri.path());
+            let end = crate::telemetry::ServerEnd {
+                method: method_label,
+                path: &crate::logging::mask_pans(path),
+                http_route: ctx
+                    .req
+                    .matched
+                    .index
+                    .and_then(|i| ctx.req.rt.config.routes.get(i))
+                    .map(|r| r.path.as_str()),
+                status,
+                client: ctx.req.client.ip,
+                route,
+                consumer: ctx.req.identity.consumer.as_deref(),
+            };
+            trace.finish(end);
+        }
         crate::logging::access(&crate::logging::Access {
+            trace_id: trace_id
+                .as_ref()
+                .and_then(|t| std::str::from_utf8(t).ok())
+                .unwrap_or(""),
             request_id: ctx.req.request_id.as_deref().unwrap_or(""),
             route,
             method,

@@ -64,6 +64,10 @@ pub(super) fn select_peer(session: &Session, ctx: &mut ProxyCtx) -> pingora::Res
     }
     peer.options.read_timeout = peer.options.read_timeout.map(|t| t.min(remaining));
     peer.options.total_connection_timeout = Some(remaining.min(up.connect_timeout));
+    ctx.begin_attempt(
+        crate::metrics::method_label(&session.req_header().method),
+        backend.addr.as_inet().copied(),
+    );
     ctx.target = Some(up.label(&backend));
     ctx.tried.push(backend);
     ctx.upstream_start = Some(now);
@@ -205,6 +209,15 @@ pub(super) fn prepare_request(
     }
     // Identity headers come only from the gateway, never from the client.
     up_req.remove_header("x-consumer");
+    // This attempt's span is the upstream's parent (SPEC §10); without
+    // `[telemetry]`, `traceparent` passes as the client sent it.
+    if let Some(tp) = ctx
+        .attempt
+        .as_ref()
+        .and_then(|a| ctx.req.trace.traceparent(&a.span))
+    {
+        up_req.insert_header("traceparent", tp)?;
+    }
     Ok(())
 }
 
@@ -219,7 +232,7 @@ pub(super) fn check_response(
     // Hold upstreams to the limit clients are held to.
     if response_header_bytes(resp) > ctx.req.rt.limits.max_header_size {
         ctx.record_outcome(None, true);
-        count_failure(ctx, "status");
+        count_failure(ctx, crate::metrics::failure_kind::STATUS);
         return Error::e_explain(
             ErrorType::HTTPStatus(502),
             "upstream response header section over max_header_size",
@@ -229,7 +242,7 @@ pub(super) fn check_response(
         // Nothing asked to switch protocols (only WebSocket upgrades are
         // forwarded as such): a broken upstream (SPEC §4).
         ctx.record_outcome(None, true);
-        count_failure(ctx, "status");
+        count_failure(ctx, crate::metrics::failure_kind::STATUS);
         return Error::e_explain(
             ErrorType::HTTPStatus(502),
             "upstream answered 101 to a request that asked for no upgrade",

@@ -60,6 +60,8 @@ pub struct Runtime {
     /// Every plugin instance of this snapshot (for background ticks).
     pub instances: Vec<Instance>,
     pub loaded_at: std::time::SystemTime,
+    /// `[telemetry]` compiled; `None`: no tracing, `traceparent` passes through.
+    pub telemetry: Option<Arc<crate::telemetry::Tracer>>,
 }
 
 impl Runtime {
@@ -213,6 +215,20 @@ pub fn compile(cfg: Config, reuse: Reuse<'_>) -> Result<Runtime, ConfigErrors> {
         versions::Versions::compile(av, &rv)
     });
 
+    let telemetry = match crate::telemetry::compile(
+        cfg.telemetry.as_ref(),
+        reuse.previous.and_then(|p| p.telemetry.as_ref()),
+    ) {
+        Ok(t) => t,
+        Err(es) => {
+            let sec = config::KeyPath::default().key("telemetry");
+            for (key, m) in es {
+                errs.push(loc.error(&sec.clone().key(key), m));
+            }
+            None
+        }
+    };
+
     if !errs.is_empty() {
         return Err(ConfigErrors(errs));
     }
@@ -246,6 +262,7 @@ pub fn compile(cfg: Config, reuse: Reuse<'_>) -> Result<Runtime, ConfigErrors> {
             v
         },
         loaded_at: std::time::SystemTime::now(),
+        telemetry,
         config: cfg,
     })
 }
