@@ -545,15 +545,40 @@ pub fn prime(new: &Runtime, old: Option<&Runtime>) {
             family.vec().touch(&values);
         }
     }
-    for (upstream, code) in circuit_states(new) {
+    let _serial = STATE_LOCK.lock();
+    publish_state(new);
+}
+
+/// Serialises [`render_live`]: a scrape never sees the state gauges between
+/// their reset and their values.
+static STATE_LOCK: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+
+/// `tollgate_upstream_healthy` and `tollgate_circuit_state` exactly as `rt`
+/// has them now: each target's health, each watched upstream's circuit (an
+/// open circuit whose cooldown is over reads half-open). Replaces what was
+/// there, so a gauge of a removed target or upstream (published late by a
+/// health check or a request still on the old snapshot) is gone, and a
+/// circuit nobody calls through is never reported stale.
+fn publish_state(rt: &Runtime) {
+    METRICS.upstream_healthy.reset();
+    METRICS.circuit_state.reset();
+    for up in rt.upstreams.values() {
+        crate::health::publish(up);
+    }
+    for (upstream, code) in circuit_states(rt) {
         METRICS
             .circuit_state
             .with_label_values(&[upstream])
             .set(code);
     }
-    for up in new.upstreams.values() {
-        crate::health::publish(up);
-    }
+}
+
+/// The Prometheus text of every metric, with the state gauges taken from the
+/// live snapshot `rt` at this moment (`GET /metrics`).
+pub fn render_live(rt: &Runtime) -> Vec<u8> {
+    let _serial = STATE_LOCK.lock();
+    publish_state(rt);
+    render()
 }
 
 #[cfg(test)]

@@ -256,11 +256,7 @@ impl ServeHttp for Admin {
                 }
             }
             (Method::GET, "/metrics") => {
-                let rt = self.live.load();
-                for up in rt.upstreams.values() {
-                    crate::health::publish(up);
-                }
-                let body = crate::metrics::render();
+                let body = crate::metrics::render_live(&self.live.load());
                 Response::builder()
                     .status(200)
                     .header("content-type", "text/plain; version=0.0.4")

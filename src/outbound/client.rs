@@ -245,33 +245,46 @@ impl Client {
 
     /// `GET <path>` with the URL's `Host` and the `headers` given.
     pub fn get_request(&self, headers: &[(&'static str, &str)]) -> Result<RequestHeader, Error> {
-        let t = &self.target;
-        let mut req = RequestHeader::build("GET", t.path.as_bytes(), Some(1 + headers.len()))
-            .map_err(|e| Error::from(&*e))?;
-        for (n, v) in std::iter::once(("host", t.authority.as_str())).chain(headers.iter().copied())
-        {
-            req.insert_header(n, v).map_err(|e| Error::from(&*e))?;
-        }
-        Ok(req)
+        self.request("GET", None, headers.iter().copied())
     }
 
-    /// `POST <path>` with the URL's `Host`, the `headers` given and a
-    /// `Content-Length` for a body of `len` bytes.
-    pub fn post_request(
+    /// `POST <path>` with the URL's `Host`, a `Content-Length` for a body of
+    /// `len` bytes and the `headers` given.
+    pub fn post_request<N, V>(
         &self,
-        headers: &[(http::HeaderName, http::HeaderValue)],
+        headers: impl IntoIterator<Item = (N, V)>,
         len: usize,
-    ) -> Result<RequestHeader, Error> {
+    ) -> Result<RequestHeader, Error>
+    where
+        N: pingora::http::IntoCaseHeaderName,
+        V: TryInto<http::HeaderValue>,
+    {
+        self.request("POST", Some(len), headers)
+    }
+
+    /// The one request head of every call: method, the URL's path and
+    /// `Host`, `Content-Length` when there is a body, then `headers`.
+    fn request<N, V>(
+        &self,
+        method: &str,
+        body_len: Option<usize>,
+        headers: impl IntoIterator<Item = (N, V)>,
+    ) -> Result<RequestHeader, Error>
+    where
+        N: pingora::http::IntoCaseHeaderName,
+        V: TryInto<http::HeaderValue>,
+    {
         let t = &self.target;
-        let mut req = RequestHeader::build("POST", t.path.as_bytes(), Some(2 + headers.len()))
-            .map_err(|e| Error::from(&*e))?;
+        let mut req =
+            RequestHeader::build(method, t.path.as_bytes(), None).map_err(|e| Error::from(&*e))?;
         req.insert_header("host", t.authority.as_str())
             .map_err(|e| Error::from(&*e))?;
-        req.insert_header("content-length", len.to_string())
-            .map_err(|e| Error::from(&*e))?;
-        for (n, v) in headers {
-            req.insert_header(n.clone(), v.clone())
+        if let Some(len) = body_len {
+            req.insert_header("content-length", len)
                 .map_err(|e| Error::from(&*e))?;
+        }
+        for (n, v) in headers {
+            req.insert_header(n, v).map_err(|e| Error::from(&*e))?;
         }
         Ok(req)
     }

@@ -148,7 +148,9 @@ fn call_reserved(name: &str) -> bool {
 }
 
 pub struct ForwardAuth {
-    name: String,
+    name: Arc<str>,
+    /// The service's host, for its calls' spans (`server.address`).
+    span_host: Arc<str>,
     /// The pooled client, at the address resolved when built (re-resolved
     /// every [`RESOLVE_EVERY_TICKS`] ticks for a named host).
     client: Client,
@@ -286,7 +288,8 @@ impl ForwardAuth {
         let client = Client::new(bx.name, t, limits).map_err(|m| vec![BuildError::at("url", m)])?;
         client.set_address(addr);
         Ok(ForwardAuth {
-            name: bx.name.to_string(),
+            name: Arc::from(bx.name),
+            span_host: Arc::from(client.target().host.as_str()),
             client,
             dns_name,
             ticks: AtomicU32::new(0),
@@ -567,10 +570,11 @@ impl Plugin for ForwardAuth {
                 span,
                 ClientEnd {
                     method: "GET",
-                    peer: &self.name,
+                    peer: self.name.clone(),
                     peer_key: "tollgate.plugin",
                     address: self.client.address(),
-                    host: Some(&self.client.target().host),
+                    host: Some(self.span_host.clone()),
+                    port: Some(self.client.target().port),
                     status,
                     error,
                 },

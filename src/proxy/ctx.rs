@@ -103,21 +103,23 @@ impl ProxyCtx {
     /// The current attempt's CLIENT span ends (the next attempt begins, or the
     /// request is over).
     pub(super) fn end_attempt(&mut self) {
-        let Some(a) = self.attempt.take() else {
+        let Some(a) = self.attempt.take().filter(|_| self.req.trace.is_sampled()) else {
             return;
         };
         let Some(route) = self.req.route() else {
             return;
         };
-        let upstream = route.upstream.clone();
+        let peer = route.upstream.name.clone();
         self.req.trace.end_client(
             a.span,
             ClientEnd {
                 method: a.method,
-                peer: &upstream.name,
+                peer,
                 peer_key: "tollgate.upstream",
                 address: a.address,
-                host: None,
+                // The target as written in `targets` (a name, or an address).
+                host: self.target.clone(),
+                port: None,
                 status: a.status,
                 error: a.error,
             },

@@ -438,26 +438,21 @@ impl ProxyHttp for Gateway {
         if let Some(r) = ctx.req.route() {
             r.metrics.duration.observe(elapsed.as_secs_f64());
         }
+        let path = ctx
+            .req
+            .matched
+            .path
+            .as_deref()
+            .unwrap_or_else(|| session.req_header().uri.path());
         let trace_id = trace.trace_id_hex();
-        if trace.is_on() {
-            let path = ctx
-                .req
-                .matched
-                .path
-                .as_deref()
-                .unwrap_or_else(|| session.req_header().uri.path());
+        if trace.is_sampled() {
             let end = crate::telemetry::ServerEnd {
                 method: method_label,
                 path: &crate::logging::mask_pans(path),
-                http_route: ctx
-                    .req
-                    .matched
-                    .index
-                    .and_then(|i| ctx.req.rt.config.routes.get(i))
-                    .map(|r| r.path.as_str()),
+                http_route: ctx.req.route().map(|r| r.http_route.clone()),
                 status,
                 client: ctx.req.client.ip,
-                route,
+                route: ctx.req.route().map(|r| r.name.clone()),
                 consumer: ctx.req.identity.consumer.as_deref(),
             };
             trace.finish(end);
@@ -470,12 +465,7 @@ impl ProxyHttp for Gateway {
             request_id: ctx.req.request_id.as_deref().unwrap_or(""),
             route,
             method,
-            path: ctx
-                .req
-                .matched
-                .path
-                .as_deref()
-                .unwrap_or_else(|| session.req_header().uri.path()),
+            path,
             status,
             duration_ms: elapsed.as_secs_f64() * 1000.0,
             upstream: ctx.target.as_deref().unwrap_or(""),

@@ -22,6 +22,8 @@ pub type Live = Arc<arc_swap::ArcSwap<Runtime>>;
 
 pub struct Route {
     pub name: Arc<str>,
+    /// Its `path` as configured (the span attribute `http.route`).
+    pub http_route: Arc<str>,
     pub upstream: Arc<Upstream>,
     pub strip_prefix: Option<String>,
     /// Global plugins then the route's own, sorted by their order.
@@ -178,6 +180,7 @@ pub fn compile(cfg: Config, reuse: Reuse<'_>) -> Result<Runtime, ConfigErrors> {
         let name: Arc<str> = Arc::from(r.name.as_str());
         routes.push(Route {
             metrics: RouteMetrics::new(&name),
+            http_route: Arc::from(r.path.as_str()),
             name,
             upstream: up.clone(),
             strip_prefix: r

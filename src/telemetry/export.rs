@@ -3,17 +3,23 @@
 //! POSTs it to the collector of the running snapshot.
 //!
 //! A request never waits for any of it: it offers its spans to the queue
-//! (`try_send`) and goes on. Spans that find the queue full, that no
+//! (`try_send`) and goes on. Nor does it wake the exporter, except when the
+//! queue holds [`WAKE_AT`] requests' spans: the exporter otherwise wakes
+//! every [`BATCH_DELAY`] and takes what is there. (Woken per request, the
+//! exporter's thread cost each request a cross-thread wake-up, an `eventfd`
+//! write and a context switch: a third of tracing's cost in `benches/load`.) Spans that find the queue full, that no
 //! `[telemetry]` is left to send to, or whose export fails (collector down,
 //! slow past the export timeout, answering an error) are dropped and counted
 //! in `tollgate_telemetry_spans_dropped_total`.
 
-use super::{Kind, SpanRecord, Value};
+use super::{ClientRecord, Finished};
 use crate::metrics::METRICS;
 use crate::runtime::Live;
 use async_trait::async_trait;
 use once_cell::sync::Lazy;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, InstrumentationScope, KeyValue};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{
@@ -31,12 +37,16 @@ use tokio::sync::{mpsc, oneshot};
 const QUEUE_REQUESTS: usize = 4096;
 /// Spans per export request, at most.
 const BATCH_SPANS: usize = 512;
-/// How long the first span of a batch waits for others.
+/// How long spans wait for others, at most, when few requests come.
 const BATCH_DELAY: Duration = Duration::from_secs(1);
+/// Requests' spans waiting that wake the exporter before [`BATCH_DELAY`].
+const WAKE_AT: usize = 256;
 
 struct Queue {
-    tx: mpsc::Sender<Vec<SpanRecord>>,
-    rx: Mutex<Option<mpsc::Receiver<Vec<SpanRecord>>>>,
+    tx: mpsc::Sender<Finished>,
+    /// Wakes the exporter when [`WAKE_AT`] requests' spans wait.
+    wake: tokio::sync::Notify,
+    rx: Mutex<Option<mpsc::Receiver<Finished>>>,
     /// Flush requests (the exit after a graceful shutdown).
     flush_tx: mpsc::Sender<oneshot::Sender<()>>,
     flush_rx: Mutex<Option<mpsc::Receiver<oneshot::Sender<()>>>>,
@@ -47,6 +57,7 @@ static QUEUE: Lazy<Queue> = Lazy::new(|| {
     let (flush_tx, flush_rx) = mpsc::channel(4);
     Queue {
         tx,
+        wake: tokio::sync::Notify::new(),
         rx: Mutex::new(Some(rx)),
         flush_tx,
         flush_rx: Mutex::new(Some(flush_rx)),
@@ -59,12 +70,19 @@ fn dropped(n: usize) {
 
 /// Offer a request's spans to the exporter; counted as dropped when the
 /// queue is full.
-pub(super) fn enqueue(spans: Vec<SpanRecord>) {
-    if let Err(e) = QUEUE.tx.try_send(spans) {
-        let spans = match e {
-            mpsc::error::TrySendError::Full(s) | mpsc::error::TrySendError::Closed(s) => s,
-        };
-        dropped(spans.len());
+pub(super) fn enqueue(spans: Finished) {
+    match QUEUE.tx.try_send(spans) {
+        Ok(()) => {
+            // The exporter takes spans with `try_recv`, which never registers
+            // a waker: this send woke nobody. Past WAKE_AT, `notify_one`
+            // wakes it (or leaves a permit while it is busy exporting).
+            if QUEUE_REQUESTS - QUEUE.tx.capacity() >= WAKE_AT {
+                QUEUE.wake.notify_one();
+            }
+        }
+        Err(mpsc::error::TrySendError::Full(spans) | mpsc::error::TrySendError::Closed(spans)) => {
+            dropped(spans.spans())
+        }
     }
 }
 
@@ -93,44 +111,29 @@ impl BackgroundService for TraceExporter {
         else {
             return;
         };
-        let mut batch: Vec<SpanRecord> = Vec::with_capacity(BATCH_SPANS);
-        let mut incoming: Vec<Vec<SpanRecord>> = Vec::with_capacity(64);
+        let mut batch: Vec<Finished> = Vec::with_capacity(BATCH_SPANS);
+        let mut spans = 0;
         loop {
-            // The first spans of a batch, or a flush.
-            tokio::select! {
-                n = rx.recv_many(&mut incoming, 64) => {
-                    if n == 0 {
-                        return;
-                    }
-                }
-                Some(done) = flushes.recv() => {
-                    while let Ok(spans) = rx.try_recv() {
-                        incoming.push(spans);
-                    }
-                    batch.extend(incoming.drain(..).flatten());
-                    while !batch.is_empty() {
-                        let n = batch.len().min(BATCH_SPANS);
-                        let chunk: Vec<SpanRecord> = batch.drain(..n).collect();
-                        self.export(chunk).await;
-                    }
-                    let _ = done.send(());
-                    continue;
+            let flushed = tokio::select! {
+                biased;
+                Some(done) = flushes.recv() => Some(done),
+                _ = tokio::time::timeout(BATCH_DELAY, QUEUE.wake.notified()) => None,
+            };
+            // Everything waiting now, in batches of BATCH_SPANS.
+            while let Ok(f) = rx.try_recv() {
+                spans += f.spans();
+                batch.push(f);
+                if spans >= BATCH_SPANS {
+                    self.export(std::mem::take(&mut batch), spans).await;
+                    spans = 0;
                 }
             }
-            batch.extend(incoming.drain(..).flatten());
-            // Then more, for up to BATCH_DELAY or until the batch is full.
-            let deadline = tokio::time::Instant::now() + BATCH_DELAY;
-            while batch.len() < BATCH_SPANS {
-                match tokio::time::timeout_at(deadline, rx.recv_many(&mut incoming, 64)).await {
-                    Ok(0) => break,
-                    Ok(_) => batch.extend(incoming.drain(..).flatten()),
-                    Err(_) => break,
-                }
+            if !batch.is_empty() {
+                self.export(std::mem::take(&mut batch), spans).await;
+                spans = 0;
             }
-            while !batch.is_empty() {
-                let n = batch.len().min(BATCH_SPANS);
-                let chunk: Vec<SpanRecord> = batch.drain(..n).collect();
-                self.export(chunk).await;
+            if let Some(done) = flushed {
+                let _ = done.send(());
             }
         }
     }
@@ -158,17 +161,20 @@ fn warn_export_failed(endpoint: &str, what: &str, spans: usize) {
 }
 
 impl TraceExporter {
-    async fn export(&self, spans: Vec<SpanRecord>) {
-        let n = spans.len();
+    /// Post `batch` (`n` spans); count them dropped if that fails.
+    async fn export(&self, batch: Vec<Finished>, n: usize) {
         let rt = self.live.load_full();
         let Some(tracer) = rt.telemetry.as_ref() else {
             // `[telemetry]` was removed by a reload: nowhere to send them.
             dropped(n);
             return;
         };
-        let body = encode(&tracer.config.service_name, spans);
+        let body = encode(&tracer.config.service_name, batch);
         let endpoint = &tracer.client.target().display;
-        let req = match tracer.client.post_request(&tracer.headers, body.len()) {
+        let req = match tracer
+            .client
+            .post_request(tracer.headers.iter().cloned(), body.len())
+        {
             Ok(mut r) => {
                 let _ = r.insert_header("content-type", "application/x-protobuf");
                 r
@@ -180,7 +186,17 @@ impl TraceExporter {
             }
         };
         match tracer.client.send_body(&req, Some(body.into())).await {
-            Ok(r) if (200..300).contains(&r.status()) => {}
+            Ok(r) if (200..300).contains(&r.status()) => {
+                // OTLP partial success: the spans the collector refused.
+                let rejected = ExportTraceServiceResponse::decode(r.body.as_ref())
+                    .ok()
+                    .and_then(|a| a.partial_success)
+                    .map_or(0, |p| p.rejected_spans.max(0) as usize);
+                if rejected > 0 {
+                    dropped(rejected.min(n));
+                    warn_export_failed(endpoint, "collector rejected some spans", rejected);
+                }
+            }
             Ok(r) => {
                 dropped(n);
                 warn_export_failed(endpoint, &format!("collector answered {}", r.status()), n);
@@ -205,10 +221,21 @@ fn string(key: &str, v: &str) -> KeyValue {
     kv(key, any_value::Value::StringValue(v.to_string()))
 }
 
+fn int(key: &str, v: u16) -> KeyValue {
+    kv(key, any_value::Value::IntValue(i64::from(v)))
+}
+
+fn ip(key: &str, ip: std::net::IpAddr) -> KeyValue {
+    string(key, crate::util::IpText::new(ip).as_str())
+}
+
 /// One `ExportTraceServiceRequest`: the resource (`service.name`, the SDK
 /// attributes), the `tollgate` scope, the spans.
-pub(crate) fn encode(service_name: &str, spans: Vec<SpanRecord>) -> Vec<u8> {
-    let spans: Vec<Span> = spans.into_iter().map(to_proto).collect();
+pub(crate) fn encode(service_name: &str, batch: Vec<Finished>) -> Vec<u8> {
+    let mut spans: Vec<Span> = Vec::with_capacity(batch.iter().map(Finished::spans).sum());
+    for f in batch {
+        push_spans(&mut spans, f);
+    }
     let req = ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
@@ -236,35 +263,95 @@ pub(crate) fn encode(service_name: &str, spans: Vec<SpanRecord>) -> Vec<u8> {
     req.encode_to_vec()
 }
 
-fn to_proto(s: SpanRecord) -> Span {
-    Span {
-        trace_id: s.trace_id.to_vec(),
-        span_id: s.span_id.to_vec(),
-        parent_span_id: if s.parent == [0; 8] {
+fn error_status(error: bool) -> Option<Status> {
+    error.then(|| Status {
+        code: status::StatusCode::Error as i32,
+        message: String::new(),
+    })
+}
+
+/// A request's SERVER span and its CLIENT spans, as OTLP spans (SPEC §10
+/// names and attributes).
+fn push_spans(out: &mut Vec<Span>, f: Finished) {
+    for c in &f.clients {
+        out.push(client_span(&f, c));
+    }
+    let mut attrs = Vec::with_capacity(8);
+    attrs.push(string("http.request.method", f.method));
+    attrs.push(string("url.path", &f.path));
+    if let Some(r) = &f.http_route {
+        attrs.push(string("http.route", r));
+    }
+    if f.status != 0 {
+        attrs.push(int("http.response.status_code", f.status));
+    }
+    if let Some(c) = f.client {
+        attrs.push(ip("client.address", c));
+    }
+    if let Some(r) = &f.route {
+        attrs.push(string("tollgate.route", r));
+    }
+    if let Some(c) = &f.consumer {
+        attrs.push(string("tollgate.consumer", c));
+    }
+    out.push(Span {
+        trace_id: f.trace_id.to_vec(),
+        span_id: f.span_id.to_vec(),
+        parent_span_id: if f.parent == [0; 8] {
             Vec::new()
         } else {
-            s.parent.to_vec()
+            f.parent.to_vec()
         },
-        name: s.name,
-        kind: match s.kind {
-            Kind::Server => span::SpanKind::Server,
-            Kind::Client => span::SpanKind::Client,
-        } as i32,
-        start_time_unix_nano: s.start,
-        end_time_unix_nano: s.end.max(s.start),
-        attributes: s
-            .attrs
-            .into_iter()
-            .map(|(k, v)| match v {
-                Value::Static(v) => string(k, v),
-                Value::Str(v) => kv(k, any_value::Value::StringValue(v.into())),
-                Value::Int(i) => kv(k, any_value::Value::IntValue(i)),
-            })
-            .collect(),
-        status: s.error.then(|| Status {
-            code: status::StatusCode::Error as i32,
-            message: String::new(),
-        }),
+        name: match &f.route {
+            Some(r) => format!("{} {r}", f.method),
+            None => f.method.to_string(),
+        },
+        kind: span::SpanKind::Server as i32,
+        start_time_unix_nano: f.start,
+        end_time_unix_nano: f.end.max(f.start),
+        attributes: attrs,
+        status: error_status(f.status >= 500),
+        ..Default::default()
+    });
+}
+
+fn client_span(f: &Finished, c: &ClientRecord) -> Span {
+    let e = &c.end_info;
+    let mut attrs = Vec::with_capacity(6);
+    attrs.push(string("http.request.method", e.method));
+    // The host as configured, without its port; else the address's IP.
+    let host = e.host.as_deref().map(|h| match h.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => h,
+    });
+    match (host, e.address) {
+        (Some(h), _) => attrs.push(string(
+            "server.address",
+            h.trim_start_matches('[').trim_end_matches(']'),
+        )),
+        (None, Some(a)) => attrs.push(ip("server.address", a.ip())),
+        (None, None) => {}
+    }
+    if let Some(port) = e.address.map(|a| a.port()).or(e.port) {
+        attrs.push(int("server.port", port));
+    }
+    if let Some(s) = e.status {
+        attrs.push(int("http.response.status_code", s));
+    }
+    attrs.push(string(e.peer_key, &e.peer));
+    if let Some(err) = e.error {
+        attrs.push(string("error.type", err));
+    }
+    Span {
+        trace_id: f.trace_id.to_vec(),
+        span_id: c.span_id.to_vec(),
+        parent_span_id: f.span_id.to_vec(),
+        name: format!("{} {}", e.method, e.peer),
+        kind: span::SpanKind::Client as i32,
+        start_time_unix_nano: c.start,
+        end_time_unix_nano: c.end.max(c.start),
+        attributes: attrs,
+        status: error_status(e.error.is_some() || e.status.is_some_and(|s| s >= 500)),
         ..Default::default()
     }
 }

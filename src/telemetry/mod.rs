@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// `[telemetry]` (SPEC §10).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
     /// OTLP over HTTP: spans are POSTed to `<otlp_endpoint>/v1/traces`.
@@ -50,6 +50,18 @@ pub struct TelemetryConfig {
     /// Sent with every export (an API token of a hosted collector); never logged.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+}
+
+/// The header values (an API token) are never printed.
+impl std::fmt::Debug for TelemetryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TelemetryConfig")
+            .field("otlp_endpoint", &self.otlp_endpoint)
+            .field("service_name", &self.service_name)
+            .field("sample_ratio", &self.sample_ratio)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 fn default_service_name() -> String {
@@ -287,7 +299,7 @@ struct Active {
     start: Instant,
     start_unix_nanos: u64,
     /// Finished client spans (only when sampled).
-    children: Vec<SpanRecord>,
+    children: Vec<ClientRecord>,
 }
 
 impl Active {
@@ -304,17 +316,21 @@ pub struct ClientSpan {
     start: Instant,
 }
 
-/// How a CLIENT span ended.
-pub struct ClientEnd<'a> {
+/// How a CLIENT span ended. Names are shared (`Arc`), never copied: the
+/// request path only moves them; the exporter formats them.
+pub struct ClientEnd {
     /// `"<METHOD> <peer>"` is the span's name: the upstream's or the
     /// plugin's name.
     pub method: &'static str,
-    pub peer: &'a str,
+    pub peer: Arc<str>,
     /// `tollgate.upstream` or `tollgate.plugin`.
     pub peer_key: &'static str,
     pub address: Option<SocketAddr>,
-    /// The host as configured, when it is a name (`server.address`).
-    pub host: Option<&'a str>,
+    /// The host as configured, possibly with its `:port` (`server.address`;
+    /// else `address`'s IP).
+    pub host: Option<Arc<str>>,
+    /// `server.port` when `address` is not known.
+    pub port: Option<u16>,
     pub status: Option<u16>,
     /// `error.type` of a failed call (no answer).
     pub error: Option<&'static str>,
@@ -324,6 +340,11 @@ impl Trace {
     /// Whether the request carries a trace context (`[telemetry]` is on).
     pub fn is_on(&self) -> bool {
         self.0.is_some()
+    }
+
+    /// Whether its spans are recorded and exported.
+    pub fn is_sampled(&self) -> bool {
+        self.0.as_ref().is_some_and(|a| a.sampled)
     }
 
     /// The trace id as 32 lower-case hex digits.
@@ -355,40 +376,15 @@ impl Trace {
     }
 
     /// `span` ended now; recorded when the trace is sampled.
-    pub fn end_client(&mut self, span: ClientSpan, end: ClientEnd<'_>) {
+    pub fn end_client(&mut self, span: ClientSpan, end: ClientEnd) {
         let Some(a) = self.0.as_mut().filter(|a| a.sampled) else {
             return;
         };
-        let mut attrs = Vec::with_capacity(6);
-        attrs.push(("http.request.method", Value::Static(end.method)));
-        match (end.host, end.address) {
-            (Some(h), _) => attrs.push(("server.address", Value::Str(h.into()))),
-            (None, Some(addr)) => attrs.push((
-                "server.address",
-                Value::Str(crate::util::IpText::new(addr.ip()).as_str().into()),
-            )),
-            (None, None) => {}
-        }
-        if let Some(addr) = end.address {
-            attrs.push(("server.port", Value::Int(i64::from(addr.port()))));
-        }
-        if let Some(s) = end.status {
-            attrs.push(("http.response.status_code", Value::Int(i64::from(s))));
-        }
-        attrs.push((end.peer_key, Value::Str(end.peer.into())));
-        if let Some(e) = end.error {
-            attrs.push(("error.type", Value::Static(e)));
-        }
-        let record = SpanRecord {
-            trace_id: a.trace_id,
+        let record = ClientRecord {
             span_id: span.span_id,
-            parent: a.span_id,
-            name: format!("{} {}", end.method, end.peer),
-            kind: Kind::Client,
             start: a.unix_nanos(span.start),
             end: a.unix_nanos(Instant::now()),
-            attrs,
-            error: end.error.is_some() || end.status.is_some_and(|s| s >= 500),
+            end_info: end,
         };
         a.children.push(record);
     }
@@ -396,50 +392,28 @@ impl Trace {
     /// The request is over: its SERVER span and the client spans recorded
     /// go to the export queue (when sampled).
     pub fn finish(&mut self, end: ServerEnd<'_>) {
-        let Some(mut a) = self.0.take().filter(|a| a.sampled) else {
-            return;
-        };
-        let mut attrs = Vec::with_capacity(8);
-        attrs.push(("http.request.method", Value::Static(end.method)));
-        attrs.push(("url.path", Value::Str(end.path.into())));
-        if let Some(r) = end.http_route {
-            attrs.push(("http.route", Value::Str(r.into())));
+        if let Some(f) = self.finished(end) {
+            export::enqueue(f);
         }
-        attrs.push((
-            "http.response.status_code",
-            Value::Int(i64::from(end.status)),
-        ));
-        if let Some(ip) = end.client {
-            attrs.push((
-                "client.address",
-                Value::Str(crate::util::IpText::new(ip).as_str().into()),
-            ));
-        }
-        if !end.route.is_empty() {
-            attrs.push(("tollgate.route", Value::Str(end.route.into())));
-        }
-        if let Some(c) = end.consumer {
-            attrs.push(("tollgate.consumer", Value::Str(c.into())));
-        }
-        let name = if end.route.is_empty() {
-            end.method.to_string()
-        } else {
-            format!("{} {}", end.method, end.route)
-        };
-        let server = SpanRecord {
+    }
+
+    fn finished(&mut self, end: ServerEnd<'_>) -> Option<Finished> {
+        let mut a = self.0.take().filter(|a| a.sampled)?;
+        Some(Finished {
             trace_id: a.trace_id,
             span_id: a.span_id,
             parent: a.parent,
-            name,
-            kind: Kind::Server,
             start: a.start_unix_nanos,
             end: a.unix_nanos(Instant::now()),
-            attrs,
-            error: end.status >= 500,
-        };
-        let mut spans = std::mem::take(&mut a.children);
-        spans.push(server);
-        export::enqueue(spans);
+            method: end.method,
+            path: end.path.into(),
+            http_route: end.http_route,
+            status: end.status,
+            client: end.client,
+            route: end.route,
+            consumer: end.consumer.map(Into::into),
+            clients: std::mem::take(&mut a.children),
+        })
     }
 }
 
@@ -449,41 +423,48 @@ pub struct ServerEnd<'a> {
     pub method: &'static str,
     pub path: &'a str,
     /// The route's `path` as configured.
-    pub http_route: Option<&'a str>,
+    pub http_route: Option<Arc<str>>,
+    /// 0: the client left before any answer.
     pub status: u16,
     pub client: Option<std::net::IpAddr>,
-    /// The route's name; empty when none matched.
-    pub route: &'a str,
+    /// The route's name; `None` when none matched.
+    pub route: Option<Arc<str>>,
     pub consumer: Option<&'a str>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Server,
-    Client,
+/// A finished CLIENT span.
+pub(crate) struct ClientRecord {
+    span_id: [u8; 8],
+    start: u64,
+    end: u64,
+    end_info: ClientEnd,
 }
 
-#[derive(Debug)]
-enum Value {
-    Static(&'static str),
-    Str(Box<str>),
-    Int(i64),
-}
-
-/// A finished span, as compact as the request path can make it; encoded by
-/// the exporter.
-#[derive(Debug)]
-pub(crate) struct SpanRecord {
+/// A sampled request's spans, as the request path leaves them: ids, times
+/// and shared names, with the one copy a request needs (its path). The
+/// exporter turns them into OTLP spans (names, attribute text).
+pub(crate) struct Finished {
     trace_id: [u8; 16],
     span_id: [u8; 8],
     /// Zero: a root span.
     parent: [u8; 8],
-    name: String,
-    kind: Kind,
     start: u64,
     end: u64,
-    attrs: Vec<(&'static str, Value)>,
-    error: bool,
+    method: &'static str,
+    path: Box<str>,
+    http_route: Option<Arc<str>>,
+    status: u16,
+    client: Option<std::net::IpAddr>,
+    route: Option<Arc<str>>,
+    consumer: Option<Box<str>>,
+    clients: Vec<ClientRecord>,
+}
+
+impl Finished {
+    /// Its spans: the SERVER span and each CLIENT span.
+    pub(crate) fn spans(&self) -> usize {
+        1 + self.clients.len()
+    }
 }
 
 /// The tracer of a snapshot: the previous one when `[telemetry]` did not

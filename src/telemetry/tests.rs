@@ -134,36 +134,75 @@ fn bad_tables_are_refused_with_their_key() {
 #[test]
 fn spans_encode_as_otlp() {
     let mut t = tracer(1.0).start(&headers(&[VALID]), Instant::now());
+    let server_id = t.0.as_ref().unwrap().span_id;
     let s = t.begin_client().unwrap();
     t.end_client(
         s,
         ClientEnd {
             method: "GET",
-            peer: "payments",
+            peer: Arc::from("payments"),
             peer_key: "tollgate.upstream",
             address: Some("127.0.0.1:8080".parse().unwrap()),
-            host: None,
+            host: Some(Arc::from("payments.internal:8080")),
+            port: None,
             status: Some(503),
             error: None,
         },
     );
-    let a = t.0.as_mut().unwrap();
-    let spans = std::mem::take(&mut a.children);
-    let body = export::encode("svc", spans);
+    let f = t
+        .finished(ServerEnd {
+            method: "GET",
+            path: "/v1/x",
+            http_route: Some(Arc::from("/v1/{id}")),
+            status: 502,
+            client: Some("203.0.113.9".parse().unwrap()),
+            route: Some(Arc::from("r1")),
+            consumer: None,
+        })
+        .unwrap();
+    assert!(t
+        .finished(ServerEnd {
+            method: "GET",
+            path: "/",
+            http_route: None,
+            status: 200,
+            client: None,
+            route: None,
+            consumer: None,
+        })
+        .is_none());
+    let body = export::encode("svc", vec![f]);
     let req = ExportTraceServiceRequest::decode(&body[..]).unwrap();
     let rs = &req.resource_spans[0];
     let attrs = &rs.resource.as_ref().unwrap().attributes;
     assert!(attrs
         .iter()
         .any(|kv| kv.key == "service.name" && format!("{:?}", kv.value).contains("\"svc\"")));
-    let span = &rs.scope_spans[0].spans[0];
-    assert_eq!(span.name, "GET payments");
+    let spans = &rs.scope_spans[0].spans;
+    assert_eq!(spans.len(), 2);
+    let (client, server) = (&spans[0], &spans[1]);
+    assert_eq!(client.name, "GET payments");
+    assert_eq!(server.name, "GET r1");
     assert_eq!(
-        hex::encode(&span.trace_id),
+        hex::encode(&client.trace_id),
         "4bf92f3577b34da6a3ce929d0e0e4736"
     );
-    assert_eq!(span.parent_span_id, a.span_id.to_vec());
-    assert_eq!(span.status.as_ref().unwrap().code, 2, "5xx: ERROR");
-    assert!(span.end_time_unix_nano >= span.start_time_unix_nano);
-    assert!(span.start_time_unix_nano > 1_600_000_000_000_000_000);
+    assert_eq!(client.parent_span_id, server_id.to_vec());
+    assert_eq!(server.span_id, server_id.to_vec());
+    assert_eq!(hex::encode(&server.parent_span_id), "00f067aa0ba902b7");
+    assert_eq!(client.status.as_ref().unwrap().code, 2, "5xx: ERROR");
+    assert_eq!(server.status.as_ref().unwrap().code, 2, "5xx: ERROR");
+    let text = |s: &opentelemetry_proto::tonic::trace::v1::Span, k: &str| {
+        s.attributes
+            .iter()
+            .find(|kv| kv.key == k)
+            .map(|kv| format!("{:?}", kv.value))
+            .unwrap_or_default()
+    };
+    assert!(text(client, "server.address").contains("\"payments.internal\""));
+    assert!(text(client, "server.port").contains("8080"));
+    assert!(text(server, "http.route").contains("\"/v1/{id}\""));
+    assert!(text(server, "client.address").contains("\"203.0.113.9\""));
+    assert!(client.end_time_unix_nano >= client.start_time_unix_nano);
+    assert!(client.start_time_unix_nano > 1_600_000_000_000_000_000);
 }
