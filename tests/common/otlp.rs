@@ -11,7 +11,6 @@
 // .clippy.toml bans these for the gateway; a test harness may block and use std locks.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
-use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -502,110 +501,11 @@ fn rand_u128() -> u128 {
 // The HTTP side
 // ---------------------------------------------------------------------------------------------
 
-const MAX_HEAD: usize = 1 << 20;
 const MAX_BODY: usize = 64 << 20;
 
-async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
-    let mut chunk = [0u8; 16 * 1024];
-    let n = stream.read(&mut chunk).await?;
-    buf.extend_from_slice(&chunk[..n]);
-    Ok(n)
-}
-
-fn bad(msg: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg.to_string())
-}
-
-async fn read_exact(stream: &mut TcpStream, buf: &mut Vec<u8>, n: usize) -> io::Result<Vec<u8>> {
-    while buf.len() < n {
-        if fill(stream, buf).await? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-    }
-    Ok(buf.drain(..n).collect())
-}
-
-async fn read_line(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<String> {
-    loop {
-        if let Some(pos) = buf.windows(2).position(|w| w == b"\r\n") {
-            let line = String::from_utf8_lossy(&buf[..pos]).into_owned();
-            buf.drain(..pos + 2);
-            return Ok(line);
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(bad("line too long"));
-        }
-        if fill(stream, buf).await? == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-    }
-}
-
-async fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let line = read_line(stream, buf).await?;
-        let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| bad("bad chunk size"))?;
-        if size == 0 {
-            while !read_line(stream, buf).await?.is_empty() {}
-            return Ok(body);
-        }
-        if body.len() + size > MAX_BODY {
-            return Err(bad("body too large"));
-        }
-        let data = read_exact(stream, buf, size + 2).await?;
-        body.extend_from_slice(&data[..size]);
-    }
-}
-
-/// One request head: (method, target, version, headers with lowercased names); `None` on a
-/// clean EOF between requests.
-#[allow(clippy::type_complexity)]
-async fn read_head(
-    stream: &mut TcpStream,
-    buf: &mut Vec<u8>,
-) -> io::Result<Option<(String, String, u8, Vec<(String, String)>)>> {
-    loop {
-        if !buf.is_empty() {
-            let mut headers = [httparse::EMPTY_HEADER; 128];
-            let mut req = httparse::Request::new(&mut headers);
-            match req.parse(buf) {
-                Ok(httparse::Status::Complete(len)) => {
-                    let head = (
-                        req.method.unwrap_or("").to_string(),
-                        req.path.unwrap_or("").to_string(),
-                        req.version.unwrap_or(1),
-                        req.headers
-                            .iter()
-                            .map(|h| {
-                                (
-                                    h.name.to_ascii_lowercase(),
-                                    String::from_utf8_lossy(h.value).into_owned(),
-                                )
-                            })
-                            .collect(),
-                    );
-                    buf.drain(..len);
-                    return Ok(Some(head));
-                }
-                Ok(httparse::Status::Partial) => {
-                    if buf.len() > MAX_HEAD {
-                        return Err(bad("head too large"));
-                    }
-                }
-                Err(e) => return Err(bad(&format!("bad request head: {e}"))),
-            }
-        }
-        if fill(stream, buf).await? == 0 {
-            return if buf.is_empty() {
-                Ok(None)
-            } else {
-                Err(io::ErrorKind::UnexpectedEof.into())
-            };
-        }
-    }
-}
+// The HTTP/1.1 reading is the harness's own (`super`): one request head
+// parser and body readers for the test upstream and this collector.
+use super::{read_chunked, read_exact_buf as read_exact, read_request_head};
 
 fn decode(headers: &[(String, String)], body: &[u8]) -> Result<ExportTraceServiceRequest, String> {
     let get = |name: &str| {
@@ -646,7 +546,12 @@ fn reason(status: u16) -> &'static str {
 async fn serve(mut stream: TcpStream, st: Arc<State>) {
     let mut buf = Vec::with_capacity(16 * 1024);
     loop {
-        let (method, target, version, headers) = match read_head(&mut stream, &mut buf).await {
+        let super::RequestHead {
+            method,
+            target,
+            version,
+            headers,
+        } = match read_request_head(&mut stream, &mut buf).await {
             Ok(Some(head)) => head,
             Ok(None) | Err(_) => return,
         };
