@@ -17,6 +17,7 @@ pub mod outbound;
 pub mod pipeline;
 pub mod plugins;
 pub mod proxy;
+pub mod queue;
 pub mod reload;
 pub mod route_pattern;
 pub mod runtime;

@@ -67,6 +67,10 @@ pub struct Metrics {
     pub circuit_state: IntGaugeVec,
     pub webhook_verifications: IntCounterVec,
     pub cache_requests: IntCounterVec,
+    /// `tollgate_queue_publish_total{queue, result}` (SPEC §12).
+    pub queue_publish: IntCounterVec,
+    /// `tollgate_queue_publish_duration_seconds{queue}` (SPEC §12).
+    pub queue_publish_duration: HistogramVec,
     /// `tollgate_build_info{version}`, always 1.
     pub build_info: IntGaugeVec,
     /// `tollgate_telemetry_spans_dropped_total`: trace spans that could not
@@ -217,6 +221,18 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
             "Requests on cached routes, by what the cache did",
             &["route", "result"],
         ),
+        queue_publish: counter(
+            &r,
+            "tollgate_queue_publish_total",
+            "Queue publishes, by outcome",
+            &["queue", "result"],
+        ),
+        queue_publish_duration: histogram(
+            &r,
+            "tollgate_queue_publish_duration_seconds",
+            "Time from the start of a queue publish to the broker's acknowledgement or failure",
+            &["queue"],
+        ),
         build_info: gauge(
             &r,
             "tollgate_build_info",
@@ -330,11 +346,13 @@ enum Family {
     Idempotency,
     BackendErrors,
     CircuitState,
+    QueuePublish,
+    QueuePublishDuration,
 }
 
 impl Family {
     /// Every family a removed route, upstream or plugin can have series in.
-    const ALL: [Family; 12] = [
+    const ALL: [Family; 14] = [
         Family::RequestsTotal,
         Family::RequestDuration,
         Family::UpstreamDuration,
@@ -347,6 +365,8 @@ impl Family {
         Family::Idempotency,
         Family::BackendErrors,
         Family::CircuitState,
+        Family::QueuePublish,
+        Family::QueuePublishDuration,
     ];
 
     fn vec(self) -> &'static dyn Labelled {
@@ -364,6 +384,8 @@ impl Family {
             Family::Idempotency => &m.idempotency,
             Family::BackendErrors => &m.backend_errors,
             Family::CircuitState => &m.circuit_state,
+            Family::QueuePublish => &m.queue_publish,
+            Family::QueuePublishDuration => &m.queue_publish_duration,
         }
     }
 
@@ -443,11 +465,21 @@ fn declared(rt: &Runtime) -> BTreeSet<Key> {
             out.insert(key(Family::UpstreamHealthy, &[&up.name, target]));
         }
     }
+    for q in rt.queues.keys() {
+        out.insert(key(Family::QueuePublishDuration, &[q]));
+        for result in crate::queue::RESULTS {
+            out.insert(key(Family::QueuePublish, &[q, result]));
+        }
+    }
     for r in &rt.routes {
         out.insert(key(Family::RequestDuration, &[&r.name]));
+        // A route that publishes to a queue has no upstream: no series of one.
+        let upstream = r.upstream.as_ref().map(|u| &*u.name);
         for i in r.chain.iter() {
             for s in i.plugin.series() {
-                out.insert(s.key(&r.name, &i.name, &r.upstream.name));
+                if upstream.is_some() || s != Series::CircuitState {
+                    out.insert(s.key(&r.name, &i.name, upstream.unwrap_or("")));
+                }
             }
         }
     }
@@ -459,10 +491,13 @@ fn declared(rt: &Runtime) -> BTreeSet<Key> {
 fn circuit_states(rt: &Runtime) -> BTreeMap<&str, i64> {
     let mut out: BTreeMap<&str, i64> = BTreeMap::new();
     for r in &rt.routes {
+        let Some(up) = &r.upstream else {
+            continue;
+        };
         for i in r.chain.iter() {
             if i.plugin.series().contains(&Series::CircuitState) {
-                let code = i.plugin.circuit_state(&r.upstream.name).unwrap_or(0);
-                let e = out.entry(&*r.upstream.name).or_insert(0);
+                let code = i.plugin.circuit_state(&up.name).unwrap_or(0);
+                let e = out.entry(&*up.name).or_insert(0);
                 *e = (*e).max(code);
             }
         }
@@ -511,6 +546,13 @@ fn removed_names(new: &Runtime, old: &Runtime) -> HashMap<&'static str, HashSet<
             gone(
                 old.instances.iter().map(|i| &*i.name),
                 new.instances.iter().map(|i| &*i.name),
+            ),
+        ),
+        (
+            "queue",
+            gone(
+                old.queues.keys().map(String::as_str),
+                new.queues.keys().map(String::as_str),
             ),
         ),
     ])

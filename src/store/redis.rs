@@ -95,11 +95,7 @@ impl Redis {
         }
         let c = match &self.client {
             Client::Single(c) => {
-                let cfg = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(self.timeout)
-                    .set_response_timeout(self.timeout)
-                    .set_number_of_retries(1)
-                    .set_max_delay(1000);
+                let cfg = manager_config(self.timeout);
                 Conn::Single(
                     c.get_connection_manager_with_config(cfg)
                         .await
@@ -146,6 +142,16 @@ impl Redis {
             ))),
         }
     }
+}
+
+/// The settings of a `ConnectionManager` whose calls have `timeout` as
+/// deadline (also used by the `redis_stream` queues).
+pub fn manager_config(timeout: Duration) -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(timeout)
+        .set_response_timeout(timeout)
+        .set_number_of_retries(1)
+        .set_max_delay(1000)
 }
 
 /// The connection for a `[redis]` table: one per distinct table in the
