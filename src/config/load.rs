@@ -51,6 +51,7 @@ pub fn load_str(src: &str, file: Option<&Path>, base_dir: &Path) -> Result<Confi
         plugins: BTreeMap::new(),
         redis: None,
         telemetry: None,
+        queues: BTreeMap::new(),
         base_dir: base_dir.to_path_buf(),
         file: file.map(Path::to_path_buf).unwrap_or_default(),
         hash: hex::encode(Sha256::digest(src.as_bytes())),
@@ -107,6 +108,20 @@ pub fn load_str(src: &str, file: Option<&Path>, base_dir: &Path) -> Result<Confi
                 }
             }
             "redis" => cfg.redis = section::<RedisConfig>(&loc, &path, value, &mut errs),
+            "queues" => {
+                broken.all_queues = !value.is_table();
+                for (name, v) in entries(&loc, &path, value, &mut errs) {
+                    let p = path.clone().key(name.as_str());
+                    match section::<crate::queue::QueueConfig>(&loc, &p, v, &mut errs) {
+                        Some(q) => {
+                            cfg.queues.insert(name, q);
+                        }
+                        None => {
+                            broken.queues.insert(name);
+                        }
+                    }
+                }
+            }
             "telemetry" => {
                 cfg.telemetry =
                     section::<crate::telemetry::TelemetryConfig>(&loc, &path, value, &mut errs)
@@ -114,7 +129,7 @@ pub fn load_str(src: &str, file: Option<&Path>, base_dir: &Path) -> Result<Confi
             other => errs.push(loc.error(
                 &path,
                 format!(
-                    "unknown key {other:?}; expected one of server, api_versions, upstreams, routes, plugins, redis, telemetry"
+                    "unknown key {other:?}; expected one of server, api_versions, upstreams, routes, plugins, redis, telemetry, queues"
                 ),
             )),
         }

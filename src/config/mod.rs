@@ -36,6 +36,8 @@ pub struct Config {
     pub redis: Option<RedisConfig>,
     /// `[telemetry]`: tracing (SPEC §10).
     pub telemetry: Option<crate::telemetry::TelemetryConfig>,
+    /// `[queues.NAME]`: brokers routes hand requests to (SPEC §12).
+    pub queues: BTreeMap<String, crate::queue::QueueConfig>,
     /// Directory of the config file: relative paths resolve against it.
     pub base_dir: PathBuf,
     /// The config file itself (for messages and watching).
@@ -521,7 +523,12 @@ pub struct RetryConfig {
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub name: String,
-    pub upstream: String,
+    /// Where requests go: an `[upstreams.X]`, or a `[queues.X]` (exactly
+    /// one of the two).
+    #[serde(default)]
+    pub upstream: Option<String>,
+    #[serde(default)]
+    pub queue: Option<String>,
     #[serde(default)]
     pub hosts: Vec<String>,
     #[serde(default = "root")]

@@ -20,6 +20,9 @@ pub(super) struct Broken {
     /// `upstreams` / `plugins` is not a table at all: no name can be checked.
     pub all_upstreams: bool,
     pub all_plugins: bool,
+    /// `[queues.X]` that failed to parse, or `queues` not a table at all.
+    pub queues: HashSet<String>,
+    pub all_queues: bool,
     /// The index in the file of each route that parsed (a route that failed to
     /// parse is left out of `Config::routes`, and later routes must still be
     /// named by their place in the file).
@@ -324,14 +327,34 @@ fn routes(v: &mut V<'_, '_>, cfg: &Config) {
                 format!("duplicate route name {:?} (also routes[{first}])", r.name),
             );
         }
-        if !cfg.upstreams.contains_key(&r.upstream)
-            && !v.broken.all_upstreams
-            && !v.broken.upstreams.contains(&r.upstream)
-        {
-            v.err(
-                &rp.clone().key("upstream"),
-                format!("no upstream named {:?}", r.upstream),
-            );
+        match (&r.upstream, &r.queue) {
+            (Some(up), None) => {
+                if !cfg.upstreams.contains_key(up)
+                    && !v.broken.all_upstreams
+                    && !v.broken.upstreams.contains(up)
+                {
+                    v.err(
+                        &rp.clone().key("upstream"),
+                        format!("no upstream named {up:?}"),
+                    );
+                }
+            }
+            (None, Some(q)) => {
+                if !cfg.queues.contains_key(q)
+                    && !v.broken.all_queues
+                    && !v.broken.queues.contains(q)
+                {
+                    v.err(&rp.clone().key("queue"), format!("no queue named {q:?}"));
+                }
+            }
+            (Some(_), Some(_)) => v.err(
+                &rp.clone().key("queue"),
+                "a route has either `upstream` or `queue`, not both",
+            ),
+            (None, None) => v.err(
+                &rp.clone(),
+                "a route needs `upstream = \"NAME\"` (proxied) or `queue = \"NAME\"` (published)",
+            ),
         }
         for (j, h) in r.hosts.iter().enumerate() {
             let body = h.strip_prefix("*.").unwrap_or(h);

@@ -96,12 +96,36 @@ pub async fn send_continue(session: &mut Session, ctx: &RequestCtx) {
 /// reaches a client that is still sending, or the connection is closed after it.
 /// A client that sent `Expect: 100-continue` gets its `100 Continue` first.
 pub async fn read_body(session: &mut Session, ctx: &RequestCtx) -> Result<Bytes, BodyError> {
+    read_up_to(session, ctx, MAX_BUFFERED_BODY, true).await
+}
+
+/// The whole request body for a request that is not proxied (a route that
+/// publishes to a queue): what a plugin already read (kept in Pingora's retry
+/// buffer), or else read now, up to `max_request_body` rather than what the
+/// retry buffer can replay.
+pub async fn whole_body(session: &mut Session, ctx: &RequestCtx) -> Result<Bytes, BodyError> {
+    if session.is_body_done() {
+        return Ok(session.as_ref().get_retry_buffer().unwrap_or_default());
+    }
+    read_up_to(session, ctx, u64::MAX, false).await
+}
+
+/// Read the body whole, refusing one over `min(max_request_body, limit)`;
+/// `replay`: Pingora keeps it to send upstream.
+async fn read_up_to(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    limit: u64,
+    replay: bool,
+) -> Result<Bytes, BodyError> {
     // A client waiting for `100 Continue` sends nothing before it: the plugins up to
     // this one accepted the head, so the body may come.
     send_continue(session, ctx).await;
     let max_total = ctx.rt.limits.max_request_body;
-    let limit = MAX_BUFFERED_BODY.min(max_total);
-    session.as_mut().enable_retry_buffering();
+    let limit = limit.min(max_total);
+    if replay {
+        session.as_mut().enable_retry_buffering();
+    }
     let remaining = ctx
         .rt
         .limits
@@ -116,7 +140,7 @@ pub async fn read_body(session: &mut Session, ctx: &RequestCtx) -> Result<Bytes,
         Ok(Ok(BodyRead::Complete(b))) => {
             // The retry buffer must hold the body whole, or the upstream would
             // get a request without it.
-            if session.as_ref().retry_buffer_truncated() {
+            if replay && session.as_ref().retry_buffer_truncated() {
                 session.set_keepalive(None);
                 Err(BodyError::TooLarge)
             } else {

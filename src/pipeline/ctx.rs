@@ -108,6 +108,9 @@ pub struct RequestCtx {
     /// The request's trace context (`[telemetry]`): calls a plugin makes
     /// carry its `traceparent` and record CLIENT spans in it.
     pub trace: crate::telemetry::Trace,
+    /// The id of a verified webhook whose scheme has one (set by
+    /// `webhook_signature`): a queue's de-duplication id.
+    pub webhook_id: Option<String>,
 }
 
 impl RequestCtx {
@@ -123,6 +126,7 @@ impl RequestCtx {
             rate_limit: None,
             status: 0,
             trace: crate::telemetry::Trace::default(),
+            webhook_id: None,
         }
     }
 

@@ -16,7 +16,7 @@ mod build;
 mod ctx;
 mod dynamic;
 
-pub use body::{read_body, send_continue, BodyError, MAX_BUFFERED_BODY};
+pub use body::{read_body, send_continue, whole_body, BodyError, MAX_BUFFERED_BODY};
 pub use build::{build_error, BuildCtx, BuildError, BuildResult, KeyPath, PluginConfig};
 pub use ctx::{
     new_request_id, Client, Identity, LimitState, Matched, RequestCtx, UpstreamOutcome,

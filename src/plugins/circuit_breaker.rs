@@ -190,7 +190,11 @@ impl Plugin for CircuitBreaker {
         ctx: &mut RequestCtx,
         state: &mut Self::State,
     ) -> pingora::Result<Flow> {
-        let Some(upstream) = ctx.route().map(|r| r.upstream.name.clone()) else {
+        let Some(upstream) = ctx
+            .route()
+            .and_then(|r| r.upstream.as_ref())
+            .map(|u| u.name.clone())
+        else {
             return Ok(Flow::Continue);
         };
         match self.breakers.admit(&upstream, Instant::now()) {

@@ -577,6 +577,7 @@ impl Plugin for ForwardAuth {
                     port: Some(self.client.target().port),
                     status,
                     error,
+                    messaging: None,
                 },
             );
         }

@@ -86,6 +86,12 @@ impl ProxyCtx {
         });
     }
 
+    /// The matched route's upstream (none before routing, or for a route
+    /// that publishes to a queue).
+    pub fn upstream(&self) -> Option<&Arc<crate::runtime::Upstream>> {
+        self.req.route().and_then(|r| r.upstream.as_ref())
+    }
+
     /// A new upstream attempt: the previous one's span ends now.
     pub(super) fn begin_attempt(&mut self, method: &'static str, address: Option<SocketAddr>) {
         self.end_attempt();
@@ -106,10 +112,9 @@ impl ProxyCtx {
         let Some(a) = self.attempt.take().filter(|_| self.req.trace.is_sampled()) else {
             return;
         };
-        let Some(route) = self.req.route() else {
+        let Some(peer) = self.upstream().map(|u| u.name.clone()) else {
             return;
         };
-        let peer = route.upstream.name.clone();
         self.req.trace.end_client(
             a.span,
             ClientEnd {
@@ -122,6 +127,7 @@ impl ProxyCtx {
                 port: None,
                 status: a.status,
                 error: a.error,
+                messaging: None,
             },
         );
     }

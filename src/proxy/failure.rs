@@ -14,10 +14,10 @@ use pingora::{Error, ErrorSource, ErrorType};
 /// Whether this request may be sent again to another target: attempts left in
 /// the route's retry policy, and [`resendable`].
 pub(super) fn retryable(session: &Session, ctx: &ProxyCtx) -> bool {
-    let Some(route) = ctx.req.route() else {
+    let Some(up) = ctx.upstream() else {
         return false;
     };
-    ctx.tried.len() <= route.upstream.retry.attempts && resendable(session, ctx)
+    ctx.tried.len() <= up.retry.attempts && resendable(session, ctx)
 }
 
 /// Whether this request may be sent again at all: idempotent (by method or an
@@ -45,10 +45,10 @@ pub(super) fn count_failure(ctx: &mut ProxyCtx, kind: &'static str) {
     if let Some(a) = ctx.attempt.as_mut().filter(|_| kind != STATUS) {
         a.error = Some(kind);
     }
-    if let Some(route) = ctx.req.route() {
+    if let Some(up) = ctx.upstream() {
         METRICS
             .upstream_failures
-            .with_label_values(&[&route.upstream.name, kind])
+            .with_label_values(&[&up.name, kind])
             .inc();
     }
     ctx.failure_counted = true;
@@ -72,18 +72,17 @@ pub(super) fn record_response(
     status: u16,
 ) -> pingora::Result<()> {
     ctx.record_outcome(Some(status), false);
-    if let (Some(route), Some(_)) = (ctx.req.route(), ctx.upstream_start) {
+    if let (Some(up), Some(_)) = (ctx.upstream(), ctx.upstream_start) {
         METRICS
             .upstream_duration
-            .with_label_values(&[&route.upstream.name])
+            .with_label_values(&[&up.name])
             .observe(ctx.upstream_elapsed().as_secs_f64());
     }
     if status >= 500 {
         count_failure(ctx, STATUS);
         let retry_on = ctx
-            .req
-            .route()
-            .is_some_and(|r| r.upstream.retry.on_status.contains(&status));
+            .upstream()
+            .is_some_and(|u| u.retry.on_status.contains(&status));
         if retry_on && retryable(session, ctx) {
             let mut e =
                 Error::explain(ErrorType::HTTPStatus(status), "retrying on upstream status");
@@ -118,8 +117,8 @@ pub(super) fn connect_failed(
     let timeout = is_timeout(&e);
     count_failure(ctx, failure_kind::connect_or_timeout(timeout));
     ctx.record_outcome(None, true);
-    let allowed = ctx.req.route().is_some_and(|r| {
-        let p = &r.upstream.retry;
+    let allowed = ctx.upstream().is_some_and(|u| {
+        let p = &u.retry;
         (timeout && p.on_timeout) || (!timeout && p.on_connect_error)
     });
     e.set_retry(allowed && retryable(session, ctx));
@@ -162,9 +161,8 @@ pub(super) fn proxy_failed(
             count_failure(ctx, failure_kind::connect_or_timeout(timeout));
         }
         let policy_ok = ctx
-            .req
-            .route()
-            .is_some_and(|r| timeout && r.upstream.retry.on_timeout);
+            .upstream()
+            .is_some_and(|u| timeout && u.retry.on_timeout);
         // A pooled connection the upstream closed or reset: one more try, on a
         // fresh connection, whatever the retry policy (within request_timeout).
         let stale = client_reused && e.retry() && !ctx.stale_retried;

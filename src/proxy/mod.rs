@@ -11,6 +11,7 @@ mod failure;
 pub mod forwarded;
 pub mod head;
 pub mod problem;
+mod queue;
 mod respond;
 mod route;
 mod upstream;
@@ -100,8 +101,9 @@ impl ProxyHttp for Gateway {
 
     /// After a cache miss (or on a route without cache): the route's plugins
     /// after the cache phase (circuit_breaker, headers), then `100 Continue`
-    /// when the client waits for it, since every plugin accepted the request.
-    /// `false`: a plugin answered it.
+    /// when the client waits for it, since every plugin accepted the request;
+    /// a route with a queue publishes the request (`queue`). `false`: it was
+    /// answered here.
     async fn proxy_upstream_filter(
         &self,
         session: &mut Session,
@@ -115,6 +117,11 @@ impl ProxyHttp for Gateway {
         }
         // Every plugin accepted the request: the body may come now.
         crate::pipeline::send_continue(session, &ctx.req).await;
+        // A route that publishes to a queue is answered here (SPEC §12).
+        if let Some(q) = ctx.req.route().and_then(|r| r.queue.clone()) {
+            self.publish(session, ctx, q).await;
+            return Ok(false);
+        }
         Ok(true)
     }
 

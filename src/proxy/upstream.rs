@@ -18,10 +18,14 @@ use std::time::Instant;
 /// has run out. Its timeouts are cut to the time left.
 pub(super) fn select_peer(session: &Session, ctx: &mut ProxyCtx) -> pingora::Result<Box<HttpPeer>> {
     let rt = ctx.req.rt.clone();
-    let Some(route) = ctx.req.matched.index.map(|i| &rt.routes[i]) else {
-        return Error::e_explain(ErrorType::HTTPStatus(404), "no route");
+    let Some(up) = ctx
+        .req
+        .matched
+        .index
+        .and_then(|i| rt.routes[i].upstream.as_ref())
+    else {
+        return Error::e_explain(ErrorType::HTTPStatus(404), "no route to an upstream");
     };
-    let up = &route.upstream;
     let ip_key;
     let key: &[u8] = match &up.hash_key {
         Some(HashKey::Ip) => {
@@ -143,10 +147,7 @@ pub(super) fn prepare_request(
         up_req.insert_header(header::CONNECTION, "upgrade")?;
     } else if !session.is_http2()
         && session.get_keepalive().is_none()
-        && ctx
-            .req
-            .route()
-            .is_some_and(|r| !r.upstream.share_connections)
+        && ctx.upstream().is_some_and(|u| !u.share_connections)
     {
         // This client connection closes after the response, and its upstream
         // connection serves no other client (`connection_group`): the upstream

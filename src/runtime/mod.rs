@@ -24,7 +24,10 @@ pub struct Route {
     pub name: Arc<str>,
     /// Its `path` as configured (the span attribute `http.route`).
     pub http_route: Arc<str>,
-    pub upstream: Arc<Upstream>,
+    /// Where its requests go: an upstream (proxied), or else `queue`.
+    pub upstream: Option<Arc<Upstream>>,
+    /// The broker its requests are published to (SPEC §12).
+    pub queue: Option<Arc<crate::queue::Queue>>,
     pub strip_prefix: Option<String>,
     /// Global plugins then the route's own, sorted by their order.
     pub chain: Arc<[Instance]>,
@@ -53,6 +56,7 @@ pub struct Runtime {
     pub router: router::Router,
     pub routes: Vec<Route>,
     pub upstreams: HashMap<String, Arc<Upstream>>,
+    pub queues: HashMap<String, Arc<crate::queue::Queue>>,
     pub versions: Option<versions::Versions>,
     pub trusted_proxies: Vec<IpNet>,
     pub limits: Limits,
@@ -115,6 +119,28 @@ pub fn compile(cfg: Config, reuse: Reuse<'_>) -> Result<Runtime, ConfigErrors> {
         }
     }
 
+    // A queue whose table did not change keeps its connection (SPEC §12).
+    let mut queues = HashMap::new();
+    for (name, q) in &cfg.queues {
+        if let Some(prev) = reuse.previous.and_then(|p| p.queues.get(name)) {
+            if prev.config() == q {
+                queues.insert(name.clone(), prev.clone());
+                continue;
+            }
+        }
+        match crate::queue::Queue::build(name, q) {
+            Ok(built) => {
+                queues.insert(name.clone(), Arc::new(built));
+            }
+            Err(es) => {
+                let sec = config::KeyPath::default().key("queues").key(name.as_str());
+                for (key, m) in es {
+                    errs.push(loc.error(&sec.clone().key(key), m));
+                }
+            }
+        }
+    }
+
     let mut instances: HashMap<&str, Instance> = HashMap::new();
     let prev_instances: HashMap<&str, &Instance> = reuse
         .previous
@@ -165,9 +191,12 @@ pub fn compile(cfg: Config, reuse: Reuse<'_>) -> Result<Runtime, ConfigErrors> {
     let mut defs = Vec::with_capacity(cfg.routes.len());
     let mut routes = Vec::with_capacity(cfg.routes.len());
     for r in &cfg.routes {
-        let Some(up) = upstreams.get(&r.upstream) else {
+        let up = r.upstream.as_ref().and_then(|u| upstreams.get(u)).cloned();
+        let queue = r.queue.as_ref().and_then(|q| queues.get(q)).cloned();
+        if up.is_none() && queue.is_none() {
+            // Named nothing that was built: already an error.
             continue;
-        };
+        }
         let mut chain: Vec<Instance> = global.clone();
         chain.extend(
             r.plugins
@@ -182,7 +211,8 @@ pub fn compile(cfg: Config, reuse: Reuse<'_>) -> Result<Runtime, ConfigErrors> {
             metrics: RouteMetrics::new(&name),
             http_route: Arc::from(r.path.as_str()),
             name,
-            upstream: up.clone(),
+            upstream: up,
+            queue,
             strip_prefix: r
                 .strip_prefix
                 .as_ref()
@@ -246,6 +276,7 @@ pub fn compile(cfg: Config, reuse: Reuse<'_>) -> Result<Runtime, ConfigErrors> {
         router,
         routes,
         upstreams,
+        queues,
         versions,
         trusted_proxies: s.trusted_proxies.iter().map(|c| c.0).collect(),
         limits: Limits {

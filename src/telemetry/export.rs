@@ -318,7 +318,14 @@ fn push_spans(out: &mut Vec<Span>, f: Finished) {
 fn client_span(f: &Finished, c: &ClientRecord) -> Span {
     let e = &c.end_info;
     let mut attrs = Vec::with_capacity(6);
-    attrs.push(string("http.request.method", e.method));
+    match e.messaging {
+        Some(system) => {
+            attrs.push(string("messaging.system", system));
+            attrs.push(string("messaging.operation.type", e.method));
+            attrs.push(string("messaging.destination.name", &e.peer));
+        }
+        None => attrs.push(string("http.request.method", e.method)),
+    }
     // The host as configured, without its port; else the address's IP.
     let host = e.host.as_deref().map(|h| match h.rsplit_once(':') {
         Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,

@@ -334,6 +334,9 @@ pub struct ClientEnd {
     pub status: Option<u16>,
     /// `error.type` of a failed call (no answer).
     pub error: Option<&'static str>,
+    /// A publish to a broker (`messaging.system`: `redis`, `nats`) rather
+    /// than an HTTP call: `method` is the operation, `peer` the queue.
+    pub messaging: Option<&'static str>,
 }
 
 impl Trace {

@@ -147,6 +147,7 @@ fn spans_encode_as_otlp() {
             port: None,
             status: Some(503),
             error: None,
+            messaging: None,
         },
     );
     let f = t

@@ -365,6 +365,7 @@ impl Plugin for WebhookSignature {
         match verified {
             Ok(v) => {
                 count_result(ctx, RESULT_VALID);
+                ctx.webhook_id = presented.webhook_id().map(str::to_string);
                 // Remembered for good only once the upstream has taken it (see `finish`).
                 *state = v.keys;
                 Ok(Flow::Continue)

@@ -181,6 +181,14 @@ pub(super) struct Presented {
     signed_headers: Vec<Vec<u8>>,
 }
 
+impl Presented {
+    /// The webhook's own id when the scheme has one (`webhook-id`,
+    /// `X-GitHub-Delivery`): a queue's de-duplication id (SPEC §12).
+    pub(super) fn webhook_id(&self) -> Option<&str> {
+        self.id.as_deref().or(self.delivery.as_deref())
+    }
+}
+
 /// The only value of header `name`, if any; a repeated header is ambiguous.
 fn single<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Result<Option<&'h [u8]>, Refusal> {
     let mut all = headers.get_all(name).iter();
