@@ -1287,6 +1287,47 @@ plugins = ["fa"]
     assert_eq!(upstream[0].parent_span_id, server.span_id);
 }
 
+#[tokio::test]
+async fn a_queue_publish_is_a_client_span() {
+    let up = TestUpstream::start("backend").await;
+    let col = OtlpCollector::start().await;
+    // A broker that is not there: the publish fails at once, and its span says so.
+    let extra = format!(
+        r#"
+[queues.events]
+kind = "redis_stream"
+url = "redis://{}"
+stream = "tollgate:span-events"
+
+[[routes]]
+name = "inbox"
+queue = "events"
+path = "/inbox"
+methods = ["POST"]
+"#,
+        unused_addr()
+    );
+    let gw = Gateway::start(&config(&up, &telemetry(&col.endpoint(), ""), &extra)).await;
+
+    let (parent, tid, _) = sampled_parent();
+    let r = send(&gw, "POST", "/inbox", &[("traceparent", &parent)]).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+
+    let spans = col.wait_trace(WAIT, &tid, 2).await;
+    let server = server_span(&spans);
+    assert_eq!(server.name, "POST inbox");
+    let publish = clients_named(&spans, "publish events");
+    assert_eq!(publish.len(), 1, "{}", describe_all(&spans));
+    let p = &publish[0];
+    assert_eq!(p.parent_span_id, server.span_id, "{}", p.describe());
+    assert_attr_str(p, "messaging.system", "redis");
+    assert_attr_str(p, "messaging.operation.type", "publish");
+    assert_attr_str(p, "messaging.destination.name", "events");
+    assert_attr_str(p, "tollgate.queue", "events");
+    assert_attr_str(p, "error.type", "error");
+    assert_no_attr(p, "http.request.method");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Hot reload
 // ---------------------------------------------------------------------------------------------
