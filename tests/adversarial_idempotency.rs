@@ -8,9 +8,9 @@
 
 mod common;
 
+use common::brokers::RedisServer;
 use common::*;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -786,62 +786,6 @@ async fn post_raw(gw: &Gateway, path: &str, key: &str) -> Option<u16> {
 // ---------------------------------------------------------------------------------------------
 // Items 33 and 38: Redis
 // ---------------------------------------------------------------------------------------------
-
-/// A real Redis on a free loopback port, stopped on drop.
-struct RedisServer {
-    port: u16,
-    child: Child,
-}
-
-impl RedisServer {
-    async fn start() -> RedisServer {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start redis-server ({e}): install it (apt-get install redis-server)")
-            });
-        let r = RedisServer { port, child };
-        wait_until(WAIT, || async move {
-            TcpStream::connect(("127.0.0.1", port)).await.is_ok()
-        })
-        .await;
-        r
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn keys(&self, pattern: &str) -> Vec<Vec<u8>> {
-        let client = redis::Client::open(self.url()).unwrap();
-        let mut con = client.get_multiplexed_async_connection().await.unwrap();
-        redis::cmd("KEYS")
-            .arg(pattern)
-            .query_async(&mut con)
-            .await
-            .unwrap()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn redis_config(up: SocketAddr, redis: &str) -> String {
     format!(

@@ -5,75 +5,8 @@
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 mod common;
+use common::brokers::RedisServer;
 use common::*;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
-/// A real Redis on a free loopback port, stopped on drop.
-struct RedisServer {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    async fn start_on(port: u16) -> RedisServer {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start redis-server ({e}): install it (apt-get install redis-server); .ci/run does")
-            });
-        let r = RedisServer {
-            port,
-            child: Some(child),
-        };
-        wait_until(Duration::from_secs(10), || async move { ping(port).await }).await;
-        r
-    }
-
-    async fn start() -> RedisServer {
-        Self::start_on(free_port()).await
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let port = self.port;
-        wait_until(Duration::from_secs(10), || async move { !ping(port).await }).await;
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-async fn ping(port: u16) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return false;
-    };
-    if s.write_all(b"PING\r\n").await.is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 7];
-    matches!(
-        tokio::time::timeout(Duration::from_secs(1), s.read_exact(&mut buf)).await,
-        Ok(Ok(_))
-    ) && &buf == b"+PONG\r\n"
-}
 
 fn config(up: std::net::SocketAddr, redis: &str) -> String {
     format!(
@@ -190,7 +123,7 @@ async fn an_idempotent_post_to_one_gateway_is_replayed_by_another() {
 #[tokio::test]
 async fn redis_down_fails_open_for_limits_and_closed_for_idempotency_then_recovers() {
     let mut redis = RedisServer::start().await;
-    let port = redis.port;
+    let port = redis.port();
     let up = TestUpstream::start("up").await;
     let gw = Gateway::start(&config(up.addr(), &redis.url())).await;
     let c = gw.client();
@@ -199,7 +132,7 @@ async fn redis_down_fails_open_for_limits_and_closed_for_idempotency_then_recove
         200
     );
 
-    redis.stop().await;
+    redis.kill().await;
     let limited = c.get(gw.url("/limited")).send().await.unwrap();
     assert_eq!(limited.status(), 200, "rate_limit fails open by default");
     let pay = c

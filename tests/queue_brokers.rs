@@ -4,124 +4,14 @@
 // A test harness may block and use std locks.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
+mod common;
+
 use bytes::Bytes;
-use std::process::{Child, Command, Stdio};
+use common::brokers::{NatsServer, RedisServer};
+use common::free_port;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tollgate::queue::{Message, PublishError, Queue, QueueConfig};
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr").port()
-}
-
-async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut cond: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let end = Instant::now() + timeout;
-    while !cond().await {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn accepts(port: u16) -> bool {
-    tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_ok()
-}
-
-fn signal(child: &Child, sig: libc::c_int) {
-    let pid = child.id() as libc::pid_t;
-    // SAFETY: sending a signal to a child process this test started.
-    let r = unsafe { libc::kill(pid, sig) };
-    assert_eq!(r, 0, "kill({pid}, {sig})");
-}
-
-/// A broker process, killed on drop.
-struct Broker {
-    child: Option<Child>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl Broker {
-    async fn redis_on(port: u16) -> Broker {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start redis-server ({e}): apt-get install redis-server")
-            });
-        let b = Broker {
-            child: Some(child),
-            _dir: None,
-        };
-        wait_until("redis-server", Duration::from_secs(10), || accepts(port)).await;
-        b
-    }
-
-    async fn nats_on(port: u16) -> Broker {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let bin = if std::path::Path::new("/usr/sbin/nats-server").exists() {
-            "/usr/sbin/nats-server"
-        } else {
-            "nats-server"
-        };
-        let child = Command::new(bin)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start nats-server ({e}): apt-get install nats-server")
-            });
-        let b = Broker {
-            child: Some(child),
-            _dir: Some(dir),
-        };
-        wait_until("nats-server", Duration::from_secs(10), || accepts(port)).await;
-        b
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn pause(&self) {
-        signal(self.child.as_ref().expect("running"), libc::SIGSTOP);
-    }
-
-    fn resume(&self) {
-        signal(self.child.as_ref().expect("running"), libc::SIGCONT);
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(c) = &self.child {
-            // A paused process does not die of SIGKILL any later, but be sure.
-            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGCONT) };
-        }
-        self.stop();
-    }
-}
 
 fn queue_cfg(kind: &str, url: &str, stream: &str, extra: &str) -> QueueConfig {
     toml::from_str(&format!(
@@ -190,24 +80,84 @@ async fn publish(q: &Queue, id: &str) -> Result<String, PublishError> {
     q.publish(&m.msg()).await
 }
 
-// ---------------------------------------------------------------- redis
-
-/// One XRANGE entry: its id and its field-value pairs.
-type StreamEntry = (String, Vec<(Vec<u8>, Vec<u8>)>);
-
-async fn redis_conn(port: u16) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(format!("redis://127.0.0.1:{port}"))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect to redis")
+/// Nothing runs at the queue's URL yet: building worked, publishing fails
+/// within the timeout (1 s).
+async fn publish_fails_fast(q: &Queue) {
+    let start = Instant::now();
+    let r = publish(q, "r0").await;
+    assert!(
+        matches!(r, Err(PublishError::Error(_) | PublishError::Timeout)),
+        "{r:?}"
+    );
+    assert!(start.elapsed() < Duration::from_millis(2000));
 }
+
+/// After a broker restart, publishes until the client has reconnected by
+/// itself (within `within`); the id of the message.
+async fn publish_after_reconnect(q: &Queue, within: Duration) -> String {
+    let end = Instant::now() + within;
+    loop {
+        match publish(q, "r3").await {
+            Ok(id) => return id,
+            Err(e) => assert!(Instant::now() < end, "no reconnection: {e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// For a queue with `timeout = "3s"` and `max_in_flight = 2`: with the broker
+/// paused, two publishes wait and a third is refused at once (`Overloaded`);
+/// resumed, the two are acknowledged; paused again, a publish times out after
+/// about `timeout`; resumed, publishing works again.
+async fn overloaded_then_timed_out_while_paused(
+    q: &Arc<Queue>,
+    pause: impl Fn(),
+    resume: impl Fn(),
+) {
+    publish(q, "warm").await.expect("connected");
+
+    pause();
+    let a = tokio::spawn({
+        let q = q.clone();
+        async move { publish(&q, "a").await }
+    });
+    let b = tokio::spawn({
+        let q = q.clone();
+        async move { publish(&q, "b").await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let start = Instant::now();
+    assert_eq!(publish(q, "c").await, Err(PublishError::Overloaded));
+    assert!(
+        start.elapsed() < Duration::from_millis(500),
+        "refused at once"
+    );
+    resume();
+    assert!(a.await.unwrap().is_ok());
+    assert!(b.await.unwrap().is_ok());
+
+    // Paused past the timeout: Timeout, after about `timeout`.
+    pause();
+    let start = Instant::now();
+    assert_eq!(publish(q, "d").await, Err(PublishError::Timeout));
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(2900) && took < Duration::from_millis(4500),
+        "{took:?}"
+    );
+    resume();
+    let end = Instant::now() + Duration::from_secs(10);
+    while publish(q, "e").await.is_err() {
+        assert!(Instant::now() < end, "no recovery after SIGCONT");
+    }
+}
+
+// ---------------------------------------------------------------- redis
 
 #[tokio::test]
 async fn redis_stream_carries_every_field_byte_for_byte() {
-    let port = free_port();
-    let _redis = Broker::redis_on(port).await;
-    let url = format!("redis://127.0.0.1:{port}");
+    let redis = RedisServer::start().await;
+    let url = redis.url();
     let q = build(
         "payments",
         &queue_cfg(
@@ -219,20 +169,13 @@ async fn redis_stream_carries_every_field_byte_for_byte() {
     );
     let m = Owned::new("req-1", "evt_1");
     let id = q.publish(&m.msg()).await.expect("published");
-    let mut c = redis_conn(port).await;
-    let entries: Vec<StreamEntry> = redis::cmd("XRANGE")
-        .arg("tollgate:payments")
-        .arg("-")
-        .arg("+")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    let entries = redis.xrange("tollgate:payments").await;
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0].0, id, "the answer is the stream entry id");
     let fields: Vec<(&[u8], &[u8])> = entries[0]
         .1
         .iter()
-        .map(|(k, v)| (k.as_slice(), v.as_slice()))
+        .map(|(k, v)| (k.as_bytes(), v.as_slice()))
         .collect();
     let want: Vec<(&[u8], &[u8])> = vec![
         (b"id", b"req-1"),
@@ -253,19 +196,13 @@ async fn redis_stream_carries_every_field_byte_for_byte() {
     // A second message gets a later id.
     let id2 = publish(&q, "req-2").await.expect("published");
     assert_ne!(id, id2);
-    let len: u64 = redis::cmd("XLEN")
-        .arg("tollgate:payments")
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    assert_eq!(len, 2);
+    assert_eq!(redis.xlen("tollgate:payments").await, 2);
 }
 
 #[tokio::test]
 async fn redis_stream_max_len_trims() {
-    let port = free_port();
-    let _redis = Broker::redis_on(port).await;
-    let url = format!("redis://127.0.0.1:{port}");
+    let redis = RedisServer::start().await;
+    let url = redis.url();
     let q = build(
         "trim",
         &queue_cfg("redis_stream", &url, "trimmed", "max_len = 10\n"),
@@ -273,12 +210,7 @@ async fn redis_stream_max_len_trims() {
     for i in 0..600 {
         publish(&q, &format!("r{i}")).await.expect("published");
     }
-    let mut c = redis_conn(port).await;
-    let len: u64 = redis::cmd("XLEN")
-        .arg("trimmed")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    let len = redis.xlen("trimmed").await;
     // `MAXLEN ~` trims whole nodes (100 entries each by default).
     assert!((10..=200).contains(&len), "XLEN {len}");
 }
@@ -292,40 +224,26 @@ async fn redis_down_then_up_then_restarted() {
         "late",
         &queue_cfg("redis_stream", &url, "late", "timeout = \"1s\"\n"),
     );
-    let start = Instant::now();
-    let r = publish(&q, "r0").await;
-    assert!(
-        matches!(r, Err(PublishError::Error(_) | PublishError::Timeout)),
-        "{r:?}"
-    );
-    assert!(start.elapsed() < Duration::from_millis(2000));
+    publish_fails_fast(&q).await;
 
     // The broker comes up: the next publish connects.
-    let mut redis = Broker::redis_on(port).await;
+    let mut redis = RedisServer::start_on(port).await;
     publish(&q, "r1")
         .await
         .expect("published once the broker is up");
 
     // Restarted: the connection is remade by itself.
-    redis.stop();
+    redis.kill().await;
     let r = publish(&q, "r2").await;
     assert!(r.is_err(), "{r:?}");
-    let _redis = Broker::redis_on(port).await;
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        match publish(&q, "r3").await {
-            Ok(_) => break,
-            Err(e) => assert!(Instant::now() < end, "no reconnection: {e:?}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    redis.restart().await;
+    publish_after_reconnect(&q, Duration::from_secs(10)).await;
 }
 
 #[tokio::test]
 async fn redis_paused_past_the_timeout_and_overloaded() {
-    let port = free_port();
-    let redis = Broker::redis_on(port).await;
-    let url = format!("redis://127.0.0.1:{port}");
+    let redis = RedisServer::start().await;
+    let url = redis.url();
     let q = build(
         "paused",
         &queue_cfg(
@@ -335,75 +253,16 @@ async fn redis_paused_past_the_timeout_and_overloaded() {
             "timeout = \"3s\"\nmax_in_flight = 2\n",
         ),
     );
-    publish(&q, "warm").await.expect("connected");
-
-    redis.pause();
-    let a = tokio::spawn({
-        let q = q.clone();
-        async move { publish(&q, "a").await }
-    });
-    let b = tokio::spawn({
-        let q = q.clone();
-        async move { publish(&q, "b").await }
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let start = Instant::now();
-    assert_eq!(publish(&q, "c").await, Err(PublishError::Overloaded));
-    assert!(
-        start.elapsed() < Duration::from_millis(500),
-        "refused at once"
-    );
-    redis.resume();
-    assert!(a.await.unwrap().is_ok());
-    assert!(b.await.unwrap().is_ok());
-
-    // Paused past the timeout: Timeout, after about `timeout`.
-    redis.pause();
-    let start = Instant::now();
-    assert_eq!(publish(&q, "d").await, Err(PublishError::Timeout));
-    let took = start.elapsed();
-    assert!(
-        took >= Duration::from_millis(2900) && took < Duration::from_millis(4500),
-        "{took:?}"
-    );
-    redis.resume();
-    let end = Instant::now() + Duration::from_secs(10);
-    while publish(&q, "e").await.is_err() {
-        assert!(Instant::now() < end, "no recovery after SIGCONT");
-    }
+    overloaded_then_timed_out_while_paused(&q, || redis.pause(), || redis.resume()).await;
 }
 
 // ---------------------------------------------------------------- nats
 
-async fn jetstream(port: u16) -> async_nats::jetstream::Context {
-    let c = async_nats::connect(format!("nats://127.0.0.1:{port}"))
-        .await
-        .expect("connect to nats");
-    async_nats::jetstream::new(c)
-}
-
-async fn create_stream(
-    js: &async_nats::jetstream::Context,
-    name: &str,
-    subjects: &str,
-) -> async_nats::jetstream::stream::Stream {
-    js.create_stream(async_nats::jetstream::stream::Config {
-        name: name.to_string(),
-        subjects: vec![subjects.to_string()],
-        duplicate_window: Duration::from_secs(120),
-        ..Default::default()
-    })
-    .await
-    .expect("create the stream")
-}
-
 #[tokio::test]
 async fn nats_carries_every_field_and_deduplicates() {
-    let port = free_port();
-    let _nats = Broker::nats_on(port).await;
-    let js = jetstream(port).await;
-    let stream = create_stream(&js, "PAYMENTS", "payments.>").await;
-    let url = format!("nats://127.0.0.1:{port}");
+    let nats = NatsServer::start().await;
+    let stream = nats.create_stream("PAYMENTS", "payments.>").await;
+    let url = nats.url();
     let q = build(
         "payments",
         &queue_cfg(
@@ -454,11 +313,9 @@ async fn nats_carries_every_field_and_deduplicates() {
 
 #[tokio::test]
 async fn nats_subject_without_a_stream_is_an_error() {
-    let port = free_port();
-    let _nats = Broker::nats_on(port).await;
-    let js = jetstream(port).await;
-    create_stream(&js, "OTHER", "other.>").await;
-    let url = format!("nats://127.0.0.1:{port}");
+    let nats = NatsServer::start().await;
+    nats.create_stream("OTHER", "other.>").await;
+    let url = nats.url();
     let q = build(
         "orphan",
         &queue_cfg("nats", &url, "nobody.listens", "timeout = \"2s\"\n"),
@@ -485,72 +342,30 @@ async fn nats_down_then_up_then_restarted() {
         "late",
         &queue_cfg("nats", &url, "late.events", "timeout = \"1s\"\n"),
     );
-    let start = Instant::now();
-    let r = publish(&q, "r0").await;
-    assert!(
-        matches!(r, Err(PublishError::Error(_) | PublishError::Timeout)),
-        "{r:?}"
-    );
-    assert!(start.elapsed() < Duration::from_millis(2000));
+    publish_fails_fast(&q).await;
 
-    let mut nats = Broker::nats_on(port).await;
-    let js = jetstream(port).await;
-    let stream = create_stream(&js, "LATE", "late.>").await;
+    let mut nats = NatsServer::start_on(port).await;
+    let stream = nats.create_stream("LATE", "late.>").await;
     assert_eq!(
         publish(&q, "r1").await.expect("published once up"),
         "LATE:1"
     );
 
     // Restarted (the stream is kept in the store dir): the client reconnects by itself.
-    let dir = nats._dir.take();
-    nats.stop();
+    nats.kill().await;
     drop(stream);
     let r = publish(&q, "r2").await;
     assert!(r.is_err(), "{r:?}");
-    let mut nats = Broker::nats_on_dir(port, dir.expect("store dir")).await;
-    let end = Instant::now() + Duration::from_secs(15);
-    loop {
-        match publish(&q, "r3").await {
-            Ok(id) => {
-                assert!(id.starts_with("LATE:"), "{id}");
-                break;
-            }
-            Err(e) => assert!(Instant::now() < end, "no reconnection: {e:?}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    nats.stop();
-}
-
-impl Broker {
-    async fn nats_on_dir(port: u16, dir: tempfile::TempDir) -> Broker {
-        let child = Command::new(if std::path::Path::new("/usr/sbin/nats-server").exists() {
-            "/usr/sbin/nats-server"
-        } else {
-            "nats-server"
-        })
-        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nats-server");
-        let b = Broker {
-            child: Some(child),
-            _dir: Some(dir),
-        };
-        wait_until("nats-server", Duration::from_secs(10), || accepts(port)).await;
-        b
-    }
+    nats.restart().await;
+    let id = publish_after_reconnect(&q, Duration::from_secs(15)).await;
+    assert!(id.starts_with("LATE:"), "{id}");
 }
 
 #[tokio::test]
 async fn nats_paused_past_the_timeout_and_overloaded() {
-    let port = free_port();
-    let nats = Broker::nats_on(port).await;
-    let js = jetstream(port).await;
-    create_stream(&js, "PAUSED", "paused.>").await;
-    let url = format!("nats://127.0.0.1:{port}");
+    let nats = NatsServer::start().await;
+    nats.create_stream("PAUSED", "paused.>").await;
+    let url = nats.url();
     let q = build(
         "paused",
         &queue_cfg(
@@ -560,41 +375,7 @@ async fn nats_paused_past_the_timeout_and_overloaded() {
             "timeout = \"3s\"\nmax_in_flight = 2\n",
         ),
     );
-    publish(&q, "warm").await.expect("connected");
-
-    nats.pause();
-    let a = tokio::spawn({
-        let q = q.clone();
-        async move { publish(&q, "a").await }
-    });
-    let b = tokio::spawn({
-        let q = q.clone();
-        async move { publish(&q, "b").await }
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let start = Instant::now();
-    assert_eq!(publish(&q, "c").await, Err(PublishError::Overloaded));
-    assert!(
-        start.elapsed() < Duration::from_millis(500),
-        "refused at once"
-    );
-    nats.resume();
-    assert!(a.await.unwrap().is_ok());
-    assert!(b.await.unwrap().is_ok());
-
-    nats.pause();
-    let start = Instant::now();
-    assert_eq!(publish(&q, "d").await, Err(PublishError::Timeout));
-    let took = start.elapsed();
-    assert!(
-        took >= Duration::from_millis(2900) && took < Duration::from_millis(4500),
-        "{took:?}"
-    );
-    nats.resume();
-    let end = Instant::now() + Duration::from_secs(10);
-    while publish(&q, "e").await.is_err() {
-        assert!(Instant::now() < end, "no recovery after SIGCONT");
-    }
+    overloaded_then_timed_out_while_paused(&q, || nats.pause(), || nats.resume()).await;
 }
 
 #[tokio::test]
@@ -621,7 +402,7 @@ async fn publishes_are_counted() {
             .get_sample_count(),
         1
     );
-    let _redis = Broker::redis_on(port).await;
+    let _redis = RedisServer::start_on(port).await;
     publish(&q, "y").await.expect("published");
     assert_eq!(
         m.queue_publish.with_label_values(&["counted", "ok"]).get(),

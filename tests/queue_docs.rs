@@ -11,11 +11,12 @@
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 mod common;
+use common::brokers::{NatsServer, RedisServer};
 use common::*;
 use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
 const SECRET: &str = "whsec_queue_doc_example_secret";
 /// The listeners and broker URLs as the examples write them.
@@ -233,42 +234,6 @@ fn accepted(a: &Answer) -> String {
 // ---------------------------------------------------------------------------
 // Brokers
 
-/// A process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-async fn listening(port: u16) -> bool {
-    tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_ok()
-}
-
-async fn start_redis() -> (Proc, u16) {
-    let port = free_port();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!("cannot start redis-server ({e}): install it (apt-get install redis-server); .ci/run does")
-        });
-    let p = Proc(child);
-    wait_until_msg(
-        Duration::from_secs(10),
-        "redis-server listening",
-        || async move { listening(port).await },
-    )
-    .await;
-    (p, port)
-}
-
 /// The page's `redis-cli …` command, run against the test's Redis; stdout
 /// (redis-cli's raw format: one value per line).
 fn redis_cli(port: u16, words: &[String]) -> String {
@@ -292,12 +257,9 @@ fn redis_cli(port: u16, words: &[String]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn example_a_stripe_to_a_redis_stream_read_by_a_consumer_group() {
-    let (_redis, port) = start_redis().await;
-    let toml = example(
-        "redis_stream",
-        DOC_REDIS,
-        &format!("redis://127.0.0.1:{port}"),
-    );
+    let redis = RedisServer::start().await;
+    let port = redis.port();
+    let toml = example("redis_stream", DOC_REDIS, &redis.url());
     let stream = toml
         .lines()
         .find_map(|l| l.strip_prefix("stream = "))
@@ -427,42 +389,24 @@ fn uuid_like(s: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn example_b_stripe_to_nats_jetstream_read_by_a_durable_consumer() {
-    use async_nats::jetstream::{self, consumer, stream};
+    use async_nats::jetstream::{consumer, stream};
 
     // nats-server as the page starts it, its store in a temporary directory,
     // on a free loopback port.
-    let store = tempfile::tempdir().unwrap();
-    let mut server = command(&["nats-server"]);
+    let server = command(&["nats-server"]);
     assert!(server.contains(&"-js".to_string()), "{server:?}");
     let sd = server
         .iter()
         .position(|w| w == "-sd")
         .expect("the page gives nats-server a store directory");
-    server[sd + 1] = store.path().display().to_string();
-    let port = free_port();
-    let bin = if std::path::Path::new("/usr/sbin/nats-server").exists() {
-        "/usr/sbin/nats-server"
-    } else {
-        "nats-server"
-    };
-    let _nats = Proc(
-        Command::new(bin)
-            .args(&server[1..])
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start nats-server ({e}): apt-get install nats-server; .ci/run does")
-            }),
-    );
-    let url = format!("nats://127.0.0.1:{port}");
-    let client = wait_for(Duration::from_secs(10), || {
-        let url = url.clone();
-        async move { async_nats::connect(url).await.ok() }
+    let nats = NatsServer::start_with_args(|store| {
+        let mut args = server[1..].to_vec();
+        args[sd] = store.display().to_string();
+        args
     })
     .await;
-    let js = jetstream::new(client);
+    let url = nats.url();
+    let js = nats.js().await;
 
     let toml = example("nats", DOC_NATS, &url);
     let subject = toml

@@ -14,6 +14,7 @@ mod common;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use common::brokers::{field, field_str, NatsServer, RedisServer};
 use common::*;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -28,422 +29,6 @@ const WAIT: Duration = Duration::from_secs(15);
 // ---------------------------------------------------------------------------------------------
 // Brokers
 // ---------------------------------------------------------------------------------------------
-
-fn signal_pid(pid: u32, sig: i32) {
-    // SAFETY: kill(2) on a child this test started and has not reaped.
-    let rc = unsafe { libc::kill(pid as libc::pid_t, sig) };
-    assert_eq!(rc, 0, "kill -{sig} {pid}");
-}
-
-/// A port nothing listens on yet, that no other broker of this run picked.
-fn broker_port() -> u16 {
-    free_port()
-}
-
-async fn accepts(port: u16) -> bool {
-    tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_ok()
-}
-
-/// A real Redis on a free loopback port with an append-only file synced on
-/// every write (an acknowledged `XADD` survives `SIGKILL`), stopped on drop.
-struct RedisServer {
-    port: u16,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl RedisServer {
-    async fn start() -> RedisServer {
-        let dir = tempfile::Builder::new()
-            .prefix("tollgate-redis-")
-            .tempdir()
-            .expect("tempdir");
-        let mut r = RedisServer {
-            port: broker_port(),
-            dir,
-            child: None,
-        };
-        r.spawn().await;
-        r
-    }
-
-    async fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--dir",
-                &self.dir.path().to_string_lossy(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start redis-server ({e}): apt-get install redis-server; .ci/run does"
-                )
-            });
-        self.child = Some(child);
-        let url = self.url();
-        wait_until_msg(WAIT, "redis-server to answer PING", || {
-            let url = url.clone();
-            async move { redis_ping(&url).await }
-        })
-        .await;
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("redis running").id()
-    }
-
-    /// SIGKILL, and wait until the port is closed.
-    async fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let port = self.port;
-        wait_until(WAIT, || async move { !accepts(port).await }).await;
-    }
-
-    /// Start again on the same port and directory (the AOF is replayed).
-    async fn restart(&mut self) {
-        self.spawn().await;
-    }
-
-    fn pause(&self) {
-        signal_pid(self.pid(), libc::SIGSTOP);
-    }
-
-    fn resume(&self) {
-        signal_pid(self.pid(), libc::SIGCONT);
-    }
-
-    async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .expect("redis url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect to redis")
-    }
-
-    /// `XRANGE key - +`: (entry id, fields in order).
-    async fn xrange(&self, key: &str) -> Vec<Entry> {
-        let mut c = self.conn().await;
-        let v: redis::Value = redis::cmd("XRANGE")
-            .arg(key)
-            .arg("-")
-            .arg("+")
-            .query_async(&mut c)
-            .await
-            .expect("XRANGE");
-        parse_xrange(v)
-    }
-
-    async fn xlen(&self, key: &str) -> u64 {
-        let mut c = self.conn().await;
-        redis::cmd("XLEN")
-            .arg(key)
-            .query_async(&mut c)
-            .await
-            .expect("XLEN")
-    }
-
-    /// The ids of the connections whose last command was an `XADD` (the
-    /// gateway's; the test's own connections send other commands).
-    async fn xadd_clients(&self) -> HashSet<String> {
-        let mut c = self.conn().await;
-        let list: String = redis::cmd("CLIENT")
-            .arg("LIST")
-            .query_async(&mut c)
-            .await
-            .expect("CLIENT LIST");
-        list.lines()
-            .filter(|l| l.split_whitespace().any(|kv| kv == "cmd=xadd"))
-            .filter_map(|l| {
-                l.split_whitespace()
-                    .find_map(|kv| kv.strip_prefix("id="))
-                    .map(str::to_string)
-            })
-            .collect()
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = signal_pid_quiet(c.id(), libc::SIGCONT);
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn signal_pid_quiet(pid: u32, sig: i32) -> i32 {
-    // SAFETY: kill(2) on a child of this test.
-    unsafe { libc::kill(pid as libc::pid_t, sig) }
-}
-
-async fn redis_ping(url: &str) -> bool {
-    let Ok(client) = redis::Client::open(url) else {
-        return false;
-    };
-    let Ok(Ok(mut c)) = tokio::time::timeout(
-        Duration::from_secs(1),
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    else {
-        return false;
-    };
-    matches!(
-        tokio::time::timeout(
-            Duration::from_secs(1),
-            redis::cmd("PING").query_async::<String>(&mut c)
-        )
-        .await,
-        Ok(Ok(ref s)) if s == "PONG"
-    )
-}
-
-fn bulk(v: &redis::Value) -> Vec<u8> {
-    match v {
-        redis::Value::BulkString(b) => b.clone(),
-        redis::Value::SimpleString(s) => s.as_bytes().to_vec(),
-        other => panic!("not a string: {other:?}"),
-    }
-}
-
-/// A stream entry: its id and its fields in order.
-type Entry = (String, Vec<(String, Vec<u8>)>);
-
-fn parse_xrange(v: redis::Value) -> Vec<Entry> {
-    let redis::Value::Array(entries) = v else {
-        panic!("XRANGE answered {v:?}");
-    };
-    entries
-        .iter()
-        .map(|e| {
-            let redis::Value::Array(pair) = e else {
-                panic!("XRANGE entry {e:?}");
-            };
-            let id = String::from_utf8(bulk(&pair[0])).expect("entry id");
-            let redis::Value::Array(flat) = &pair[1] else {
-                panic!("XRANGE fields {:?}", pair[1]);
-            };
-            let fields = flat
-                .chunks(2)
-                .map(|kv| {
-                    (
-                        String::from_utf8(bulk(&kv[0])).expect("field name"),
-                        bulk(&kv[1]),
-                    )
-                })
-                .collect();
-            (id, fields)
-        })
-        .collect()
-}
-
-fn field<'a>(fields: &'a [(String, Vec<u8>)], name: &str) -> &'a [u8] {
-    fields
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_slice())
-        .unwrap_or_else(|| panic!("no field {name:?} in {fields:?}"))
-}
-
-fn field_str(fields: &[(String, Vec<u8>)], name: &str) -> String {
-    String::from_utf8(field(fields, name).to_vec())
-        .unwrap_or_else(|_| panic!("field {name:?} is not UTF-8"))
-}
-
-/// A real `nats-server -js` on a free loopback port with its own store
-/// directory (kept across restarts), stopped on drop.
-struct NatsServer {
-    port: u16,
-    /// The HTTP monitoring port (`/connz`).
-    monitor: u16,
-    store: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl NatsServer {
-    async fn start() -> NatsServer {
-        let store = tempfile::Builder::new()
-            .prefix("tollgate-nats-")
-            .tempdir()
-            .expect("tempdir");
-        let mut n = NatsServer {
-            port: broker_port(),
-            monitor: broker_port(),
-            store,
-            child: None,
-        };
-        n.spawn().await;
-        n
-    }
-
-    fn bin() -> &'static str {
-        if Path::new("/usr/sbin/nats-server").exists() {
-            "/usr/sbin/nats-server"
-        } else {
-            "nats-server"
-        }
-    }
-
-    async fn spawn(&mut self) {
-        let child = Command::new(Self::bin())
-            .args([
-                "-js",
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-m",
-                &self.monitor.to_string(),
-                "-sd",
-            ])
-            .arg(self.store.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start nats-server ({e}): apt-get install nats-server; .ci/run does")
-            });
-        self.child = Some(child);
-        let (port, monitor) = (self.port, self.monitor);
-        wait_until_msg(WAIT, "nats-server to accept connections", || async move {
-            accepts(port).await && accepts(monitor).await
-        })
-        .await;
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("nats running").id()
-    }
-
-    async fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        let port = self.port;
-        wait_until(WAIT, || async move { !accepts(port).await }).await;
-    }
-
-    async fn restart(&mut self) {
-        self.spawn().await;
-    }
-
-    fn pause(&self) {
-        signal_pid(self.pid(), libc::SIGSTOP);
-    }
-
-    fn resume(&self) {
-        signal_pid(self.pid(), libc::SIGCONT);
-    }
-
-    async fn js(&self) -> async_nats::jetstream::Context {
-        let url = self.url();
-        let client = wait_for(WAIT, || {
-            let url = url.clone();
-            async move { async_nats::connect(url).await.ok() }
-        })
-        .await;
-        async_nats::jetstream::new(client)
-    }
-
-    /// A file-backed stream `name` capturing `subject`, 2 minutes of de-duplication.
-    async fn create_stream(&self, name: &str, subject: &str) {
-        let js = self.js().await;
-        let cfg = async_nats::jetstream::stream::Config {
-            name: name.to_string(),
-            subjects: vec![subject.to_string()],
-            storage: async_nats::jetstream::stream::StorageType::File,
-            duplicate_window: Duration::from_secs(120),
-            ..Default::default()
-        };
-        // JetStream may need a moment after the port opens.
-        wait_for(WAIT, || {
-            let js = js.clone();
-            let cfg = cfg.clone();
-            async move { js.get_or_create_stream(cfg).await.ok().map(|_| ()) }
-        })
-        .await;
-    }
-
-    /// The ids (`cid`) of the connections named `tollgate` (`/connz`).
-    async fn gateway_connections(&self) -> HashSet<u64> {
-        let v: serde_json::Value = http_client()
-            .get(format!("http://127.0.0.1:{}/connz", self.monitor))
-            .send()
-            .await
-            .expect("GET /connz")
-            .json()
-            .await
-            .expect("connz JSON");
-        v["connections"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|c| c["name"] == "tollgate")
-            .filter_map(|c| c["cid"].as_u64())
-            .collect()
-    }
-
-    /// Every message of stream `name`, in order.
-    async fn messages(&self, name: &str) -> Vec<async_nats::jetstream::message::StreamMessage> {
-        let js = self.js().await;
-        let stream = wait_for(WAIT, || {
-            let js = js.clone();
-            async move { js.get_stream(name).await.ok() }
-        })
-        .await;
-        let mut info_stream = stream.clone();
-        let state = info_stream.info().await.expect("stream info").state.clone();
-        let mut out = Vec::with_capacity(state.messages as usize);
-        if state.messages == 0 {
-            return out;
-        }
-        for seq in state.first_sequence..=state.last_sequence {
-            let m = stream
-                .get_raw_message(seq)
-                .await
-                .unwrap_or_else(|e| panic!("message {seq} of {name}: {e}"));
-            out.push(m);
-        }
-        out
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = signal_pid_quiet(c.id(), libc::SIGCONT);
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
 
 /// The value of NATS header `name` (case-insensitive), the first of several.
 fn nats_header(h: &async_nats::HeaderMap, name: &str) -> Option<String> {
@@ -958,7 +543,7 @@ async fn publish_total(gw: &Gateway, queue: &str, result: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_stream_message_has_every_field_and_plugins_run_first() {
-    let redis = RedisServer::start().await;
+    let redis = RedisServer::start_aof().await;
     let gw = Gateway::start(&redis_config(&redis.url(), "2s", 100, "")).await;
     let c = gw.client();
     let body = binary_body("first");
@@ -1077,7 +662,7 @@ async fn redis_stream_message_has_every_field_and_plugins_run_first() {
 /// redis stream (which has no broker-side de-duplication) holds it once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_stream_webhook_replay_is_refused() {
-    let redis = RedisServer::start().await;
+    let redis = RedisServer::start_aof().await;
     let gw = Gateway::start(&redis_config(&redis.url(), "2s", 100, "")).await;
     let c = gw.client();
     let body = br#"{"type":"invoice.paid"}"#.to_vec();
@@ -1112,7 +697,7 @@ async fn redis_stream_webhook_replay_is_refused() {
 /// client's retry with the same key is published (once) when the broker is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_answered_503_is_published_on_retry() {
-    let mut redis = RedisServer::start().await;
+    let mut redis = RedisServer::start_aof().await;
     let gw = Gateway::start(&redis_config(&redis.url(), "500ms", 100, "")).await;
     let c = gw.client();
     let h = [("x-api-key", API_KEY), ("idempotency-key", "retry-me")];
@@ -1151,7 +736,7 @@ async fn an_idempotency_key_answered_503_is_published_on_retry() {
 /// A changed `[queues.X]` table takes effect on reload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_queue_table_takes_effect_on_reload() {
-    let redis = RedisServer::start().await;
+    let redis = RedisServer::start_aof().await;
     let cfg = redis_config(&redis.url(), "2s", 100, "");
     let gw = Gateway::start(&cfg).await;
     let c = gw.client();
@@ -1327,7 +912,7 @@ const CLIENTS: usize = 4;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_and_restarted_under_load() {
-    let mut redis = RedisServer::start().await;
+    let mut redis = RedisServer::start_aof().await;
     let gw = Gateway::start(&redis_config(&redis.url(), "500ms", 1000, "")).await;
     let load = Load::start(gw.url("/events"), "events", CLIENTS);
     load.wait_accepted(50, "load before the kill").await;
@@ -1359,7 +944,7 @@ async fn redis_killed_and_restarted_under_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_paused_past_timeout_under_load() {
-    let redis = RedisServer::start().await;
+    let redis = RedisServer::start_aof().await;
     let gw = Gateway::start(&redis_config(&redis.url(), "500ms", 1000, "")).await;
     let load = Load::start(gw.url("/events"), "events", CLIENTS);
     load.wait_accepted(50, "load before the pause").await;
@@ -1387,12 +972,12 @@ async fn redis_paused_past_timeout_under_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_reload_under_load_keeps_the_connection() {
-    let redis = RedisServer::start().await;
+    let redis = RedisServer::start_aof().await;
     let cfg = redis_config(&redis.url(), "500ms", 1000, "");
     let gw = Gateway::start(&cfg).await;
     let load = Load::start(gw.url("/events"), "events", CLIENTS);
     load.wait_accepted(50, "load before the reload").await;
-    let conns = redis.xadd_clients().await;
+    let conns = redis.clients_whose_last_command_was("xadd").await;
     assert!(!conns.is_empty());
 
     let extra = "\n[[routes]]\nname = \"other\"\npath = \"/other\"\nqueue = \"events\"\n";
@@ -1412,7 +997,7 @@ async fn redis_reload_under_load_keeps_the_connection() {
     let other_id = a.accepted("events");
     let sent = load.finish().await;
     assert_eq!(
-        redis.xadd_clients().await,
+        redis.clients_whose_last_command_was("xadd").await,
         conns,
         "an unchanged [queues.events] keeps its connection across reloads"
     );
@@ -1428,7 +1013,7 @@ async fn redis_reload_under_load_keeps_the_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_graceful_shutdown_under_load() {
-    let redis = RedisServer::start().await;
+    let redis = RedisServer::start_aof().await;
     let mut gw = Gateway::start(&redis_config(&redis.url(), "500ms", 1000, "")).await;
     let load = Load::start(gw.url("/events"), "events", CLIENTS);
     load.wait_accepted(100, "load before SIGTERM").await;
@@ -1459,18 +1044,18 @@ impl Load {
 /// broker resumes: the waiting request gets its 202, and the message is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publish_in_flight_at_sigterm_is_answered() {
-    let redis = RedisServer::start().await;
+    let redis = RedisServer::start_aof().await;
     let mut gw = Gateway::start(&redis_config(&redis.url(), "4s", 100, "")).await;
     let c = gw.client();
     post(&c, &gw.url("/events"), &[], "warm")
         .await
         .accepted("events");
     redis.pause();
-    assert_eq!(unread_by(redis.port), 0);
+    assert_eq!(unread_by(redis.port()), 0);
     let url = gw.url("/events");
     let held =
         tokio::spawn(async move { post(&http_client(), &url, &[], "in flight at SIGTERM").await });
-    let port = redis.port;
+    let port = redis.port();
     wait_until_msg(
         WAIT,
         "the XADD to wait in the paused broker",
@@ -1521,7 +1106,7 @@ fn upgrade_sock(config: &Path) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_upgrade_under_load() {
-    let redis = RedisServer::start().await;
+    let redis = RedisServer::start_aof().await;
     let mut a = Gateway::start(&redis_config(&redis.url(), "500ms", 1000, "")).await;
     let sock = upgrade_sock(a.config_path());
     let load = Load::start(a.url("/events"), "events", CLIENTS);
@@ -1615,7 +1200,7 @@ async fn nats_reload_under_load_keeps_the_connection() {
     let gw = Gateway::start(&nats_config(&nats.url(), "500ms", "")).await;
     let load = Load::start(gw.url("/plain"), "jet", CLIENTS);
     load.wait_accepted(50, "load before the reload").await;
-    let conns = nats.gateway_connections().await;
+    let conns = nats.connections_named("tollgate").await;
     assert_eq!(
         conns.len(),
         1,
@@ -1635,7 +1220,7 @@ async fn nats_reload_under_load_keeps_the_connection() {
     load.wait_accepted(100, "202s after the reload").await;
     let sent = load.finish().await;
     assert_eq!(
-        nats.gateway_connections().await,
+        nats.connections_named("tollgate").await,
         conns,
         "an unchanged [queues.jet] keeps its connection across reloads"
     );
@@ -1650,7 +1235,7 @@ async fn nats_reload_under_load_keeps_the_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_in_flight_refuses_at_once_while_the_broker_is_paused() {
-    let redis = RedisServer::start().await;
+    let redis = RedisServer::start_aof().await;
     let gw = Gateway::start(&redis_config(&redis.url(), "3s", 2, "")).await;
     // Connected first, so that the pause stalls acknowledgements, not the connection.
     post(&gw.client(), &gw.url("/events"), &[], "warm")

@@ -14,6 +14,7 @@
 // .clippy.toml bans these for the gateway; a test harness may block and use std locks.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
+pub mod brokers;
 pub mod otlp;
 use std::fs;
 use std::future::Future;
