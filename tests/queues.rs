@@ -733,6 +733,60 @@ async fn an_idempotency_key_answered_503_is_published_on_retry() {
     assert_eq!(field(f, "body"), b"pay 5");
 }
 
+/// A queue route replays nothing upstream: a plugin that reads the body
+/// (`idempotency`) takes one over 64 KiB (Pingora's retry buffer bounds only
+/// proxied routes), and the message carries it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_over_64_kib_is_published_through_a_body_reading_plugin() {
+    let redis = RedisServer::start().await;
+    let gw = Gateway::start(&redis_config(&redis.url(), "2s", 100, "")).await;
+    let c = gw.client();
+    let body: Vec<u8> = (0..300 * 1024).map(|i| (i % 251) as u8).collect();
+    let h = [("x-api-key", API_KEY), ("idempotency-key", "big-one")];
+    let a = post(&c, &gw.url("/private"), &h, body.clone()).await;
+    let id = a.accepted("events");
+    let entries = redis.xrange(STREAM_KEY).await;
+    let (_, f) = entries.iter().find(|(i, _)| *i == id).expect("entry");
+    assert_eq!(field(f, "body"), &body[..], "the whole body, byte for byte");
+    let again = post(&c, &gw.url("/private"), &h, body).await;
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(redis.xlen(STREAM_KEY).await, 1, "published once");
+}
+
+/// A message over the NATS server's `max_payload` can never be taken: `413`,
+/// not a `503` the sender would retry for ever; counted as `error`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_over_nats_max_payload_is_413() {
+    let nats = NatsServer::start_with_args(|store| {
+        let conf = store.join("small.conf");
+        std::fs::write(&conf, "max_payload: 4096\n").expect("nats config");
+        vec![
+            "-c".into(),
+            conf.display().to_string(),
+            "-js".into(),
+            "-sd".into(),
+            store.display().to_string(),
+        ]
+    })
+    .await;
+    nats.create_stream(JS_STREAM, "events.>").await;
+    let gw = Gateway::start(&nats_config(&nats.url(), "2s", "")).await;
+    let c = gw.client();
+    post(&c, &gw.url("/plain"), &[], "small")
+        .await
+        .accepted("jet");
+    let big = vec![b'x'; 16 * 1024];
+    let a = post(&c, &gw.url("/plain"), &[], big).await;
+    assert_eq!(a.status, 413, "{}", a.text());
+    assert_eq!(
+        a.header("retry-after"),
+        None,
+        "sending it again cannot help"
+    );
+    assert_eq!(publish_total(&gw, "jet", "error").await, 1.0);
+    assert_eq!(publish_total(&gw, "jet", "ok").await, 1.0);
+}
+
 /// A changed `[queues.X]` table takes effect on reload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_queue_table_takes_effect_on_reload() {
@@ -1367,6 +1421,11 @@ stream = "s"
             "[queues.bad]\nkind = \"redis_stream\"\nurl = \"redis://127.0.0.1\"\nstream = \"s\"\nbogus = 1\n",
             "queues.bad",
             "bogus",
+        ),
+        (
+            "[plugins.c]\ntype = \"cache\"\n\n[[routes]]\nname = \"cached\"\npath = \"/\"\nqueue = \"q\"\nplugins = [\"c\"]\n",
+            "routes[0].plugins",
+            "nothing to cache",
         ),
     ];
     let mut failures = Vec::new();

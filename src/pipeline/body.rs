@@ -95,15 +95,29 @@ pub async fn send_continue(session: &mut Session, ctx: &RequestCtx) {
 /// `max_request_body`, within the request's deadline) so that the refusal
 /// reaches a client that is still sending, or the connection is closed after it.
 /// A client that sent `Expect: 100-continue` gets its `100 Continue` first.
-pub async fn read_body(session: &mut Session, ctx: &RequestCtx) -> Result<Bytes, BodyError> {
+///
+/// On a route that publishes to a queue nothing is replayed: the body may be
+/// as large as `max_request_body`, and it is kept for the publish
+/// ([`whole_body`]).
+pub async fn read_body(session: &mut Session, ctx: &mut RequestCtx) -> Result<Bytes, BodyError> {
+    if let Some(b) = &ctx.body {
+        return Ok(b.clone());
+    }
+    if ctx.route().is_some_and(|r| r.queue.is_some()) {
+        let b = read_up_to(session, ctx, u64::MAX, false).await?;
+        ctx.body = Some(b.clone());
+        return Ok(b);
+    }
     read_up_to(session, ctx, MAX_BUFFERED_BODY, true).await
 }
 
 /// The whole request body for a request that is not proxied (a route that
-/// publishes to a queue): what a plugin already read (kept in Pingora's retry
-/// buffer), or else read now, up to `max_request_body` rather than what the
-/// retry buffer can replay.
+/// publishes to a queue): what a plugin already read, or else read now, up
+/// to `max_request_body` rather than what the retry buffer can replay.
 pub async fn whole_body(session: &mut Session, ctx: &RequestCtx) -> Result<Bytes, BodyError> {
+    if let Some(b) = &ctx.body {
+        return Ok(b.clone());
+    }
     if session.is_body_done() {
         return Ok(session.as_ref().get_retry_buffer().unwrap_or_default());
     }

@@ -111,6 +111,9 @@ pub struct RequestCtx {
     /// The id of a verified webhook whose scheme has one (set by
     /// `webhook_signature`): a queue's de-duplication id.
     pub webhook_id: Option<String>,
+    /// The body a plugin read on a route that publishes to a queue (nothing
+    /// is replayed there): kept for the publish.
+    pub body: Option<bytes::Bytes>,
 }
 
 impl RequestCtx {
@@ -127,6 +130,7 @@ impl RequestCtx {
             status: 0,
             trace: crate::telemetry::Trace::default(),
             webhook_id: None,
+            body: None,
         }
     }
 

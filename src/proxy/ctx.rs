@@ -92,6 +92,27 @@ impl ProxyCtx {
         self.req.route().and_then(|r| r.upstream.as_ref())
     }
 
+    /// The chain's `upstream_response` hooks on the answer's head (an
+    /// upstream's, or a queue's `202`).
+    pub(super) fn upstream_response_hooks(&mut self, resp: &pingora::http::ResponseHeader) {
+        if let Some(chain) = self.req.route().map(|r| r.chain.clone()) {
+            for (n, i) in chain.iter().enumerate() {
+                i.plugin
+                    .upstream_response(resp, &mut self.req, self.states.slot(n));
+            }
+        }
+    }
+
+    /// The chain's `upstream_response_body` hooks on a chunk of that answer.
+    pub(super) fn upstream_body_hooks(&mut self, body: &Option<bytes::Bytes>, end: bool) {
+        if let Some(chain) = self.req.route().map(|r| r.chain.clone()) {
+            for (n, i) in chain.iter().enumerate() {
+                i.plugin
+                    .upstream_response_body(body, end, &mut self.req, self.states.slot(n));
+            }
+        }
+    }
+
     /// A new upstream attempt: the previous one's span ends now.
     pub(super) fn begin_attempt(&mut self, method: &'static str, address: Option<SocketAddr>) {
         self.end_attempt();

@@ -323,12 +323,7 @@ impl ProxyHttp for Gateway {
                 resp.remove_header(&n);
             }
         }
-        if let Some(chain) = ctx.req.route().map(|r| r.chain.clone()) {
-            for (n, i) in chain.iter().enumerate() {
-                i.plugin
-                    .upstream_response(resp, &mut ctx.req, ctx.states.slot(n));
-            }
-        }
+        ctx.upstream_response_hooks(resp);
         Ok(())
     }
 
@@ -341,16 +336,7 @@ impl ProxyHttp for Gateway {
         end_of_stream: bool,
         ctx: &mut ProxyCtx,
     ) -> pingora::Result<Option<std::time::Duration>> {
-        if let Some(chain) = ctx.req.route().map(|r| r.chain.clone()) {
-            for (n, i) in chain.iter().enumerate() {
-                i.plugin.upstream_response_body(
-                    body,
-                    end_of_stream,
-                    &mut ctx.req,
-                    ctx.states.slot(n),
-                );
-            }
-        }
+        ctx.upstream_body_hooks(body, end_of_stream);
         Ok(None)
     }
 

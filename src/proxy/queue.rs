@@ -27,6 +27,14 @@ impl Gateway {
         ctx: &mut ProxyCtx,
         queue: Arc<Queue>,
     ) {
+        // The access log names the queue where a proxied request names its target.
+        ctx.target = Some(Arc::from(format!("queue:{}", queue.name())));
+        // A slot before the body: a stalled broker refuses at once, before
+        // the client uploads anything more.
+        let slot = match queue.reserve() {
+            Ok(s) => s,
+            Err(e) => return self.unavailable(session, ctx, &e).await,
+        };
         let body = match crate::pipeline::whole_body(session, &ctx.req).await {
             Ok(b) => b,
             Err(e) => {
@@ -61,7 +69,7 @@ impl Gateway {
             dedup_id: ctx.req.webhook_id.as_deref().unwrap_or(&id),
         };
         let span = ctx.req.trace.begin_client();
-        let result = queue.publish(&msg).await;
+        let result = queue.publish_reserved(slot, &msg).await;
         if let Some(span) = span {
             ctx.req.trace.end_client(
                 span,
@@ -83,28 +91,33 @@ impl Gateway {
         }
         match result {
             Ok(message_id) => self.accepted(session, ctx, &queue, &message_id).await,
-            Err(e) => {
-                let detail = match &e {
-                    PublishError::Overloaded => {
-                        "the queue has too many messages waiting for the broker"
-                    }
-                    PublishError::Timeout => "the broker did not acknowledge the message in time",
-                    PublishError::Error(_) => "the broker is unavailable",
-                };
-                self.finish_chain(ctx);
-                self.respond_problem(
-                    session,
-                    ctx,
-                    503,
-                    detail,
-                    vec![(
-                        http::header::RETRY_AFTER,
-                        http::HeaderValue::from_static("1"),
-                    )],
-                )
-                .await;
-            }
+            Err(e) => self.unavailable(session, ctx, &e).await,
         }
+    }
+
+    /// The broker did not take the message: `503` with `Retry-After` (send
+    /// it again), or `413` for a message the broker never takes.
+    async fn unavailable(&self, session: &mut Session, ctx: &mut ProxyCtx, e: &PublishError) {
+        let (status, detail) = match e {
+            PublishError::Overloaded => (
+                503,
+                "the queue has too many messages waiting for the broker",
+            ),
+            PublishError::Timeout => (503, "the broker did not acknowledge the message in time"),
+            PublishError::Error(_) => (503, "the broker is unavailable"),
+            PublishError::TooLarge => (413, "the message is larger than the broker accepts"),
+        };
+        let retry = if status == 503 {
+            vec![(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            )]
+        } else {
+            Vec::new()
+        };
+        self.finish_chain(ctx);
+        self.respond_problem(session, ctx, status, detail, retry)
+            .await;
     }
 
     /// `202` with `{"id", "queue"}`, through the chain's response hooks.
@@ -123,17 +136,8 @@ impl Gateway {
             error: false,
             elapsed: ctx.req.start.elapsed(),
         });
-        let ProxyCtx { req, states, .. } = &mut *ctx;
-        if let Some(chain) = req.route().map(|r| r.chain.clone()) {
-            let chunk = Some(body.clone());
-            for (n, i) in chain.iter().enumerate() {
-                i.plugin.upstream_response(&header, req, states.slot(n));
-            }
-            for (n, i) in chain.iter().enumerate() {
-                i.plugin
-                    .upstream_response_body(&chunk, true, req, states.slot(n));
-            }
-        }
+        ctx.upstream_response_hooks(&header);
+        ctx.upstream_body_hooks(&Some(body.clone()), true);
         self.respond(
             session,
             ctx,

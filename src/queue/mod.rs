@@ -101,6 +101,9 @@ pub enum PublishError {
     Timeout,
     /// The broker is unreachable or refused the message.
     Error(String),
+    /// The message is larger than the broker takes (NATS `max_payload`):
+    /// sending it again cannot help (counted as `error`).
+    TooLarge,
 }
 
 /// The `result` label of `tollgate_queue_publish_total`.
@@ -126,7 +129,7 @@ impl PublishError {
         match self {
             PublishError::Overloaded => result::OVERLOADED,
             PublishError::Timeout => result::TIMEOUT,
-            PublishError::Error(_) => result::ERROR,
+            PublishError::Error(_) | PublishError::TooLarge => result::ERROR,
         }
     }
 }
@@ -137,6 +140,9 @@ impl std::fmt::Display for PublishError {
             PublishError::Overloaded => f.write_str("max_in_flight publishes already waiting"),
             PublishError::Timeout => f.write_str("no acknowledgement within the timeout"),
             PublishError::Error(e) => f.write_str(e),
+            PublishError::TooLarge => {
+                f.write_str("the message is larger than the broker accepts (max_payload)")
+            }
         }
     }
 }
@@ -157,7 +163,16 @@ pub struct Queue {
     nats_headers: Vec<(http::HeaderName, async_nats::HeaderName)>,
     backend: Backend,
     in_flight: tokio::sync::Semaphore,
-    last_log: parking_lot::Mutex<Option<Instant>>,
+    /// When a failure of each `result` was last logged (error, timeout,
+    /// overloaded): one kind never hides another.
+    last_log: parking_lot::Mutex<[Option<Instant>; 3]>,
+}
+
+/// A slot of `max_in_flight`, taken before the body is read
+/// ([`Queue::reserve`]), so that a stalled broker refuses new requests
+/// before they upload a body.
+pub struct Slot<'a> {
+    _permit: tokio::sync::SemaphorePermit<'a>,
 }
 
 impl std::fmt::Debug for Queue {
@@ -255,7 +270,7 @@ impl Queue {
                 nats_headers,
                 backend,
                 in_flight: tokio::sync::Semaphore::new(cfg.max_in_flight),
-                last_log: parking_lot::Mutex::new(None),
+                last_log: parking_lot::Mutex::new([None; 3]),
             }),
             _ => Err(errors),
         }
@@ -276,14 +291,34 @@ impl Queue {
     /// in `tollgate_queue_publish_total{queue, result}`; those that got a
     /// slot are timed in `tollgate_queue_publish_duration_seconds{queue}`.
     pub async fn publish(&self, msg: &Message<'_>) -> Result<String, PublishError> {
+        let slot = self.reserve()?;
+        self.publish_reserved(slot, msg).await
+    }
+
+    /// A slot of `max_in_flight`, or [`PublishError::Overloaded`] (counted
+    /// and logged) when all are taken.
+    pub fn reserve(&self) -> Result<Slot<'_>, PublishError> {
+        match self.in_flight.try_acquire() {
+            Ok(p) => Ok(Slot { _permit: p }),
+            Err(_) => {
+                crate::metrics::METRICS
+                    .queue_publish
+                    .with_label_values(&[&self.name, result::OVERLOADED])
+                    .inc();
+                self.log_failure(&PublishError::Overloaded);
+                Err(PublishError::Overloaded)
+            }
+        }
+    }
+
+    /// [`publish`](Self::publish) in a slot taken by [`reserve`](Self::reserve).
+    pub async fn publish_reserved(
+        &self,
+        slot: Slot<'_>,
+        msg: &Message<'_>,
+    ) -> Result<String, PublishError> {
+        let _slot = slot;
         let m = &crate::metrics::METRICS;
-        let Ok(_permit) = self.in_flight.try_acquire() else {
-            m.queue_publish
-                .with_label_values(&[&self.name, result::OVERLOADED])
-                .inc();
-            self.log_failure(&PublishError::Overloaded);
-            return Err(PublishError::Overloaded);
-        };
         let start = Instant::now();
         let call = async {
             match &self.backend {
@@ -311,12 +346,18 @@ impl Queue {
         r
     }
 
-    /// Logs a failed publish, at most once per 10 s for this queue (the
-    /// others are only counted). Never the body or a header value.
+    /// Logs a failed publish, at most once per 10 s for this queue and kind
+    /// of failure (the others are only counted). Never the body or a header
+    /// value.
     fn log_failure(&self, e: &PublishError) {
+        let kind = match e {
+            PublishError::Overloaded => 0,
+            PublishError::Timeout => 1,
+            PublishError::Error(_) | PublishError::TooLarge => 2,
+        };
         let mut last = self.last_log.lock();
-        if last.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
-            *last = Some(Instant::now());
+        if last[kind].is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+            last[kind] = Some(Instant::now());
             drop(last);
             tracing::warn!(
                 queue = %self.name,

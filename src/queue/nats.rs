@@ -77,6 +77,9 @@ impl Nats {
         }
         let client = async_nats::ConnectOptions::new()
             .name("tollgate")
+            // Publishes wait in the client's channel while it reconnects:
+            // few of them (`publish` refuses at once when disconnected).
+            .client_capacity(self.max_in_flight.clamp(16, 2048))
             .connection_timeout(self.timeout)
             .request_timeout(Some(self.timeout))
             .connect(self.url.as_str())
@@ -103,6 +106,14 @@ impl Nats {
         body: bytes::Bytes,
     ) -> Result<String, PublishError> {
         let ctx = self.context().await?;
+        // While the client reconnects, a publish would wait in its channel,
+        // holding its body, and go out after the sender was answered 503:
+        // refused at once instead.
+        if ctx.client().connection_state() != async_nats::connection::State::Connected {
+            return Err(PublishError::Error(
+                "nats: not connected (reconnecting)".into(),
+            ));
+        }
         let ack = ctx
             .publish_with_headers(self.subject.clone(), headers, body)
             .await
@@ -115,6 +126,7 @@ impl Nats {
     fn error(&self, e: async_nats::jetstream::context::PublishError) -> PublishError {
         match e.kind() {
             PublishErrorKind::TimedOut => PublishError::Timeout,
+            PublishErrorKind::MaxPayloadExceeded => PublishError::TooLarge,
             PublishErrorKind::StreamNotFound => PublishError::Error(format!(
                 "no JetStream stream captures subject {:?}",
                 self.subject.as_str()

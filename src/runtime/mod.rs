@@ -190,7 +190,7 @@ pub fn compile(cfg: Config, reuse: Reuse<'_>) -> Result<Runtime, ConfigErrors> {
 
     let mut defs = Vec::with_capacity(cfg.routes.len());
     let mut routes = Vec::with_capacity(cfg.routes.len());
-    for r in &cfg.routes {
+    for (ri, r) in cfg.routes.iter().enumerate() {
         let up = r.upstream.as_ref().and_then(|u| upstreams.get(u)).cloned();
         let queue = r.queue.as_ref().and_then(|q| queues.get(q)).cloned();
         if up.is_none() && queue.is_none() {
@@ -206,6 +206,19 @@ pub fn compile(cfg: Config, reuse: Reuse<'_>) -> Result<Runtime, ConfigErrors> {
         // Stable: within one order, the config's order is kept.
         chain.sort_by_key(|i| i.order);
         let cache = chain.iter().position(|i| i.plugin.is_cache());
+        if let (Some(n), Some(_)) = (cache, &queue) {
+            // Nothing comes back from a broker to store: refused, not ignored.
+            errs.push(loc.error(
+                &config::KeyPath::default()
+                    .key("routes")
+                    .index(ri)
+                    .key("plugins"),
+                format!(
+                    "plugin {:?} caches answers: a route with `queue` gets none back, nothing to cache",
+                    &*chain[n].name
+                ),
+            ));
+        }
         let name: Arc<str> = Arc::from(r.name.as_str());
         routes.push(Route {
             metrics: RouteMetrics::new(&name),
