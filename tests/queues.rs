@@ -1161,9 +1161,30 @@ fn upgrade_sock(config: &Path) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_upgrade_under_load() {
     let redis = RedisServer::start_aof().await;
-    let mut a = Gateway::start(&redis_config(&redis.url(), "500ms", 1000, "")).await;
+    let cfg = redis_config(&redis.url(), "500ms", 1000, "");
+    let sent = upgrade_mid_load(&cfg, "/events", "events").await;
+    let stream = redis_stream_bodies(&redis, STREAM_KEY).await;
+    let (_, _, none) = assert_no_loss("redis upgrade", &sent, &stream, true);
+    assert_eq!(none, 0, "an upgrade refuses no request");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_upgrade_under_load() {
+    let nats = NatsServer::start().await;
+    nats.create_stream(JS_STREAM, "events.in").await;
+    let cfg = nats_config(&nats.url(), "500ms", "");
+    let sent = upgrade_mid_load(&cfg, "/plain", "jet").await;
+    let stream = nats_stream_bodies(&nats, JS_STREAM).await;
+    let (_, _, none) = assert_no_loss("nats upgrade", &sent, &stream, true);
+    assert_eq!(none, 0, "an upgrade refuses no request");
+}
+
+/// Gateway A serves `cfg` under load on `path`; B takes its sockets over
+/// (`run --upgrade`) and A leaves (`SIGQUIT`); the load goes on against B.
+async fn upgrade_mid_load(cfg: &str, path: &str, queue: &str) -> Vec<Sent> {
+    let mut a = Gateway::start(cfg).await;
     let sock = upgrade_sock(a.config_path());
-    let load = Load::start(a.url("/events"), "events", CLIENTS);
+    let load = Load::start(a.url(path), queue, CLIENTS);
     load.wait_accepted(50, "load against A").await;
 
     let logs = tempfile::Builder::new()
@@ -1193,10 +1214,7 @@ async fn redis_upgrade_under_load() {
     assert!(status.success(), "A exited {status}:\n{}", a.logs());
     assert!(b.0.try_wait().unwrap().is_none(), "B died");
     load.wait_accepted(100, "B to accept").await;
-    let sent = load.finish().await;
-    let stream = redis_stream_bodies(&redis, STREAM_KEY).await;
-    let (_, _, none) = assert_no_loss("redis upgrade", &sent, &stream, true);
-    assert_eq!(none, 0, "an upgrade refuses no request");
+    load.finish().await
 }
 
 struct ChildKill(Child);
@@ -1281,6 +1299,22 @@ async fn nats_reload_under_load_keeps_the_connection() {
     let stream = nats_stream_bodies(&nats, JS_STREAM).await;
     let (_, unavailable, _) = assert_no_loss("nats reload", &sent, &stream, false);
     assert_eq!(unavailable, 0, "a reload makes no request fail");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_graceful_shutdown_under_load() {
+    let nats = NatsServer::start().await;
+    nats.create_stream(JS_STREAM, "events.in").await;
+    let mut gw = Gateway::start(&nats_config(&nats.url(), "500ms", "")).await;
+    let load = Load::start(gw.url("/plain"), "jet", CLIENTS);
+    load.wait_accepted(100, "load before SIGTERM").await;
+    gw.signal(SIGTERM);
+    let status = gw.wait_exit(WAIT).await.expect("exits after SIGTERM");
+    assert!(status.success(), "exit {status}; logs:\n{}", gw.logs());
+    load.wait_until_failed(1).await;
+    let sent = load.finish().await;
+    let stream = nats_stream_bodies(&nats, JS_STREAM).await;
+    assert_no_loss("nats graceful shutdown", &sent, &stream, true);
 }
 
 // ---------------------------------------------------------------------------------------------
