@@ -5,7 +5,6 @@
 use super::{rfc3339, Message, PublishError, QueueConfig};
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::{HeaderMap, HeaderName, HeaderValue};
-use std::sync::Arc;
 use std::time::Duration;
 
 pub const ID: &str = "Tollgate-Id";
@@ -34,8 +33,8 @@ pub(super) struct Nats {
     subject: async_nats::Subject,
     timeout: Duration,
     max_in_flight: usize,
-    ctx: arc_swap::ArcSwapOption<async_nats::jetstream::Context>,
-    connecting: tokio::sync::Mutex<()>,
+    /// Made by the first publish (see `store::redis`'s connection).
+    ctx: tokio::sync::OnceCell<async_nats::jetstream::Context>,
 }
 
 impl Nats {
@@ -62,41 +61,36 @@ impl Nats {
             subject: async_nats::Subject::from(cfg.stream.as_str()),
             timeout: cfg.timeout.0,
             max_in_flight: cfg.max_in_flight,
-            ctx: arc_swap::ArcSwapOption::empty(),
-            connecting: tokio::sync::Mutex::new(()),
+            ctx: tokio::sync::OnceCell::new(),
         })
     }
 
-    async fn context(&self) -> Result<Arc<async_nats::jetstream::Context>, PublishError> {
-        if let Some(c) = self.ctx.load_full() {
-            return Ok(c);
-        }
-        let _guard = self.connecting.lock().await;
-        if let Some(c) = self.ctx.load_full() {
-            return Ok(c);
-        }
-        let client = async_nats::ConnectOptions::new()
-            .name("tollgate")
-            // Publishes wait in the client's channel while it reconnects:
-            // few of them (`publish` refuses at once when disconnected).
-            .client_capacity(self.max_in_flight.clamp(16, 2048))
-            .connection_timeout(self.timeout)
-            .request_timeout(Some(self.timeout))
-            .connect(self.url.as_str())
+    async fn context(&self) -> Result<&async_nats::jetstream::Context, PublishError> {
+        self.ctx
+            .get_or_try_init(|| async {
+                let client = async_nats::ConnectOptions::new()
+                    .name("tollgate")
+                    // Publishes wait in the client's channel while it
+                    // reconnects: few of them (`publish` refuses at once when
+                    // disconnected).
+                    .client_capacity(self.max_in_flight.clamp(16, 2048))
+                    .connection_timeout(self.timeout)
+                    .request_timeout(Some(self.timeout))
+                    .connect(self.url.as_str())
+                    .await
+                    .map_err(|e| PublishError::Error(format!("nats: connecting: {e}")))?;
+                // The context's own bound on unacknowledged publishes only
+                // matters for those given up on (their ack is awaited in the
+                // background up to `timeout`): leave room for them besides
+                // `max_in_flight`.
+                Ok(async_nats::jetstream::context::ContextBuilder::new()
+                    .timeout(self.timeout)
+                    .ack_timeout(self.timeout)
+                    .max_ack_inflight(self.max_in_flight.saturating_mul(2))
+                    .backpressure_on_inflight(true)
+                    .build(client))
+            })
             .await
-            .map_err(|e| PublishError::Error(format!("nats: connecting: {e}")))?;
-        // The context's own bound on unacknowledged publishes only matters
-        // for those given up on (their ack is awaited in the background up
-        // to `timeout`): leave room for them besides `max_in_flight`.
-        let ctx = async_nats::jetstream::context::ContextBuilder::new()
-            .timeout(self.timeout)
-            .ack_timeout(self.timeout)
-            .max_ack_inflight(self.max_in_flight.saturating_mul(2))
-            .backpressure_on_inflight(true)
-            .build(client);
-        let ctx = Arc::new(ctx);
-        self.ctx.store(Some(ctx.clone()));
-        Ok(ctx)
     }
 
     /// Publish and await the `PubAck`: `<stream>:<sequence>`.

@@ -5,13 +5,12 @@
 
 use super::{rfc3339, Message, PublishError, QueueConfig};
 use redis::aio::ConnectionManager;
-use std::sync::Arc;
 use std::time::Duration;
 
 pub(super) struct RedisStream {
     client: redis::Client,
-    conn: arc_swap::ArcSwapOption<ConnectionManager>,
-    connecting: tokio::sync::Mutex<()>,
+    /// Made by the first publish (see `store::redis`'s connection).
+    conn: tokio::sync::OnceCell<ConnectionManager>,
     timeout: Duration,
 }
 
@@ -42,8 +41,7 @@ impl RedisStream {
         match client {
             Some(client) if errors.is_empty() => Ok(RedisStream {
                 client,
-                conn: arc_swap::ArcSwapOption::empty(),
-                connecting: tokio::sync::Mutex::new(()),
+                conn: tokio::sync::OnceCell::new(),
                 timeout: cfg.timeout.0,
             }),
             _ => Err(errors),
@@ -51,26 +49,21 @@ impl RedisStream {
     }
 
     async fn conn(&self) -> Result<ConnectionManager, PublishError> {
-        if let Some(c) = self.conn.load_full() {
-            return Ok((*c).clone());
-        }
-        // One connection attempt at a time; the others wait for it (within
-        // their deadline) instead of opening connections of their own.
-        let _guard = self.connecting.lock().await;
-        if let Some(c) = self.conn.load_full() {
-            return Ok((*c).clone());
-        }
-        // No retry with backoff inside the client (the `[redis]` backends
-        // retry once, after up to a second): a refused connection fails this
-        // publish at once, as `error`, and the next publish tries again.
-        let cfg = crate::store::redis::manager_config(self.timeout).set_number_of_retries(0);
-        let c = self
-            .client
-            .get_connection_manager_with_config(cfg)
+        self.conn
+            .get_or_try_init(|| async {
+                // No retry with backoff inside the client (the `[redis]`
+                // backends retry once, after up to a second): a refused
+                // connection fails this publish at once, as `error`, and the
+                // next publish tries again.
+                let cfg =
+                    crate::store::redis::manager_config(self.timeout).set_number_of_retries(0);
+                self.client
+                    .get_connection_manager_with_config(cfg)
+                    .await
+                    .map_err(error)
+            })
             .await
-            .map_err(error)?;
-        self.conn.store(Some(Arc::new(c.clone())));
-        Ok(c)
+            .cloned()
     }
 
     /// Send the `XADD`; its reply is the stream entry id.

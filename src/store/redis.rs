@@ -34,8 +34,9 @@ impl std::fmt::Display for BackendError {
 
 pub struct Redis {
     client: Client,
-    conn: arc_swap::ArcSwapOption<Conn>,
-    connecting: tokio::sync::Mutex<()>,
+    /// Made by the first call (one attempt at a time: the others wait for
+    /// it within their deadline; a failed attempt leaves it for the next call).
+    conn: tokio::sync::OnceCell<Conn>,
     timeout: Duration,
     /// The config this was built from: a reload keeps the connection when equal.
     pub fingerprint: String,
@@ -76,40 +77,33 @@ impl Redis {
         }
         Ok(Redis {
             client,
-            conn: arc_swap::ArcSwapOption::empty(),
-            connecting: tokio::sync::Mutex::new(()),
+            conn: tokio::sync::OnceCell::new(),
             timeout: cfg.timeout.0,
             fingerprint: format!("{cfg:?}"),
         })
     }
 
     async fn conn(&self) -> Result<Conn, BackendError> {
-        if let Some(c) = self.conn.load_full() {
-            return Ok((*c).clone());
-        }
-        // One connection attempt at a time; the others wait for it (within the
-        // call's deadline) instead of opening connections of their own.
-        let _guard = self.connecting.lock().await;
-        if let Some(c) = self.conn.load_full() {
-            return Ok((*c).clone());
-        }
-        let c = match &self.client {
-            Client::Single(c) => {
-                let cfg = manager_config(self.timeout);
-                Conn::Single(
-                    c.get_connection_manager_with_config(cfg)
-                        .await
-                        .map_err(|e| BackendError(e.to_string()))?,
-                )
-            }
-            Client::Cluster(c) => Conn::Cluster(
-                c.get_async_connection()
-                    .await
-                    .map_err(|e| BackendError(e.to_string()))?,
-            ),
-        };
-        self.conn.store(Some(Arc::new(c.clone())));
-        Ok(c)
+        self.conn
+            .get_or_try_init(|| async {
+                Ok(match &self.client {
+                    Client::Single(c) => {
+                        let cfg = manager_config(self.timeout);
+                        Conn::Single(
+                            c.get_connection_manager_with_config(cfg)
+                                .await
+                                .map_err(|e| BackendError(e.to_string()))?,
+                        )
+                    }
+                    Client::Cluster(c) => Conn::Cluster(
+                        c.get_async_connection()
+                            .await
+                            .map_err(|e| BackendError(e.to_string()))?,
+                    ),
+                })
+            })
+            .await
+            .cloned()
     }
 
     /// Run a script with a deadline.
