@@ -64,9 +64,44 @@ pub fn is_gateway_owned(name: &str) -> bool {
     is_framing_or_forwarding(name) || name == "expect" || name == "x-consumer"
 }
 
+/// A log line that repeats at most once per interval (a backend outage, a
+/// collector down): [`LogGate::allow`] says whether this one is written; the
+/// others are only counted by their caller.
+pub struct LogGate(parking_lot::Mutex<Option<std::time::Instant>>);
+
+impl LogGate {
+    pub const fn new() -> LogGate {
+        LogGate(parking_lot::Mutex::new(None))
+    }
+
+    /// Whether a line may be written now: none was in the last `every`.
+    pub fn allow(&self, every: Duration) -> bool {
+        let mut last = self.0.lock();
+        if last.is_some_and(|t| t.elapsed() < every) {
+            return false;
+        }
+        *last = Some(std::time::Instant::now());
+        true
+    }
+}
+
+impl Default for LogGate {
+    fn default() -> Self {
+        LogGate::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_gate_opens_once_per_interval() {
+        let g = LogGate::new();
+        assert!(g.allow(Duration::from_secs(60)));
+        assert!(!g.allow(Duration::from_secs(60)));
+        assert!(g.allow(Duration::ZERO));
+    }
 
     #[test]
     fn seconds_round_up() {

@@ -163,9 +163,9 @@ pub struct Queue {
     nats_headers: Vec<(http::HeaderName, async_nats::HeaderName)>,
     backend: Backend,
     in_flight: tokio::sync::Semaphore,
-    /// When a failure of each `result` was last logged (error, timeout,
-    /// overloaded): one kind never hides another.
-    last_log: parking_lot::Mutex<[Option<Instant>; 3]>,
+    /// Failures logged per kind (overloaded, timeout, error): one kind never
+    /// hides another.
+    log: [crate::util::LogGate; 3],
 }
 
 /// A slot of `max_in_flight`, taken before the body is read
@@ -270,7 +270,7 @@ impl Queue {
                 nats_headers,
                 backend,
                 in_flight: tokio::sync::Semaphore::new(cfg.max_in_flight),
-                last_log: parking_lot::Mutex::new([None; 3]),
+                log: Default::default(),
             }),
             _ => Err(errors),
         }
@@ -355,10 +355,7 @@ impl Queue {
             PublishError::Timeout => 1,
             PublishError::Error(_) | PublishError::TooLarge => 2,
         };
-        let mut last = self.last_log.lock();
-        if last[kind].is_none_or(|t| t.elapsed() >= LOG_EVERY) {
-            last[kind] = Some(Instant::now());
-            drop(last);
+        if self.log[kind].allow(LOG_EVERY) {
             tracing::warn!(
                 queue = %self.name,
                 result = e.result_label(),

@@ -183,14 +183,14 @@ pub const BACKEND_LABEL: &str = "redis";
 /// a Redis outage does not flood the log.
 pub struct ErrorReporter {
     plugin: String,
-    last_log: parking_lot::Mutex<Option<std::time::Instant>>,
+    log: crate::util::LogGate,
 }
 
 impl ErrorReporter {
     pub fn new(plugin: &str) -> Self {
         ErrorReporter {
             plugin: plugin.to_string(),
-            last_log: parking_lot::Mutex::new(None),
+            log: crate::util::LogGate::new(),
         }
     }
 
@@ -199,9 +199,7 @@ impl ErrorReporter {
             .backend_errors
             .with_label_values(&[&self.plugin, BACKEND_LABEL])
             .inc();
-        let mut last = self.last_log.lock();
-        if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
-            *last = Some(std::time::Instant::now());
+        if self.log.allow(Duration::from_secs(10)) {
             tracing::warn!(plugin = %self.plugin, error = %e, "redis backend failed (further errors in the next 10 s are only counted)");
         }
     }

@@ -139,17 +139,12 @@ impl BackgroundService for TraceExporter {
     }
 }
 
-/// When the last export failure was logged (one warning a minute at most).
-static LAST_WARNING: Mutex<Option<std::time::Instant>> = Mutex::new(None);
+/// Export failures are logged once a minute at most.
+static EXPORT_LOG: crate::util::LogGate = crate::util::LogGate::new();
 
 fn warn_export_failed(endpoint: &str, what: &str, spans: usize) {
-    let now = std::time::Instant::now();
-    {
-        let mut last = LAST_WARNING.lock();
-        if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(60)) {
-            return;
-        }
-        *last = Some(now);
+    if !EXPORT_LOG.allow(Duration::from_secs(60)) {
+        return;
     }
     // The endpoint without its query, never the configured headers.
     tracing::warn!(

@@ -340,11 +340,6 @@ pub struct ClientEnd {
 }
 
 impl Trace {
-    /// Whether the request carries a trace context (`[telemetry]` is on).
-    pub fn is_on(&self) -> bool {
-        self.0.is_some()
-    }
-
     /// Whether its spans are recorded and exported.
     pub fn is_sampled(&self) -> bool {
         self.0.as_ref().is_some_and(|a| a.sampled)
