@@ -28,7 +28,7 @@ impl Gateway {
         queue: Arc<Queue>,
     ) {
         // The access log names the queue where a proxied request names its target.
-        ctx.target = Some(Arc::from(format!("queue:{}", queue.name())));
+        ctx.target = Some(queue.target());
         // A slot before the body: a stalled broker refuses at once, before
         // the client uploads anything more.
         let slot = match queue.reserve() {
@@ -75,7 +75,7 @@ impl Gateway {
                 span,
                 ClientEnd {
                     method: "publish",
-                    peer: Arc::from(queue.name()),
+                    peer: queue.name_shared(),
                     peer_key: "tollgate.queue",
                     address: None,
                     host: None,

@@ -23,6 +23,7 @@ mod redis_stream;
 mod tests;
 
 use crate::config::Dur;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 fn default_timeout() -> Dur {
@@ -155,7 +156,9 @@ enum Backend {
 /// One `[queues.NAME]` table, built: its connection (made on first use) and
 /// the in-flight bound.
 pub struct Queue {
-    name: String,
+    name: Arc<str>,
+    /// `queue:<name>`, the access log's `upstream` for its requests.
+    target: Arc<str>,
     config: QueueConfig,
     /// The copied header names, lowercase, in config order.
     headers: Vec<http::HeaderName>,
@@ -264,7 +267,8 @@ impl Queue {
         };
         match backend {
             Some(backend) if errors.is_empty() => Ok(Queue {
-                name: name.to_string(),
+                name: Arc::from(name),
+                target: Arc::from(format!("queue:{name}")),
                 config: cfg.clone(),
                 headers,
                 nats_headers,
@@ -282,6 +286,16 @@ impl Queue {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The name, shared (a span's attribute), without a copy per request.
+    pub fn name_shared(&self) -> Arc<str> {
+        self.name.clone()
+    }
+
+    /// `queue:<name>`, shared: what the access log names as the target.
+    pub fn target(&self) -> Arc<str> {
+        self.target.clone()
     }
 
     /// Publish and wait for the broker's acknowledgement, within `timeout`;
