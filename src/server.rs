@@ -9,12 +9,12 @@ use crate::proxy::app::GatewayApp;
 use crate::proxy::Gateway;
 use crate::reload::Reloader;
 use crate::runtime::{self, Reuse};
-use crate::signals::{ExitWhenDrained, SighupReload};
+use crate::signals::{ExitWhenDrained, ShutdownSignals, SighupReload};
 use crate::watch::ConfigWatcher;
 use pingora::apps::http_app::HttpServer;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 use std::path::Path;
@@ -169,7 +169,10 @@ pub fn run(config_path: &Path, opts: RunOptions) -> ! {
         admin = %cfg.server.admin_listen,
         "tollgate starting"
     );
-    server.run_forever()
+    server.run(RunArgs {
+        shutdown_signal: Box::new(ShutdownSignals),
+    });
+    std::process::exit(0)
 }
 
 /// One upgrade socket per config file, so that several gateways on one host do

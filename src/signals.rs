@@ -1,11 +1,12 @@
-//! `SIGHUP` reloads the config (SPEC §5). Pingora handles `SIGTERM`, `SIGQUIT`
-//! and `SIGINT` itself (graceful shutdown and upgrade); a graceful shutdown
-//! ends as soon as no request is in flight ([`ExitWhenDrained`]). Both are
-//! background services of the server (`server.rs`).
+//! `SIGHUP` reloads the config (SPEC §5). Pingora handles `SIGTERM` and
+//! `SIGQUIT` itself (graceful shutdown and upgrade); a graceful shutdown ends
+//! as soon as no request is in flight ([`ExitWhenDrained`]). Both are
+//! background services of the server (`server.rs`). `SIGINT` exits at once
+//! ([`ShutdownSignals`]).
 
 use crate::reload::Reloader;
 use async_trait::async_trait;
-use pingora::server::ShutdownWatch;
+use pingora::server::{ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::BackgroundService;
 use pingora::services::ServiceReadyNotifier;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,6 +42,44 @@ impl BackgroundService for SighupReload {
             tracing::info!("SIGHUP: reloading the config");
             let reloader = self.reloader.clone();
             let _ = tokio::task::spawn_blocking(move || reloader.sync()).await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Shutdown signals
+
+/// Pingora's signals, but `SIGINT` ends the process here and now (the access
+/// lines still buffered are written by the exit handler, `logging`).
+///
+/// Pingora's own fast shutdown stops each runtime without first telling the
+/// listeners to stop accepting. With a no-steal runtime a listener's accept
+/// loop can outlive the thread whose reactor owns its socket: `accept()` then
+/// fails at once, forever, and the loop logs the failure without yielding, so
+/// its thread never takes its own shutdown and the process never exits (seen
+/// in about one `SIGINT` in six: hundreds of MB of `Accept() failed` lines,
+/// or, on a pipe, a writer blocked once the pipe is full).
+pub struct ShutdownSignals;
+
+#[async_trait]
+impl ShutdownSignalWatch for ShutdownSignals {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut quit), Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::quit()),
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot listen for SIGQUIT, SIGTERM and SIGINT");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
+            _ = term.recv() => ShutdownSignal::GracefulTerminate,
+            _ = int.recv() => {
+                tracing::info!("SIGINT: exiting at once");
+                std::process::exit(0)
+            }
         }
     }
 }
@@ -130,8 +169,8 @@ const QUIET: Duration = Duration::from_secs(1);
 /// connection a client is about to reuse would fail that client's request,
 /// while a connection idle that long is closed by the exit (as nginx does).
 ///
-/// A background service that waits for the graceful shutdown (Pingora's
-/// `SIGINT` exits at once, without one).
+/// A background service that waits for the graceful shutdown (`SIGINT`
+/// exits at once, without one: [`ShutdownSignals`]).
 pub struct ExitWhenDrained;
 
 #[async_trait]

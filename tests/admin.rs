@@ -671,7 +671,7 @@ async fn access_log_has_one_json_line_per_request_with_the_fields() {
 #[tokio::test]
 async fn buffered_access_lines_are_all_written_by_exit() {
     // Access lines are buffered (README, Logs): a burst followed at once by
-    // SIGINT (Pingora's fast shutdown: the process exits within milliseconds,
+    // SIGINT (fast shutdown: the process exits within milliseconds,
     // before the 100 ms flush) still leaves one line per request when the
     // process has exited: the buffer is written at exit.
     let up = TestUpstream::start("burst").await;
