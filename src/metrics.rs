@@ -61,6 +61,8 @@ pub struct Metrics {
     pub upstream_healthy: IntGaugeVec,
     pub config_reloads: IntCounterVec,
     pub auth_failures: IntCounterVec,
+    /// `tollgate_validation_failures_total{route, plugin, reason}` (SPEC §13).
+    pub validation_failures: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub idempotency: IntCounterVec,
     pub backend_errors: IntCounterVec,
@@ -209,6 +211,12 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
             "Requests refused by an authentication plugin",
             &["route", "plugin", "reason"],
         ),
+        validation_failures: counter(
+            &r,
+            "tollgate_validation_failures_total",
+            "Requests refused (or upstream responses found invalid) by an input validation plugin",
+            &["route", "plugin", "reason"],
+        ),
         webhook_verifications: counter(
             &r,
             "tollgate_webhook_verifications_total",
@@ -317,6 +325,8 @@ pub enum Series {
     AuthFailures { reason: &'static str },
     /// `tollgate_rate_limited_total{route, plugin}`.
     RateLimited,
+    /// `tollgate_validation_failures_total{route, plugin, reason}`.
+    ValidationFailures { reason: &'static str },
     /// `tollgate_cache_requests_total{route, result}`.
     CacheRequests { result: &'static str },
     /// `tollgate_webhook_verifications_total{route, result}`.
@@ -340,6 +350,7 @@ enum Family {
     UpstreamFailures,
     UpstreamHealthy,
     AuthFailures,
+    ValidationFailures,
     RateLimited,
     CacheRequests,
     WebhookVerifications,
@@ -352,13 +363,14 @@ enum Family {
 
 impl Family {
     /// Every family a removed route, upstream or plugin can have series in.
-    const ALL: [Family; 14] = [
+    const ALL: [Family; 15] = [
         Family::RequestsTotal,
         Family::RequestDuration,
         Family::UpstreamDuration,
         Family::UpstreamFailures,
         Family::UpstreamHealthy,
         Family::AuthFailures,
+        Family::ValidationFailures,
         Family::RateLimited,
         Family::CacheRequests,
         Family::WebhookVerifications,
@@ -378,6 +390,7 @@ impl Family {
             Family::UpstreamFailures => &m.upstream_failures,
             Family::UpstreamHealthy => &m.upstream_healthy,
             Family::AuthFailures => &m.auth_failures,
+            Family::ValidationFailures => &m.validation_failures,
             Family::RateLimited => &m.rate_limited,
             Family::CacheRequests => &m.cache_requests,
             Family::WebhookVerifications => &m.webhook_verifications,
@@ -442,6 +455,9 @@ impl Series {
         match self {
             Series::AuthFailures { reason } => key(Family::AuthFailures, &[route, plugin, reason]),
             Series::RateLimited => key(Family::RateLimited, &[route, plugin]),
+            Series::ValidationFailures { reason } => {
+                key(Family::ValidationFailures, &[route, plugin, reason])
+            }
             Series::CacheRequests { result } => key(Family::CacheRequests, &[route, result]),
             Series::WebhookVerifications { result } => {
                 key(Family::WebhookVerifications, &[route, result])

@@ -64,6 +64,23 @@ pub fn is_gateway_owned(name: &str) -> bool {
     is_framing_or_forwarding(name) || name == "expect" || name == "x-consumer"
 }
 
+/// Whether `content-type` names JSON: `application/json` or any `*/*+json`
+/// (parameters such as `charset` ignored, case-insensitive).
+pub fn is_json(content_type: &[u8]) -> bool {
+    let Ok(ct) = std::str::from_utf8(content_type) else {
+        return false;
+    };
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    let Some((ty, sub)) = essence.split_once('/') else {
+        return false;
+    };
+    !ty.is_empty()
+        && !ty.contains('*')
+        && !sub.contains('*')
+        && (sub.eq_ignore_ascii_case("json") && ty.eq_ignore_ascii_case("application")
+            || sub.len() > 5 && sub[sub.len() - 5..].eq_ignore_ascii_case("+json"))
+}
+
 /// A log line that repeats at most once per interval (a backend outage, a
 /// collector down): [`LogGate::allow`] says whether this one is written; the
 /// others are only counted by their caller.
@@ -93,6 +110,31 @@ impl Default for LogGate {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn json_content_types() {
+        for ct in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "application/problem+json",
+            "application/vnd.api+json;v=2",
+        ] {
+            assert!(is_json(ct.as_bytes()), "{ct}");
+        }
+        for ct in [
+            "text/plain",
+            "application/jsonp",
+            "application/x-www-form-urlencoded",
+            "*/*",
+            "application/*+json",
+            "+json",
+            "application/+json",
+            "",
+        ] {
+            assert!(!is_json(ct.as_bytes()), "{ct}");
+        }
+    }
+
     use super::*;
 
     #[test]

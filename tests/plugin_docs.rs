@@ -47,7 +47,20 @@ fn every_registered_plugin_has_a_document_whose_example_checks() {
             example.contains(&format!("type = \"{ty}\"")),
             "plugins/{ty}.md: its example declares no plugin of type {ty:?}"
         );
-        let (ok, out) = check_config(&example, &[("keys/jwks.json", &jwks)]);
+        let (ok, out) = check_config(
+            &example,
+            &[
+                ("keys/jwks.json", &jwks),
+                (
+                    "openapi/payments.yaml",
+                    include_str!("../plugins/openapi/payments.yaml"),
+                ),
+                (
+                    "openapi/common.yaml",
+                    include_str!("../plugins/openapi/common.yaml"),
+                ),
+            ],
+        );
         assert!(
             ok,
             "plugins/{ty}.md: tollgate check refuses its example:\n{out}"

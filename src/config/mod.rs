@@ -78,10 +78,10 @@ impl Config {
                     .map(String::as_str),
             );
         }
-        for p in self.plugins.values() {
-            out.extend(p.files());
-        }
         let mut v: Vec<PathBuf> = out.into_iter().map(|f| self.resolve(f)).collect();
+        for p in self.plugins.values() {
+            v.extend(p.files(self));
+        }
         v.sort();
         v.dedup();
         v

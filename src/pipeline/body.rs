@@ -99,16 +99,20 @@ pub async fn send_continue(session: &mut Session, ctx: &RequestCtx) {
 /// On a route that publishes to a queue nothing is replayed: the body may be
 /// as large as `max_request_body`, and it is kept for the publish
 /// ([`whole_body`]).
+///
+/// The body is kept in `ctx.body`: every later plugin that reads it gets the
+/// same bytes (a shared buffer, not a copy).
 pub async fn read_body(session: &mut Session, ctx: &mut RequestCtx) -> Result<Bytes, BodyError> {
     if let Some(b) = &ctx.body {
         return Ok(b.clone());
     }
-    if ctx.route().is_some_and(|r| r.queue.is_some()) {
-        let b = read_up_to(session, ctx, u64::MAX, false).await?;
-        ctx.body = Some(b.clone());
-        return Ok(b);
-    }
-    read_up_to(session, ctx, MAX_BUFFERED_BODY, true).await
+    let b = if ctx.route().is_some_and(|r| r.queue.is_some()) {
+        read_up_to(session, ctx, u64::MAX, false).await?
+    } else {
+        read_up_to(session, ctx, MAX_BUFFERED_BODY, true).await?
+    };
+    ctx.body = Some(b.clone());
+    Ok(b)
 }
 
 /// The whole request body for a request that is not proxied (a route that

@@ -34,9 +34,10 @@ pub trait PluginConfig: DeserializeOwned + Debug + PartialEq + Send + Sync + 'st
         Vec::new()
     }
 
-    /// The files this plugin reads, as written in the config: the watcher
-    /// reloads when one changes, and an edited file makes a fresh instance.
-    fn files(&self) -> Vec<&str> {
+    /// The files this plugin reads, resolved against the config's directory
+    /// ([`Config::resolve`]): the watcher reloads when one changes, and an
+    /// edited file makes a fresh instance. Default: none.
+    fn files(&self, _config: &Config) -> Vec<std::path::PathBuf> {
         Vec::new()
     }
 

@@ -111,9 +111,13 @@ pub struct RequestCtx {
     /// The id of a verified webhook whose scheme has one (set by
     /// `webhook_signature`): a queue's de-duplication id.
     pub webhook_id: Option<String>,
-    /// The body a plugin read on a route that publishes to a queue (nothing
-    /// is replayed there): kept for the publish.
+    /// The whole body, once a plugin read it before the upstream was
+    /// contacted ([`super::read_body`]): later plugins, and a queue's
+    /// publish, use these bytes.
     pub body: Option<bytes::Bytes>,
+    /// Upstream attempts begun so far. A retry sends the request body again
+    /// from its start, through the `request_body` hooks too.
+    pub attempts: u32,
 }
 
 impl RequestCtx {
@@ -131,6 +135,7 @@ impl RequestCtx {
             trace: crate::telemetry::Trace::default(),
             webhook_id: None,
             body: None,
+            attempts: 0,
         }
     }
 
@@ -140,6 +145,13 @@ impl RequestCtx {
     }
 
     /// The matched route's name (metric label), `""` before routing.
+    /// The path the upstream receives: the normalised path without the
+    /// route's `strip_prefix` (`""` before routing).
+    pub fn upstream_path(&self) -> &str {
+        let path = self.matched.path.as_deref().unwrap_or("");
+        upstream_path(path, self.route().and_then(|r| r.strip_prefix.as_deref()))
+    }
+
     pub fn route_name(&self) -> &str {
         self.route().map_or("", |r| &r.name)
     }
@@ -151,6 +163,18 @@ impl RequestCtx {
 }
 
 /// A fresh request id (a random UUID).
+/// `path` (normalised) without the route's `strip_prefix`: `/` when nothing
+/// is left.
+pub fn upstream_path<'a>(path: &'a str, strip: Option<&str>) -> &'a str {
+    match strip {
+        Some(sp) if !sp.is_empty() => match &path[sp.len().min(path.len())..] {
+            "" => "/",
+            rest => rest,
+        },
+        _ => path,
+    }
+}
+
 pub fn new_request_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }

@@ -4,7 +4,7 @@
 //! the object-safe [`DynPlugin`], so plugin authors never write this part.
 
 use super::{
-    BuildCtx, BuildResult, Flow, KeyParts, Order, Plugin, PluginConfig, RequestCtx, Series,
+    BuildCtx, BuildResult, Flow, KeyParts, Order, Plugin, PluginConfig, Reply, RequestCtx, Series,
 };
 use crate::config::Config;
 use async_trait::async_trait;
@@ -62,6 +62,13 @@ pub trait DynPlugin: Send + Sync + 'static {
         ctx: &mut RequestCtx,
         slot: &mut Slot,
     ) -> pingora::Result<Flow>;
+    fn request_body(
+        &self,
+        chunk: Option<&Bytes>,
+        end: bool,
+        ctx: &mut RequestCtx,
+        slot: &mut Slot,
+    ) -> Result<(), Reply>;
     fn upstream_request(
         &self,
         req: &mut RequestHeader,
@@ -105,6 +112,15 @@ impl<P: Plugin> DynPlugin for P {
         slot: &mut Slot,
     ) -> pingora::Result<Flow> {
         Plugin::request(self, session, ctx, state_of(slot)).await
+    }
+    fn request_body(
+        &self,
+        chunk: Option<&Bytes>,
+        end: bool,
+        ctx: &mut RequestCtx,
+        slot: &mut Slot,
+    ) -> Result<(), Reply> {
+        Plugin::request_body(self, chunk, end, ctx, state_of(slot))
     }
     fn upstream_request(
         &self,
@@ -200,9 +216,9 @@ fn identity(cfg: &Arc<dyn AnyConfig>, config: &Config) -> Identity {
     Identity {
         config: cfg.clone(),
         files: cfg
-            .files()
+            .files(config)
             .iter()
-            .map(|f| std::fs::read(config.resolve(f)).ok())
+            .map(|f| std::fs::read(f).ok())
             .collect(),
         redis: if cfg.uses_redis() {
             config.redis.clone()
@@ -229,8 +245,8 @@ impl Instance {
 pub trait AnyConfig: std::fmt::Debug + Send + Sync + 'static {
     fn type_name(&self) -> &'static str;
     fn order(&self) -> Order;
-    /// The files it reads, as written.
-    fn files(&self) -> Vec<&str>;
+    /// The files it reads, resolved ([`PluginConfig::files`]).
+    fn files(&self, config: &Config) -> Vec<std::path::PathBuf>;
     fn uses_redis(&self) -> bool;
     /// [`PluginConfig::check`].
     fn check(&self) -> Vec<super::BuildError>;
@@ -248,8 +264,8 @@ impl<C: PluginConfig> AnyConfig for C {
     fn order(&self) -> Order {
         C::ORDER
     }
-    fn files(&self) -> Vec<&str> {
-        PluginConfig::files(self)
+    fn files(&self, config: &Config) -> Vec<std::path::PathBuf> {
+        PluginConfig::files(self, config)
     }
     fn uses_redis(&self) -> bool {
         PluginConfig::uses_redis(self)

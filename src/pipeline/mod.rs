@@ -19,8 +19,8 @@ mod dynamic;
 pub use body::{read_body, send_continue, whole_body, BodyError, MAX_BUFFERED_BODY};
 pub use build::{build_error, BuildCtx, BuildError, BuildResult, KeyPath, PluginConfig};
 pub use ctx::{
-    new_request_id, Client, Identity, LimitState, Matched, RequestCtx, UpstreamOutcome,
-    UpstreamSide,
+    new_request_id, upstream_path, Client, Identity, LimitState, Matched, RequestCtx,
+    UpstreamOutcome, UpstreamSide,
 };
 pub use dynamic::{AnyConfig, DynPlugin, Instance, Kind, Registered, States};
 
@@ -41,6 +41,10 @@ pub enum Order {
     Cors,
     Auth,
     RateLimit,
+    /// `json_limits`: a body's shape, before any plugin parses it.
+    JsonLimits,
+    /// `openapi`: the request against its API description.
+    OpenApi,
     Idempotency,
     /// The cache lookup: plugins after it run only on a cache miss.
     Cache,
@@ -57,12 +61,30 @@ pub enum Reply {
         detail: String,
         headers: Vec<(http::HeaderName, http::HeaderValue)>,
     },
+    /// A problem+json error whose `errors` member lists what was invalid
+    /// (SPEC §13): at most [`MAX_FIELD_ERRORS`] are written.
+    Invalid {
+        status: u16,
+        detail: String,
+        errors: Vec<FieldError>,
+    },
     /// A complete response of the plugin's own (preflight, cache hit, replay).
     Raw {
         header: Box<ResponseHeader>,
         body: Bytes,
     },
 }
+
+/// One entry of a problem's `errors` list: where (a JSON pointer into the
+/// body, or a parameter's name) and what.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FieldError {
+    pub pointer: String,
+    pub message: String,
+}
+
+/// The most entries a problem's `errors` list carries (SPEC §13).
+pub const MAX_FIELD_ERRORS: usize = 10;
 
 /// What a request hook decided.
 pub enum Flow {
@@ -144,6 +166,22 @@ pub trait Plugin: Send + Sync + 'static {
         _state: &mut Self::State,
     ) -> impl Future<Output = pingora::Result<Flow>> + Send {
         async { Ok(Flow::Continue) }
+    }
+
+    /// Pingora phase: `request_body_filter`, on each piece of the request body
+    /// as it streams to the upstream (`end` on the last; `chunk` is `None` or
+    /// empty when a piece carries nothing), including a body a plugin read
+    /// before the upstream was contacted, as it is replayed. `Err` refuses the
+    /// request: the gateway answers with the reply and the upstream request
+    /// is abandoned before its body is complete. Default: accept.
+    fn request_body(
+        &self,
+        _chunk: Option<&Bytes>,
+        _end: bool,
+        _ctx: &mut RequestCtx,
+        _state: &mut Self::State,
+    ) -> Result<(), Reply> {
+        Ok(())
     }
 
     /// Pingora phase: `upstream_request_filter`, on the request head about to go

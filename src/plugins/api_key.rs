@@ -63,8 +63,8 @@ impl PluginConfig for ApiKeyConfig {
         ApiKey::new(self, bx)
     }
 
-    fn files(&self) -> Vec<&str> {
-        self.keys_file.iter().map(String::as_str).collect()
+    fn files(&self, config: &crate::config::Config) -> Vec<std::path::PathBuf> {
+        self.keys_file.iter().map(|f| config.resolve(f)).collect()
     }
 }
 

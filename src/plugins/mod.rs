@@ -28,6 +28,8 @@ registry! {
     webhook_signature::WebhookSignatureConfig,
     forward_auth::ForwardAuthConfig,
     rate_limit::RateLimitConfig,
+    json_limits::JsonLimitsConfig,
+    openapi::OpenApiConfig,
     circuit_breaker::CircuitBreakerConfig,
     cache::CacheConfig,
     idempotency::IdempotencyConfig,

@@ -3,7 +3,7 @@
 //! timings and accounting).
 
 use super::forwarded::Forwarding;
-use crate::pipeline::{RequestCtx, States, UpstreamOutcome};
+use crate::pipeline::{Reply, RequestCtx, States, UpstreamOutcome};
 use crate::telemetry::{ClientEnd, ClientSpan};
 use pingora::lb::Backend;
 use std::net::SocketAddr;
@@ -46,6 +46,10 @@ pub struct ProxyCtx {
     pub finished: bool,
     /// The current upstream attempt's CLIENT span (`[telemetry]`).
     pub attempt: Option<Attempt>,
+    /// A plugin refused the request body as it streamed
+    /// ([`crate::pipeline::Plugin::request_body`]): the answer `fail_to_proxy`
+    /// writes.
+    pub refused: Option<Reply>,
     /// Holds a graceful shutdown up while the request lives (Pingora drops
     /// the context when the request is done, logging included).
     _in_flight: crate::signals::InFlight,
@@ -67,6 +71,7 @@ impl ProxyCtx {
             stale_retried: false,
             finished: false,
             attempt: None,
+            refused: None,
             _in_flight: crate::signals::InFlight::request(),
         }
     }
@@ -113,8 +118,35 @@ impl ProxyCtx {
         }
     }
 
+    /// The request body, piece by piece as it goes upstream, through the
+    /// plugins' `request_body` hooks. A refusal is kept for `fail_to_proxy`,
+    /// and the returned error abandons the upstream request.
+    pub(super) fn body_hooks(
+        &mut self,
+        body: Option<&bytes::Bytes>,
+        end: bool,
+    ) -> pingora::Result<()> {
+        let Some(chain) = self.req.route().map(|r| r.chain.clone()) else {
+            return Ok(());
+        };
+        for (n, i) in chain.iter().enumerate() {
+            if let Err(reply) = i
+                .plugin
+                .request_body(body, end, &mut self.req, self.states.slot(n))
+            {
+                self.refused = Some(reply);
+                return pingora::Error::e_explain(
+                    pingora::ErrorType::InternalError,
+                    "request body refused by a plugin",
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// A new upstream attempt: the previous one's span ends now.
     pub(super) fn begin_attempt(&mut self, method: &'static str, address: Option<SocketAddr>) {
+        self.req.attempts += 1;
         self.end_attempt();
         if let Some(span) = self.req.trace.begin_client() {
             self.attempt = Some(Attempt {

@@ -17,7 +17,7 @@ mod route;
 mod upstream;
 
 use crate::metrics::METRICS;
-use crate::pipeline::{DynPlugin, KeyParts, RequestCtx};
+use crate::pipeline::{DynPlugin, KeyParts, Reply, RequestCtx};
 use crate::runtime::Live;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -239,6 +239,7 @@ impl ProxyHttp for Gateway {
                 );
             }
         }
+        ctx.body_hooks(body.as_ref(), end)?;
         if end && ctx.body_done.is_none() {
             ctx.body_done = Some(Instant::now());
         }
@@ -390,6 +391,20 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut ProxyCtx,
     ) -> FailToProxy {
+        if let Some(reply) = ctx.refused.take() {
+            let code = match &reply {
+                Reply::Problem { status, .. } | Reply::Invalid { status, .. } => *status,
+                Reply::Raw { header, .. } => header.status.as_u16(),
+            };
+            session.set_keepalive(None);
+            if !failure::final_response_written(session) {
+                self.respond(session, ctx, reply).await;
+            }
+            return FailToProxy {
+                error_code: code,
+                can_reuse_downstream: false,
+            };
+        }
         let code = failure::failure_status(session, ctx, e);
         self.finish_chain(ctx);
         if code > 0 && !failure::final_response_written(session) {

@@ -2,6 +2,7 @@
 //! `application/problem+json` (RFC 9457) with the request's id, never an
 //! upstream address, never a stack trace.
 
+use crate::pipeline::{FieldError, MAX_FIELD_ERRORS};
 use bytes::Bytes;
 
 pub const CONTENT_TYPE: &str = "application/problem+json";
@@ -52,6 +53,17 @@ pub fn kind(status: u16) -> (&'static str, &'static str) {
 
 /// The problem+json body for `status`.
 pub fn body(status: u16, detail: &str, request_id: &str) -> Bytes {
+    body_with_errors(status, detail, request_id, &[])
+}
+
+/// The problem+json body for `status`, with an `errors` member listing at most
+/// [`MAX_FIELD_ERRORS`] of `errors` when there are any (SPEC §13).
+pub fn body_with_errors(
+    status: u16,
+    detail: &str,
+    request_id: &str,
+    errors: &[FieldError],
+) -> Bytes {
     #[derive(serde::Serialize)]
     struct Problem<'a> {
         r#type: &'a str,
@@ -59,6 +71,8 @@ pub fn body(status: u16, detail: &str, request_id: &str) -> Bytes {
         status: u16,
         detail: &'a str,
         request_id: &'a str,
+        #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
+        errors: &'a [FieldError],
     }
     let (ty, title) = kind(status);
     let p = Problem {
@@ -67,6 +81,7 @@ pub fn body(status: u16, detail: &str, request_id: &str) -> Bytes {
         status,
         detail,
         request_id,
+        errors: &errors[..errors.len().min(MAX_FIELD_ERRORS)],
     };
     Bytes::from(serde_json::to_vec(&p).unwrap_or_default())
 }
@@ -101,6 +116,17 @@ mod tests {
             .as_str()
             .unwrap()
             .starts_with("urn:tollgate:problem:"));
+        assert!(v.get("errors").is_none());
+        let errors: Vec<FieldError> = (0..12)
+            .map(|i| FieldError {
+                pointer: format!("/items/{i}"),
+                message: "wrong".into(),
+            })
+            .collect();
+        let b = body_with_errors(400, "invalid", "abc", &errors);
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["errors"].as_array().unwrap().len(), MAX_FIELD_ERRORS);
+        assert_eq!(v["errors"][9]["pointer"], "/items/9");
         let raw = raw_http1(431, "too big", "x");
         assert!(raw.starts_with(b"HTTP/1.1 431 "));
     }

@@ -4,7 +4,7 @@
 //! `finish` hooks, once (`finish_chain`).
 
 use super::{problem, Gateway, ProxyCtx};
-use crate::pipeline::Reply;
+use crate::pipeline::{FieldError, Reply};
 use http::header;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -75,7 +75,21 @@ impl Gateway {
         detail: &str,
         extra: Vec<(http::HeaderName, http::HeaderValue)>,
     ) {
-        let body = problem::body(status, detail, ctx.req.request_id());
+        self.respond_problem_with(session, ctx, status, detail, extra, &[])
+            .await
+    }
+
+    /// [`Self::respond_problem`] with an `errors` list (SPEC §13).
+    pub async fn respond_problem_with(
+        &self,
+        session: &mut Session,
+        ctx: &mut ProxyCtx,
+        status: u16,
+        detail: &str,
+        extra: Vec<(http::HeaderName, http::HeaderValue)>,
+        errors: &[FieldError],
+    ) {
+        let body = problem::body_with_errors(status, detail, ctx.req.request_id(), errors);
         let mut resp = match ResponseHeader::build(status, Some(4 + extra.len())) {
             Ok(r) => r,
             Err(_) => return,
@@ -140,6 +154,14 @@ impl Gateway {
                 headers,
             } => {
                 self.respond_problem(session, ctx, status, &detail, headers)
+                    .await
+            }
+            Reply::Invalid {
+                status,
+                detail,
+                errors,
+            } => {
+                self.respond_problem_with(session, ctx, status, &detail, vec![], &errors)
                     .await
             }
             Reply::Raw { mut header, body } => {

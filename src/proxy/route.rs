@@ -257,17 +257,7 @@ pub(super) fn upstream_target(req: &RequestHeader, ctx: &mut ProxyCtx, target: T
     let Target { path, query } = target;
     let strip = ctx.req.route().and_then(|r| r.strip_prefix.as_deref());
     // Borrowed unless a prefix is stripped: most requests go upstream as sent.
-    let fwd_path: std::borrow::Cow<'_, str> = match strip {
-        Some(sp) if !sp.is_empty() => {
-            let rest = &path[sp.len().min(path.len())..];
-            if rest.is_empty() {
-                "/".into()
-            } else {
-                rest.into()
-            }
-        }
-        _ => path.as_str().into(),
-    };
+    let fwd_path = crate::pipeline::upstream_path(&path, strip);
     let raw = req.raw_path();
     let unchanged = fwd_path == path
         && raw.starts_with(path.as_bytes())
@@ -281,7 +271,7 @@ pub(super) fn upstream_target(req: &RequestHeader, ctx: &mut ProxyCtx, target: T
         };
     ctx.upstream_uri = (!unchanged).then(|| match &query {
         Some(q) => format!("{fwd_path}?{q}"),
-        None => fwd_path.into_owned(),
+        None => fwd_path.to_owned(),
     });
     ctx.req.matched.path = Some(path);
 }

@@ -139,11 +139,11 @@ impl PluginConfig for JwtConfig {
         Jwt::new(self, bx)
     }
 
-    fn files(&self) -> Vec<&str> {
+    fn files(&self, config: &crate::config::Config) -> Vec<std::path::PathBuf> {
         self.public_key_file
             .iter()
             .chain(self.jwks_file.iter())
-            .map(String::as_str)
+            .map(|f| config.resolve(f))
             .collect()
     }
 }
