@@ -78,7 +78,41 @@ pub fn is_json(content_type: &[u8]) -> bool {
         && !ty.contains('*')
         && !sub.contains('*')
         && (sub.eq_ignore_ascii_case("json") && ty.eq_ignore_ascii_case("application")
-            || sub.len() > 5 && sub[sub.len() - 5..].eq_ignore_ascii_case("+json"))
+            || sub.len() > 5 && sub.as_bytes()[sub.len() - 5..].eq_ignore_ascii_case(b"+json"))
+}
+
+/// How a request's body is declared, for the plugins that read it as JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind<'a> {
+    /// One `Content-Type` (its bytes; empty when there is none), and no
+    /// `Content-Encoding` other than `identity`.
+    Plain(&'a [u8]),
+    /// More than one `Content-Type` header: parsers would disagree on which
+    /// one holds, so the request is refused (400).
+    AmbiguousType,
+    /// A compressed body (`Content-Encoding: gzip`...): it cannot be checked
+    /// as it is, so a plugin that must check it refuses it (415).
+    Encoded,
+}
+
+/// The request's content type, as [`BodyKind`] says.
+pub fn body_kind(headers: &http::HeaderMap) -> BodyKind<'_> {
+    let mut types = headers.get_all(http::header::CONTENT_TYPE).iter();
+    let ct = types.next().map(|v| v.as_bytes()).unwrap_or(b"");
+    if types.next().is_some() {
+        return BodyKind::AmbiguousType;
+    }
+    let encoded = headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(|e| e.trim_ascii())
+        .any(|e| !e.is_empty() && !e.eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        BodyKind::Encoded
+    } else {
+        BodyKind::Plain(ct)
+    }
 }
 
 /// A log line that repeats at most once per interval (a backend outage, a
@@ -129,6 +163,8 @@ mod tests {
             "application/*+json",
             "+json",
             "application/+json",
+            "application/a\u{20ac}json",
+            "\u{20ac}/+json",
             "",
         ] {
             assert!(!is_json(ct.as_bytes()), "{ct}");

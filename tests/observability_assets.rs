@@ -168,6 +168,9 @@ ttl = "30s"
 type = "idempotency"
 methods = ["POST"]
 
+[plugins.pay_shape]
+type = "json_limits"
+
 [plugins.github_events]
 type = "webhook_signature"
 scheme = "github"
@@ -247,7 +250,7 @@ name = "pay"
 upstream = "main"
 path = "/pay"
 methods = ["POST"]
-plugins = ["pay_idem"]
+plugins = ["pay_idem", "pay_shape"]
 
 [[routes]]
 name = "hooks"

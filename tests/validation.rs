@@ -580,3 +580,115 @@ async fn json_limits_before_openapi_and_the_body_read_once() {
     assert_eq!(s, 400);
     assert_eq!(p["detail"], "the request body exceeds max_depth", "{p}");
 }
+
+#[tokio::test]
+async fn edge_cases_of_the_body_declaration() {
+    let up = TestUpstream::start("payments").await;
+    let gw = openapi_gateway(&up, false).await;
+    let c = gw.client();
+    let id = "3f1c2a4e-9b7d-4c1e-8f2a-1b2c3d4e5f60";
+    // HEAD is checked as GET when the description has no HEAD of its own.
+    let resp = c
+        .head(gw.url(&format!("/v1/payments/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = c.head(gw.url("/v1/payments/42")).send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    let hits = up.hits();
+    // Two Content-Types: which one holds is ambiguous -> 400.
+    let resp = c
+        .post(gw.url("/v1/payments"))
+        .header("content-type", "text/plain")
+        .header("idempotency-key", "key-0000001")
+        .header("content-type", "application/json")
+        .body(PAYMENT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    // A compressed body cannot be checked -> 415.
+    let resp = c
+        .post(gw.url("/v1/payments"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .header("idempotency-key", "key-0000001")
+        .body(vec![0x1f, 0x8b, 0x08, 0x00])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 415);
+    // An empty chunked body where one is required: 400 body missing.
+    let resp = c
+        .post(gw.url("/v1/payments"))
+        .header("content-type", "application/json")
+        .header("idempotency-key", "key-0000001")
+        .body(chunked(Vec::new(), 1))
+        .send()
+        .await
+        .unwrap();
+    let (s, p, _) = problem(resp).await;
+    assert_eq!(
+        (s, p["detail"].as_str()),
+        (400, Some("a request body is required")),
+        "{p}"
+    );
+    assert_eq!(up.hits(), hits);
+}
+
+#[tokio::test]
+async fn json_limits_checks_a_queued_body_whole_before_it_is_published() {
+    let redis = common::brokers::RedisServer::start().await;
+    let config = format!(
+        r#"
+[server]
+listen = "{{LISTEN}}"
+admin_listen = "{{ADMIN}}"
+[plugins.shape]
+type = "json_limits"
+max_depth = 4
+[queues.events]
+kind = "redis_stream"
+url = "{}"
+stream = "tollgate:validated"
+[[routes]]
+name = "events"
+path = "/events"
+queue = "events"
+plugins = ["shape"]
+"#,
+        redis.url()
+    );
+    let gw = Gateway::start(&config).await;
+    let c = gw.client();
+    // Over 64 KiB and chunked: still checked whole, as nothing streams upstream.
+    let filler = vec![format!("\"{}\"", "x".repeat(10_000)); 7].join(",");
+    let deep = format!("[{filler},{}1{}]", "[".repeat(5), "]".repeat(5));
+    for body in [
+        reqwest::Body::from(deep.clone()),
+        chunked(deep.into_bytes(), 8192),
+    ] {
+        let resp = c
+            .post(gw.url("/events"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let (s, p, _) = problem(resp).await;
+        assert_eq!(s, 400, "{p}");
+        assert_eq!(p["detail"], "the request body exceeds max_depth", "{p}");
+    }
+    assert_eq!(redis.xlen("tollgate:validated").await, 0);
+    let ok = format!("[{filler},[[1]]]");
+    let resp = c
+        .post(gw.url("/events"))
+        .header("content-type", "application/json")
+        .body(chunked(ok.into_bytes(), 8192))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    assert_eq!(redis.xlen("tollgate:validated").await, 1);
+}

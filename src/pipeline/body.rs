@@ -75,6 +75,32 @@ async fn read_to_limit(
     Ok(BodyRead::Complete(body))
 }
 
+/// Read and drop the rest of a request body refused part-way (a plugin's
+/// `request_body` hook said no), up to `max_request_body` and within the
+/// request's deadline, so that a client still sending reads the refusal
+/// instead of a reset. `false` when the rest could not be read.
+pub async fn drain_body(session: &mut Session, ctx: &RequestCtx) -> bool {
+    if session.is_body_done() {
+        return true;
+    }
+    let remaining = ctx
+        .rt
+        .limits
+        .request_timeout
+        .saturating_sub(ctx.start.elapsed());
+    let read = read_to_limit(
+        session,
+        0,
+        ctx.rt.limits.max_request_body,
+        ctx.rt.limits.body_timeout,
+    );
+    match fast_timeout(remaining, read).await {
+        Ok(Ok(BodyRead::Complete(_))) => true,
+        Ok(Ok(BodyRead::TooLarge { drained })) => drained,
+        _ => false,
+    }
+}
+
 /// Send `100 Continue` now, when the client asked for it and nothing was answered
 /// yet: called once the plugins accepted the request head, before the body is read
 /// (by a plugin, or by Pingora while proxying). Any `1xx` the upstream sends after

@@ -64,7 +64,7 @@ pub trait DynPlugin: Send + Sync + 'static {
     ) -> pingora::Result<Flow>;
     fn request_body(
         &self,
-        chunk: Option<&Bytes>,
+        body: &mut Option<Bytes>,
         end: bool,
         ctx: &mut RequestCtx,
         slot: &mut Slot,
@@ -115,12 +115,12 @@ impl<P: Plugin> DynPlugin for P {
     }
     fn request_body(
         &self,
-        chunk: Option<&Bytes>,
+        body: &mut Option<Bytes>,
         end: bool,
         ctx: &mut RequestCtx,
         slot: &mut Slot,
     ) -> Result<(), Reply> {
-        Plugin::request_body(self, chunk, end, ctx, state_of(slot))
+        Plugin::request_body(self, body, end, ctx, state_of(slot))
     }
     fn upstream_request(
         &self,

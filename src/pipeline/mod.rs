@@ -16,7 +16,7 @@ mod build;
 mod ctx;
 mod dynamic;
 
-pub use body::{read_body, send_continue, whole_body, BodyError, MAX_BUFFERED_BODY};
+pub use body::{drain_body, read_body, send_continue, whole_body, BodyError, MAX_BUFFERED_BODY};
 pub use build::{build_error, BuildCtx, BuildError, BuildResult, KeyPath, PluginConfig};
 pub use ctx::{
     new_request_id, upstream_path, Client, Identity, LimitState, Matched, RequestCtx,
@@ -169,14 +169,15 @@ pub trait Plugin: Send + Sync + 'static {
     }
 
     /// Pingora phase: `request_body_filter`, on each piece of the request body
-    /// as it streams to the upstream (`end` on the last; `chunk` is `None` or
-    /// empty when a piece carries nothing), including a body a plugin read
-    /// before the upstream was contacted, as it is replayed. `Err` refuses the
-    /// request: the gateway answers with the reply and the upstream request
-    /// is abandoned before its body is complete. Default: accept.
+    /// as it streams to the upstream (`end` on the last; `None` or empty when
+    /// a piece carries nothing), including a body a plugin read before the
+    /// upstream was contacted, as it is replayed. A plugin may change what is
+    /// sent (hold bytes back until the next piece). `Err` refuses the request:
+    /// the gateway answers with the reply and the upstream request is
+    /// abandoned before its body is complete. Default: accept.
     fn request_body(
         &self,
-        _chunk: Option<&Bytes>,
+        _body: &mut Option<Bytes>,
         _end: bool,
         _ctx: &mut RequestCtx,
         _state: &mut Self::State,

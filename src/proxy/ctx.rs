@@ -123,7 +123,7 @@ impl ProxyCtx {
     /// and the returned error abandons the upstream request.
     pub(super) fn body_hooks(
         &mut self,
-        body: Option<&bytes::Bytes>,
+        body: &mut Option<bytes::Bytes>,
         end: bool,
     ) -> pingora::Result<()> {
         let Some(chain) = self.req.route().map(|r| r.chain.clone()) else {

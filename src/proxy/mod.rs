@@ -239,7 +239,7 @@ impl ProxyHttp for Gateway {
                 );
             }
         }
-        ctx.body_hooks(body.as_ref(), end)?;
+        ctx.body_hooks(body, end)?;
         if end && ctx.body_done.is_none() {
             ctx.body_done = Some(Instant::now());
         }
@@ -398,6 +398,7 @@ impl ProxyHttp for Gateway {
             };
             session.set_keepalive(None);
             if !failure::final_response_written(session) {
+                crate::pipeline::drain_body(session, &ctx.req).await;
                 self.respond(session, ctx, reply).await;
             }
             return FailToProxy {

@@ -22,6 +22,7 @@ use crate::pipeline::{
     read_body, BodyError, BuildCtx, BuildResult, FieldError, Flow, Order, Plugin, PluginConfig,
     Reply, RequestCtx, Series, MAX_BUFFERED_BODY,
 };
+use crate::util::BodyKind;
 use bytes::Bytes;
 use pingora::proxy::Session;
 use scan::{Limits, Scanner, Violation};
@@ -74,6 +75,16 @@ impl PluginConfig for JsonLimitsConfig {
     const ORDER: Order = Order::JsonLimits;
     type Plugin = JsonLimits;
 
+    fn check(&self) -> Vec<crate::pipeline::BuildError> {
+        if self.max_depth > MAX_DEPTH_LIMIT {
+            return vec![crate::pipeline::BuildError::at(
+                "max_depth",
+                format!("must be at most {MAX_DEPTH_LIMIT}"),
+            )];
+        }
+        Vec::new()
+    }
+
     fn build(&self, bx: &BuildCtx<'_>) -> BuildResult<JsonLimits> {
         Ok(JsonLimits {
             name: bx.name.to_string(),
@@ -105,13 +116,21 @@ pub enum State {
     /// Not a JSON body, or checked whole in the request phase: nothing to do.
     #[default]
     Idle,
-    /// Checked as it streams: how far, for the attempt it belongs to.
+    /// Checked as it streams, for the upstream attempt it belongs to. The
+    /// last piece received is held back until the next one (or the end) is
+    /// checked, so that the upstream never has the whole body before the
+    /// scanner has accepted it.
     Streaming {
         scanner: Box<Scanner>,
         attempt: u32,
+        held: Option<Bytes>,
         done: bool,
     },
 }
+
+/// The most a config may set `max_depth` to: the scanner keeps a frame of
+/// about 300 bytes per level.
+pub const MAX_DEPTH_LIMIT: usize = 1024;
 
 impl JsonLimits {
     fn count(&self, ctx: &RequestCtx, reason: &'static str) {
@@ -179,24 +198,52 @@ impl Plugin for JsonLimits {
         ctx: &mut RequestCtx,
         state: &mut State,
     ) -> pingora::Result<Flow> {
+        let empty = session.is_body_empty();
         let req = session.req_header();
-        if !req
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|v| crate::util::is_json(v.as_bytes()))
-        {
+        match crate::util::body_kind(&req.headers) {
+            BodyKind::Plain(ct) if crate::util::is_json(ct) => {}
+            BodyKind::Plain(_) => return Ok(Flow::Continue),
+            BodyKind::AmbiguousType => {
+                self.count(ctx, INVALID_JSON);
+                return Ok(Flow::problem(400, "more than one Content-Type"));
+            }
+            BodyKind::Encoded => {
+                let json = req
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .is_some_and(|v| crate::util::is_json(v.as_bytes()));
+                if !json {
+                    return Ok(Flow::Continue);
+                }
+                self.count(ctx, INVALID_JSON);
+                return Ok(Flow::problem(
+                    415,
+                    "a compressed JSON body cannot be checked: send it without Content-Encoding",
+                ));
+            }
+        }
+        if empty {
             return Ok(Flow::Continue);
         }
+        let window = MAX_BUFFERED_BODY.min(ctx.rt.limits.max_request_body);
+        let declared = req
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok()?.parse::<u64>().ok());
+        let route = ctx.route();
+        // Held whole before the upstream: a body read already, a queue's
+        // (never streamed upstream), one declared within the window, and one
+        // of unknown length on a route whose `openapi` reads it anyway.
         let held = ctx.body.is_some()
-            || req
-                .headers
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| std::str::from_utf8(v.as_bytes()).ok()?.parse::<u64>().ok())
-                .is_some_and(|n| n <= MAX_BUFFERED_BODY.min(ctx.rt.limits.max_request_body));
+            || route.is_some_and(|r| r.queue.is_some())
+            || declared.is_some_and(|n| n <= window)
+            || declared.is_none()
+                && route.is_some_and(|r| r.chain.iter().any(|i| i.order == Order::OpenApi));
         if !held {
             *state = State::Streaming {
                 scanner: Box::new(Scanner::new(self.limits)),
                 attempt: ctx.attempts,
+                held: None,
                 done: false,
             };
             return Ok(Flow::Continue);
@@ -221,7 +268,7 @@ impl Plugin for JsonLimits {
 
     fn request_body(
         &self,
-        chunk: Option<&Bytes>,
+        body: &mut Option<Bytes>,
         end: bool,
         ctx: &mut RequestCtx,
         state: &mut State,
@@ -229,6 +276,7 @@ impl Plugin for JsonLimits {
         let State::Streaming {
             scanner,
             attempt,
+            held,
             done,
         } = state
         else {
@@ -238,25 +286,47 @@ impl Plugin for JsonLimits {
         if *attempt != ctx.attempts {
             *attempt = ctx.attempts;
             **scanner = Scanner::new(self.limits);
+            *held = None;
             *done = false;
         }
         if *done {
             return Ok(());
         }
-        let mut r = match chunk {
-            Some(c) => scanner.feed(c),
-            None => Ok(()),
+        let mut r = match body.as_deref() {
+            Some(c) if !c.is_empty() => scanner.feed(c),
+            _ => Ok(()),
         };
         if r.is_ok() && end {
             r = scanner.finish();
         }
+        if let Err(v) = r {
+            *done = true;
+            *held = None;
+            *body = Some(Bytes::new());
+            return Err(self.refusal(ctx, v));
+        }
+        let piece = body.take().filter(|b| !b.is_empty());
         if end {
             *done = true;
+            // The body is accepted: what was held back goes with the last piece.
+            *body = match (held.take(), piece) {
+                (Some(h), Some(p)) => {
+                    let mut all = bytes::BytesMut::with_capacity(h.len() + p.len());
+                    all.extend_from_slice(&h);
+                    all.extend_from_slice(&p);
+                    Some(all.freeze())
+                }
+                (h, p) => Some(h.or(p).unwrap_or_default()),
+            };
+        } else {
+            // Send the previous piece; hold this one until the next is checked.
+            let previous = match piece {
+                Some(p) => held.replace(p),
+                None => None,
+            };
+            *body = Some(previous.unwrap_or_default());
         }
-        r.map_err(|v| {
-            *done = true;
-            self.refusal(ctx, v)
-        })
+        Ok(())
     }
 }
 

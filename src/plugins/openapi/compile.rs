@@ -17,7 +17,34 @@ pub struct PathItem {
 
 enum Segment {
     Literal(String),
-    Param(String),
+    /// `{name}`, or with literal text around it in the same segment
+    /// (`{id}.pdf`, `v{major}`).
+    Param {
+        name: String,
+        prefix: String,
+        suffix: String,
+    },
+}
+
+impl Segment {
+    fn matches(&self, s: &str) -> bool {
+        match self {
+            Segment::Literal(l) => l == s,
+            Segment::Param { prefix, suffix, .. } => {
+                s.len() > prefix.len() + suffix.len()
+                    && s.starts_with(prefix.as_str())
+                    && s.ends_with(suffix.as_str())
+            }
+        }
+    }
+
+    /// Literal segments first, then parameters with more literal text.
+    fn rank(&self) -> (u8, usize) {
+        match self {
+            Segment::Literal(_) => (2, 0),
+            Segment::Param { prefix, suffix, .. } => (1, prefix.len() + suffix.len()),
+        }
+    }
 }
 
 pub struct Operation {
@@ -202,19 +229,17 @@ impl Operation {
 impl PathItem {
     pub fn matches(&self, segs: &[&str]) -> bool {
         segs.len() == self.segments.len()
-            && self.segments.iter().zip(segs).all(|(t, s)| match t {
-                Segment::Literal(l) => l == s,
-                Segment::Param(_) => !s.is_empty(),
-            })
+            && self.segments.iter().zip(segs).all(|(t, s)| t.matches(s))
     }
 
-    /// At the first segment where the two differ in kind, a literal wins.
+    /// At the first segment where the two differ in kind, the more literal
+    /// one wins.
     pub fn more_specific_than(&self, other: &PathItem) -> bool {
         for (a, b) in self.segments.iter().zip(&other.segments) {
-            match (a, b) {
-                (Segment::Literal(_), Segment::Param(_)) => return true,
-                (Segment::Param(_), Segment::Literal(_)) => return false,
-                _ => {}
+            match a.rank().cmp(&b.rank()) {
+                std::cmp::Ordering::Greater => return true,
+                std::cmp::Ordering::Less => return false,
+                std::cmp::Ordering::Equal => {}
             }
         }
         false
@@ -226,34 +251,53 @@ impl PathItem {
             .iter()
             .zip(segs)
             .filter_map(|(t, s)| match t {
-                Segment::Param(n) => Some((
-                    n.as_str(),
-                    percent_encoding::percent_decode_str(s)
-                        .decode_utf8_lossy()
-                        .into_owned(),
-                )),
+                Segment::Param {
+                    name,
+                    prefix,
+                    suffix,
+                } => {
+                    let v = s.get(prefix.len()..s.len().saturating_sub(suffix.len()))?;
+                    Some((
+                        name.as_str(),
+                        percent_encoding::percent_decode_str(v)
+                            .decode_utf8_lossy()
+                            .into_owned(),
+                    ))
+                }
                 Segment::Literal(_) => None,
             })
             .collect()
     }
 }
 
-/// The values of query parameter `name` in `query` (form-decoded: `+` is a
-/// space), in order.
-pub fn query_values(query: &str, name: &str) -> Vec<String> {
-    let decode = |s: &str| {
-        let s = s.replace('+', " ");
-        percent_encoding::percent_decode_str(&s)
-            .decode_utf8_lossy()
-            .into_owned()
-    };
+/// The `name=value` pairs of a query string, split once per request.
+pub fn query_pairs(query: &str) -> Vec<(&str, &str)> {
     query
         .split('&')
         .filter(|p| !p.is_empty())
-        .filter_map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (decode(k) == name).then(|| decode(v))
-        })
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+        .collect()
+}
+
+/// Form-decoding (`+` is a space, then percent-decoding), borrowed when
+/// there is nothing to decode.
+fn form_decode(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains(['%', '+']) {
+        return s.into();
+    }
+    let s = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&s)
+        .decode_utf8_lossy()
+        .into_owned()
+        .into()
+}
+
+/// The values of query parameter `name` among `pairs`, decoded, in order.
+pub fn query_values(pairs: &[(&str, &str)], name: &str) -> Vec<String> {
+    pairs
+        .iter()
+        .filter(|(k, _)| form_decode(k) == name)
+        .map(|(_, v)| form_decode(v).into_owned())
         .collect()
 }
 
@@ -448,7 +492,8 @@ impl Compiler<'_> {
         for (mt, m) in content {
             let range = essence(mt)
                 .ok_or_else(|| format!("{}: {mt:?} is not a media type", place.describe()))?;
-            let json = range.0 == "*" || crate::util::is_json(mt.as_bytes());
+            // Wildcards too: their schema applies to the JSON bodies they admit.
+            let json = range.0 == "*" || range.1 == "*" || crate::util::is_json(mt.as_bytes());
             let validator = if json && m.get("schema").is_some() {
                 let sp = place.child("content").child(mt).child("schema");
                 Some(Arc::new(self.validator(&sp)?))
@@ -492,17 +537,28 @@ fn segments(template: &str) -> Result<Vec<Segment>, String> {
     if !template.starts_with('/') {
         return Err(format!("paths: {template:?} must start with /"));
     }
+    let bad = || format!("paths: {template:?}: a segment may hold one `{{name}}`");
     template
         .split('/')
         .skip(1)
-        .map(|s| match s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
-            Some(name) if !name.is_empty() && !name.contains(['{', '}']) => {
-                Ok(Segment::Param(name.to_owned()))
+        .map(|s| {
+            let Some(open) = s.find('{') else {
+                return if s.contains('}') {
+                    Err(bad())
+                } else {
+                    Ok(Segment::Literal(s.to_owned()))
+                };
+            };
+            let close = s.find('}').filter(|&c| c > open + 1).ok_or_else(bad)?;
+            let (prefix, name, suffix) = (&s[..open], &s[open + 1..close], &s[close + 1..]);
+            if name.contains('{') || suffix.contains(['{', '}']) || prefix.contains('}') {
+                return Err(bad());
             }
-            _ if s.contains(['{', '}']) => Err(format!(
-                "paths: {template:?}: a template segment must be a whole `{{name}}`"
-            )),
-            _ => Ok(Segment::Literal(s.to_owned())),
+            Ok(Segment::Param {
+                name: name.to_owned(),
+                prefix: prefix.to_owned(),
+                suffix: suffix.to_owned(),
+            })
         })
         .collect()
 }
@@ -533,7 +589,8 @@ pub fn compile(path: &Path) -> Result<Vec<PathItem>, String> {
         return Ok(Vec::new());
     };
     let mut out = Vec::new();
-    for template in paths.keys() {
+    // `x-…` keys are extensions, not paths.
+    for template in paths.keys().filter(|k| !k.starts_with("x-")) {
         let item_place = root.child("paths").child(template);
         let (item_place, item) = docs.resolve(&item_place)?;
         let segs = segments(template).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -551,7 +608,7 @@ pub fn compile(path: &Path) -> Result<Vec<PathItem>, String> {
             for p in op.params.iter().filter(|p| p.location == Location::Path) {
                 if !segs
                     .iter()
-                    .any(|s| matches!(s, Segment::Param(n) if *n == p.name))
+                    .any(|s| matches!(s, Segment::Param { name, .. } if *name == p.name))
                 {
                     return Err(format!(
                         "{}: path parameter {:?} is not in the path {template:?}",

@@ -16,6 +16,7 @@ mod compile;
 pub mod spec;
 
 use crate::metrics::METRICS;
+use crate::util::{BodyKind, LogGate};
 use crate::pipeline::{
     read_body, BodyError, BuildCtx, BuildResult, FieldError, Flow, Order, Plugin, PluginConfig,
     Reply, RequestCtx, Series,
@@ -68,6 +69,7 @@ pub struct OpenApi {
     name: String,
     log_responses: bool,
     paths: Vec<PathItem>,
+    response_log: LogGate,
 }
 
 /// `reason`s of `tollgate_validation_failures_total`.
@@ -101,6 +103,8 @@ const MAX_CHECKED_RESPONSE: usize = 1024 * 1024;
 #[derive(Default)]
 pub struct State {
     op: Option<(usize, usize)>,
+    /// A HEAD request: its response has no body to check.
+    head: bool,
     response: Option<Checked>,
 }
 
@@ -134,18 +138,23 @@ fn schema_errors(v: &jsonschema::Validator, instance: &Value, prefix: &str) -> V
     v.iter_errors(instance)
         .take(crate::pipeline::MAX_FIELD_ERRORS)
         .map(|e| {
-            let mut msg = e.masked().to_string();
-            if msg.len() > 300 {
-                let mut cut = 300;
-                while !msg.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                msg.truncate(cut);
-                msg.push('…');
-            }
-            field(format!("{prefix}{}", e.instance_path()), msg)
+            let pointer = truncated(format!("{prefix}{}", e.instance_path()), 256);
+            field(pointer, truncated(e.masked().to_string(), 300))
         })
         .collect()
+}
+
+/// `s` cut to at most `max` bytes (on a character boundary), marked with `…`.
+fn truncated(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
 }
 
 impl OpenApi {
@@ -155,6 +164,7 @@ impl OpenApi {
             name: name.to_string(),
             log_responses: responses == Responses::Log,
             paths: compile::compile(path)?,
+            response_log: LogGate::new(),
         })
     }
 
@@ -179,6 +189,7 @@ impl OpenApi {
             .as_ref()
             .and_then(|b| b.media(content_type))
             .and_then(|m| m.validator.as_ref())
+            .filter(|_| crate::util::is_json(content_type))
         else {
             return Ok(());
         };
@@ -189,6 +200,19 @@ impl OpenApi {
         } else {
             Err(errors)
         }
+    }
+
+    /// A request without a body: refused when the operation requires one.
+    fn missing(&self, ctx: &RequestCtx, required: bool) -> Flow {
+        if !required {
+            return Flow::Continue;
+        }
+        self.count(ctx, reason::BODY_MISSING);
+        invalid(
+            400,
+            "a request body is required",
+            vec![field("", "a request body is required")],
+        )
     }
 
     fn count(&self, ctx: &RequestCtx, reason: &'static str) {
@@ -219,7 +243,7 @@ impl OpenApi {
         path_values: &[(&str, String)],
         req: &pingora::http::RequestHeader,
     ) -> Vec<FieldError> {
-        let query = req.uri.query().unwrap_or("");
+        let pairs = compile::query_pairs(req.uri.query().unwrap_or(""));
         let mut errors = Vec::new();
         for p in &op.params {
             let raw: Vec<String> = match p.location {
@@ -228,7 +252,7 @@ impl OpenApi {
                     .filter(|(n, _)| *n == p.name)
                     .map(|(_, v)| v.clone())
                     .collect(),
-                Location::Query => compile::query_values(query, &p.name),
+                Location::Query => compile::query_values(&pairs, &p.name),
                 Location::Header => req
                     .headers
                     .get_all(p.name.as_str())
@@ -260,15 +284,6 @@ impl OpenApi {
     }
 }
 
-/// Whether the request carries a body.
-fn has_body(req: &pingora::http::RequestHeader) -> bool {
-    req.headers.contains_key(http::header::TRANSFER_ENCODING)
-        || req
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() != b"0")
-}
-
 /// Parse a JSON body, refusing duplicate member names (which parsers resolve
 /// differently: the gateway and the upstream must see the same document).
 pub fn parse_strict(body: &[u8]) -> Result<Value, String> {
@@ -295,6 +310,7 @@ impl Plugin for OpenApi {
         ctx: &mut RequestCtx,
         state: &mut State,
     ) -> pingora::Result<Flow> {
+        let empty = session.is_body_empty();
         let path = ctx.upstream_path().to_owned();
         let Some((pi, path_values)) = self.find(&path) else {
             self.count(ctx, reason::NOT_FOUND);
@@ -305,7 +321,14 @@ impl Plugin for OpenApi {
         };
         let item = &self.paths[pi];
         let req = session.req_header();
-        let Some(oi) = item.ops.iter().position(|(m, _)| *m == req.method) else {
+        // HEAD is GET without a body, unless the path describes HEAD itself.
+        let method = &req.method;
+        let found = item.ops.iter().position(|(m, _)| m == method).or_else(|| {
+            (*method == http::Method::HEAD)
+                .then(|| item.ops.iter().position(|(m, _)| *m == http::Method::GET))
+                .flatten()
+        });
+        let Some(oi) = found else {
             self.count(ctx, reason::METHOD_NOT_ALLOWED);
             return Ok(Flow::Respond(Reply::Problem {
                 status: 405,
@@ -315,6 +338,7 @@ impl Plugin for OpenApi {
         };
         let op = &item.ops[oi].1;
         state.op = Some((pi, oi));
+        state.head = *method == http::Method::HEAD;
         let errors = Self::check_params(op, &path_values, req);
         if !errors.is_empty() {
             self.count(ctx, reason::PARAMETERS);
@@ -323,22 +347,23 @@ impl Plugin for OpenApi {
         let Some(body) = &op.body else {
             return Ok(Flow::Continue);
         };
-        if !has_body(req) {
-            if body.required {
-                self.count(ctx, reason::BODY_MISSING);
-                return Ok(invalid(
-                    400,
-                    "a request body is required",
-                    vec![field("", "a request body is required")],
+        if empty {
+            return Ok(self.missing(ctx, body.required));
+        }
+        let ct = match crate::util::body_kind(&req.headers) {
+            BodyKind::Plain(ct) => ct,
+            BodyKind::AmbiguousType => {
+                self.count(ctx, reason::CONTENT_TYPE);
+                return Ok(Flow::problem(400, "more than one Content-Type"));
+            }
+            BodyKind::Encoded => {
+                self.count(ctx, reason::CONTENT_TYPE);
+                return Ok(Flow::problem(
+                    415,
+                    "a compressed body cannot be checked: send it without Content-Encoding",
                 ));
             }
-            return Ok(Flow::Continue);
-        }
-        let ct = req
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .map(|v| v.as_bytes())
-            .unwrap_or(b"");
+        };
         let Some(media) = body.media(ct) else {
             self.count(ctx, reason::CONTENT_TYPE);
             return Ok(Flow::problem(
@@ -346,7 +371,9 @@ impl Plugin for OpenApi {
                 format!("the content type must be one of: {}", body.accepted),
             ));
         };
-        let Some(validator) = media.validator.clone() else {
+        // Only a JSON body is checked against a schema (a `*/*` or
+        // `application/*` schema applies to the JSON bodies it admits).
+        let Some(validator) = media.validator.clone().filter(|_| crate::util::is_json(ct)) else {
             return Ok(Flow::Continue);
         };
         let bytes = match read_body(session, ctx).await {
@@ -361,6 +388,9 @@ impl Plugin for OpenApi {
                 return Ok(Flow::problem(400, "the request body could not be read"))
             }
         };
+        if bytes.is_empty() {
+            return Ok(self.missing(ctx, body.required));
+        }
         let doc = match parse_strict(&bytes) {
             Ok(v) => v,
             Err(e) => {
@@ -392,10 +422,12 @@ impl Plugin for OpenApi {
         let Some((pi, oi)) = state.op else { return };
         let op = &self.paths[pi].ops[oi].1;
         let status = resp.status.as_u16();
-        let json = resp
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|v| crate::util::is_json(v.as_bytes()));
+        // Only an identity-encoded JSON body that is there: not a HEAD's,
+        // a 204's or a 304's.
+        let json = !state.head
+            && status != 204
+            && status != 304
+            && matches!(crate::util::body_kind(&resp.headers), BodyKind::Plain(ct) if crate::util::is_json(ct));
         state.response = match op.response(status) {
             Some(validator) if json => Some(Checked {
                 validator: validator.clone(),
@@ -429,7 +461,7 @@ impl Plugin for OpenApi {
         let Some(c) = state.response.take() else {
             return;
         };
-        if c.over {
+        if c.over || c.body.is_empty() {
             return;
         }
         let errors = match parse_strict(&c.body) {
@@ -440,6 +472,10 @@ impl Plugin for OpenApi {
             return;
         }
         self.count(ctx, reason::RESPONSE_SCHEMA);
+        // One line per 10 s per plugin at most: the counter has them all.
+        if !self.response_log.allow(std::time::Duration::from_secs(10)) {
+            return;
+        }
         let list: Vec<String> = errors
             .iter()
             .map(|e| format!("{}: {}", e.pointer, e.message))
@@ -450,7 +486,7 @@ impl Plugin for OpenApi {
             plugin = %self.name,
             status = c.status,
             errors = ?list,
-            "upstream response does not match the API description"
+            "upstream response does not match the API description (at most one line per 10 s; all counted in tollgate_validation_failures_total)"
         );
     }
 }

@@ -63,7 +63,16 @@ fn uri_path(uri: &str) -> PathBuf {
     PathBuf::from(&*percent_encoding::percent_decode_str(p).decode_utf8_lossy())
 }
 
+/// The largest file of a description.
+const MAX_FILE: u64 = 16 * 1024 * 1024;
+
 fn parse_file(path: &Path) -> Result<Value, String> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+        .len();
+    if size > MAX_FILE {
+        return Err(format!("{}: larger than {MAX_FILE} bytes", path.display()));
+    }
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let json = path
         .extension()
@@ -75,13 +84,15 @@ fn parse_file(path: &Path) -> Result<Value, String> {
     }
 }
 
-/// Every `$ref` string in `v`.
+/// Every `$ref` string in `v`, except inside example values (which are
+/// data, not references).
 fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
     match v {
         Value::Object(m) => {
             for (k, v) in m {
                 match (k.as_str(), v) {
                     ("$ref", Value::String(r)) => out.push(r),
+                    ("example" | "examples", _) => {}
                     _ => refs(v, out),
                 }
             }
@@ -92,57 +103,81 @@ fn refs<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
 }
 
 /// The file part of a `$ref` written in `from`, resolved beside it, or `None`
-/// for a reference within the same file.
-fn ref_file(from: &Path, r: &str) -> Result<Option<PathBuf>, String> {
+/// for a reference within the same file. Only files in `root` (the
+/// description's directory) or below it may be named.
+fn ref_file(root: &Path, from: &Path, r: &str) -> Result<Option<PathBuf>, String> {
     let file = r.split('#').next().unwrap_or("");
     if file.is_empty() {
         return Ok(None);
     }
-    if file.contains("://") || file.starts_with("//") {
-        return Err(format!(
+    let refused = || {
+        format!(
             "{}: $ref {r:?}: only references to files beside the description are supported",
             from.display()
-        ));
+        )
+    };
+    if file.contains("://") || file.starts_with('/') {
+        return Err(refused());
     }
     let decoded = percent_encoding::percent_decode_str(file).decode_utf8_lossy();
     let dir = from.parent().unwrap_or(Path::new("."));
-    Ok(Some(normalise(&dir.join(&*decoded))))
+    let p = normalise(&dir.join(&*decoded));
+    if !p.starts_with(root) {
+        return Err(refused());
+    }
+    Ok(Some(p))
 }
 
 /// The description at `path` and every file reachable through `$ref`s, as
-/// paths (for the watcher). Stops at the first unreadable file; [`load`]
-/// reports it.
+/// paths (for the watcher): a file that does not parse is listed too (not
+/// the files it would reference), so that fixing it triggers a reload.
 pub fn files(path: &Path) -> Vec<PathBuf> {
-    match load(path) {
-        Ok((_, paths)) => paths,
+    match std::path::absolute(path) {
+        Ok(p) => walk(&normalise(&p)).1,
         Err(_) => vec![path.to_path_buf()],
     }
 }
 
-/// Load the description at `path` and the files it references.
-pub fn load(path: &Path) -> Result<(Documents, Vec<PathBuf>), String> {
-    let path = normalise(&std::path::absolute(path).map_err(|e| format!("{}: {e}", path.display()))?);
+/// Every file reachable from `path` by `$ref`s: each parsed (or why not),
+/// by URI, and their paths in the order found.
+#[allow(clippy::type_complexity)]
+fn walk(path: &Path) -> (BTreeMap<String, Result<Value, String>>, Vec<PathBuf>) {
+    let root = path.parent().unwrap_or(Path::new("/")).to_path_buf();
     let mut files = BTreeMap::new();
     let mut paths = Vec::new();
-    let mut todo = vec![path.clone()];
+    let mut todo = vec![path.to_path_buf()];
     while let Some(p) = todo.pop() {
         let uri = file_uri(&p);
         if files.contains_key(&uri) {
             continue;
         }
         if files.len() >= MAX_FILES {
-            return Err(format!("more than {MAX_FILES} files referenced"));
+            files.insert(uri, Err(format!("more than {MAX_FILES} files referenced")));
+            break;
         }
-        let v = parse_file(&p)?;
-        let mut rs = Vec::new();
-        refs(&v, &mut rs);
-        for r in rs {
-            if let Some(f) = ref_file(&p, r)? {
-                todo.push(f);
+        let parsed = parse_file(&p).and_then(|v| {
+            let mut rs = Vec::new();
+            refs(&v, &mut rs);
+            for r in rs {
+                if let Some(f) = ref_file(&root, &p, r)? {
+                    todo.push(f);
+                }
             }
-        }
-        files.insert(uri, v);
+            Ok(v)
+        });
+        files.insert(uri, parsed);
         paths.push(p);
+    }
+    (files, paths)
+}
+
+/// Load the description at `path` and the files it references.
+pub fn load(path: &Path) -> Result<(Documents, Vec<PathBuf>), String> {
+    let path = normalise(&std::path::absolute(path).map_err(|e| format!("{}: {e}", path.display()))?);
+    let (parsed, paths) = walk(&path);
+    let mut files = BTreeMap::new();
+    for (uri, v) in parsed {
+        files.insert(uri, v?);
     }
     let root = file_uri(&path);
     let doc = &files[&root];
@@ -191,7 +226,20 @@ pub fn load(path: &Path) -> Result<(Documents, Vec<PathBuf>), String> {
 fn convert_30(v: &mut Value) {
     match v {
         Value::Object(m) => {
-            if m.get("nullable") == Some(&Value::Bool(true)) {
+            let nullable = m.get("nullable") == Some(&Value::Bool(true));
+            if nullable && !m.contains_key("type") && !m.contains_key("enum") {
+                // `nullable` beside a `$ref` or `allOf` (no `type` of its own):
+                // either that schema, or null.
+                m.remove("nullable");
+                m.values_mut().for_each(convert_30);
+                let inner = Value::Object(std::mem::take(m));
+                m.insert(
+                    "anyOf".into(),
+                    serde_json::json!([inner, { "type": "null" }]),
+                );
+                return;
+            }
+            if nullable {
                 match m.get_mut("type") {
                     Some(Value::String(t)) => {
                         let t = std::mem::take(t);
@@ -324,6 +372,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn nullable_beside_a_ref_admits_null() {
+        let mut v = serde_json::json!({
+            "properties": {"payer": {"allOf": [{"$ref": "#/x"}], "nullable": true}}
+        });
+        convert_30(&mut v);
+        assert_eq!(
+            v["properties"]["payer"],
+            serde_json::json!({"anyOf": [{"allOf": [{"$ref": "#/x"}]}, {"type": "null"}]})
+        );
+    }
+
+    #[test]
     fn nullable_becomes_a_null_type() {
         let mut v = serde_json::json!({
             "properties": {
@@ -361,14 +421,19 @@ mod tests {
             "file:///a/b/main.yaml#/paths/~1payments~1%7Bid%7D"
         );
         assert_eq!(normalise(Path::new("/a/b/../c/./d")), Path::new("/a/c/d"));
-        assert!(ref_file(Path::new("/a/main.yaml"), "https://x/y.yaml#/z").is_err());
+        let (root, main) = (Path::new("/a"), Path::new("/a/main.yaml"));
+        assert!(ref_file(root, main, "https://x/y.yaml#/z").is_err());
+        assert!(ref_file(root, main, "/etc/passwd#/z").is_err());
+        assert!(ref_file(root, main, "../secret.yaml#/z").is_err());
+        assert!(ref_file(root, main, "sub/../../a2/x.yaml").is_err());
         assert_eq!(
-            ref_file(Path::new("/a/main.yaml"), "common.yaml#/z").unwrap(),
+            ref_file(root, main, "common.yaml#/z").unwrap(),
             Some(PathBuf::from("/a/common.yaml"))
         );
         assert_eq!(
-            ref_file(Path::new("/a/main.yaml"), "#/z").unwrap(),
-            None
+            ref_file(root, Path::new("/a/sub/x.yaml"), "../common.yaml#/z").unwrap(),
+            Some(PathBuf::from("/a/common.yaml"))
         );
+        assert_eq!(ref_file(root, main, "#/z").unwrap(), None);
     }
 }

@@ -174,7 +174,8 @@ fn broken_descriptions_are_config_errors_with_their_place() {
         ("openapi: 3.1.0\npaths:\n  /x:\n    post:\n      requestBody:\n        content:\n          application/json:\n            schema: { type: 12 }\n", "invalid schema"),
         ("openapi: 3.1.0\npaths:\n  /x/{id}:\n    get:\n      parameters: [{name: other, in: path, schema: {type: string}}]\n", "not in the path"),
         ("openapi: 3.1.0\npaths:\n  /x:\n    get:\n      parameters: [{$ref: 'https://example.com/p.yaml'}]\n", "only references to files"),
-        ("openapi: 3.1.0\npaths:\n  /x{id}:\n    get: {}\n", "whole `{name}`"),
+        ("openapi: 3.1.0\npaths:\n  /x/{a}{b}:\n    get: {}\n", "one `{name}`"),
+        ("openapi: 3.1.0\npaths:\n  /x:\n    get:\n      requestBody: { $ref: '../outside.yaml#/a' }\n", "only references to files"),
     ];
     for (text, want) in cases {
         let p = write("api.yaml", text);
@@ -187,3 +188,45 @@ fn broken_descriptions_are_config_errors_with_their_place() {
 }
 
 use serde_json::json;
+
+#[test]
+fn partial_templates_extensions_and_wildcard_media() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("api.yaml");
+    std::fs::write(
+        &p,
+        r#"
+openapi: 3.1.0
+x-owner: payments-team
+paths:
+  x-internal: {}
+  /reports/{id}.pdf:
+    get:
+      parameters: [{ name: id, in: path, required: true, schema: { type: integer } }]
+  /reports/latest.pdf:
+    get: {}
+  /uploads:
+    put:
+      requestBody:
+        content:
+          "*/*": { schema: { type: object, required: [name] } }
+"#,
+    )
+    .unwrap();
+    let api = OpenApi::from_file("t", &p, Responses::Off).unwrap();
+    assert_eq!(api.paths.len(), 3, "x-internal is not a path");
+    let (pi, v) = api.find("/reports/42.pdf").unwrap();
+    assert_eq!(v, [("id", "42".to_string())]);
+    assert_eq!(api.paths[pi].allow, "GET");
+    let (pi, v) = api.find("/reports/latest.pdf").unwrap();
+    assert!(v.is_empty(), "the literal wins");
+    assert!(api.paths[pi].params(&["reports", "latest.pdf"]).is_empty());
+    assert!(api.find("/reports/.pdf").is_none());
+    assert!(api.find("/reports/42.txt").is_none());
+    let put = http::Method::PUT;
+    // A JSON body is checked against the wildcard's schema...
+    assert!(api.body_errors(&put, "/uploads", b"application/json", b"{}").is_err());
+    assert!(api.body_errors(&put, "/uploads", b"application/json", br#"{"name":"a"}"#).is_ok());
+    // ...anything else is admitted as it is.
+    assert!(api.body_errors(&put, "/uploads", b"image/png", b"\x89PNG").is_ok());
+}
