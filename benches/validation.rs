@@ -16,7 +16,7 @@ use tollgate::plugins::openapi::{OpenApi, Responses};
 /// A payment of about 1 KiB: nested creditor and debtor, metadata.
 fn payment() -> String {
     let mut meta = serde_json::Map::new();
-    for i in 0..12 {
+    for i in 0..19 {
         meta.insert(
             format!("order_line_{i}"),
             format!("SKU-{i:04}-blue-widget-x{i}").into(),
