@@ -11,6 +11,7 @@ pub mod breaker;
 pub mod config;
 pub mod demo;
 pub mod health;
+pub mod json;
 pub mod logging;
 pub mod metrics;
 pub mod outbound;

@@ -200,24 +200,35 @@ async fn openapi_admits_valid_requests_unaltered_and_refuses_each_kind_of_mistak
         assert_eq!(s, 413);
 
         assert_eq!(up.hits(), hits, "a refused request reached the upstream");
-        let m = gw.metrics().await;
-        for (reason, n) in [
-            ("not_found", 1.0),
-            ("method_not_allowed", 1.0),
-            ("parameters", 3.0),
-            ("content_type", 1.0),
-            ("body_missing", 1.0),
-            ("body_schema", 2.0),
-            ("invalid_json", 4.0),
-            // The echo upstream answers neither operation as described
-            // (`responses = "log"`): logged and counted, still delivered.
-            ("response_schema", 2.0),
-        ] {
-            let q = format!(
-                r#"tollgate_validation_failures_total{{plugin="payments_api",reason="{reason}",route="payments"}}"#
-            );
-            assert_eq!(find_metric(&m, &q), Some(n), "{q}\n{m}");
-        }
+        assert_failures(
+            &gw,
+            "payments",
+            "payments_api",
+            &[
+                ("not_found", 1.0),
+                ("method_not_allowed", 1.0),
+                ("parameters", 3.0),
+                ("content_type", 1.0),
+                ("body_missing", 1.0),
+                ("body_schema", 2.0),
+                ("invalid_json", 4.0),
+                // The echo upstream answers neither operation as described
+                // (`responses = "log"`): logged and counted, still delivered.
+                ("response_schema", 2.0),
+            ],
+        )
+        .await;
+    }
+}
+
+/// `tollgate_validation_failures_total` of `route` and `plugin`, by reason.
+async fn assert_failures(gw: &Gateway, route: &str, plugin: &str, want: &[(&str, f64)]) {
+    let m = gw.metrics().await;
+    for (reason, n) in want {
+        let q = format!(
+            r#"tollgate_validation_failures_total{{plugin="{plugin}",reason="{reason}",route="{route}"}}"#
+        );
+        assert_eq!(find_metric(&m, &q), Some(*n), "{q}\n{m}");
     }
 }
 
@@ -467,19 +478,19 @@ async fn json_limits_refuses_each_limit_with_its_pointer_whole_or_streamed() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(up.last_request().unwrap().body, b"{{{{{");
-    let m = gw.metrics().await;
-    for (reason, n) in [
-        ("max_depth", 2.0),
-        ("max_keys", 2.0),
-        ("max_array", 2.0),
-        ("max_string", 6.0),
-        ("invalid_json", 8.0),
-    ] {
-        let q = format!(
-            r#"tollgate_validation_failures_total{{plugin="shape",reason="{reason}",route="r"}}"#
-        );
-        assert_eq!(find_metric(&m, &q), Some(n), "{q}\n{m}");
-    }
+    assert_failures(
+        &gw,
+        "r",
+        "shape",
+        &[
+            ("max_depth", 2.0),
+            ("max_keys", 2.0),
+            ("max_array", 2.0),
+            ("max_string", 6.0),
+            ("invalid_json", 8.0),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]

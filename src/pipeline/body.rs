@@ -23,6 +23,22 @@ pub enum BodyError {
     Broken,
 }
 
+impl BodyError {
+    /// The usual answer to a body that could not be read whole: 413, 408 or
+    /// 400.
+    pub fn refusal(self) -> super::Flow {
+        match self {
+            BodyError::TooLarge => {
+                super::Flow::problem(413, "the request body is larger than the limit")
+            }
+            BodyError::Timeout => {
+                super::Flow::problem(408, "the request body was not received in time")
+            }
+            BodyError::Broken => super::Flow::problem(400, "the request body could not be read"),
+        }
+    }
+}
+
 enum BodyRead {
     Complete(bytes::BytesMut),
     /// Over the limit; `drained` when the rest was read (and dropped) to its

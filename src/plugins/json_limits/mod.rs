@@ -19,7 +19,7 @@ use crate::config::units::checked;
 use crate::config::Size;
 use crate::metrics::METRICS;
 use crate::pipeline::{
-    read_body, BodyError, BuildCtx, BuildResult, FieldError, Flow, Order, Plugin, PluginConfig,
+    read_body, BuildCtx, BuildResult, FieldError, Flow, Order, Plugin, PluginConfig,
     Reply, RequestCtx, Series, MAX_BUFFERED_BODY,
 };
 use crate::util::BodyKind;
@@ -250,15 +250,7 @@ impl Plugin for JsonLimits {
         }
         let body = match read_body(session, ctx).await {
             Ok(b) => b,
-            Err(BodyError::TooLarge) => {
-                return Ok(Flow::problem(413, "the request body is larger than the limit"))
-            }
-            Err(BodyError::Timeout) => {
-                return Ok(Flow::problem(408, "the request body was not received in time"))
-            }
-            Err(BodyError::Broken) => {
-                return Ok(Flow::problem(400, "the request body could not be read"))
-            }
+            Err(e) => return Ok(e.refusal()),
         };
         match self.check(&body) {
             Ok(()) => Ok(Flow::Continue),

@@ -18,7 +18,7 @@ pub mod spec;
 use crate::metrics::METRICS;
 use crate::util::{BodyKind, LogGate};
 use crate::pipeline::{
-    read_body, BodyError, BuildCtx, BuildResult, FieldError, Flow, Order, Plugin, PluginConfig,
+    read_body, BuildCtx, BuildResult, FieldError, Flow, Order, Plugin, PluginConfig,
     Reply, RequestCtx, Series,
 };
 use bytes::{Bytes, BytesMut};
@@ -284,14 +284,9 @@ impl OpenApi {
     }
 }
 
-/// Parse a JSON body, refusing duplicate member names (which parsers resolve
+/// Parse a JSON body, refusing duplicate member names (parsers resolve them
 /// differently: the gateway and the upstream must see the same document).
-pub fn parse_strict(body: &[u8]) -> Result<Value, String> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let v = compile::Strict::deserialize(&mut de).map_err(|e| e.to_string())?;
-    de.end().map_err(|e| e.to_string())?;
-    Ok(v.0)
-}
+pub use crate::json::parse_strict;
 
 impl Plugin for OpenApi {
     type State = State;
@@ -378,15 +373,7 @@ impl Plugin for OpenApi {
         };
         let bytes = match read_body(session, ctx).await {
             Ok(b) => b,
-            Err(BodyError::TooLarge) => {
-                return Ok(Flow::problem(413, "the request body is larger than the limit"))
-            }
-            Err(BodyError::Timeout) => {
-                return Ok(Flow::problem(408, "the request body was not received in time"))
-            }
-            Err(BodyError::Broken) => {
-                return Ok(Flow::problem(400, "the request body could not be read"))
-            }
+            Err(e) => return Ok(e.refusal()),
         };
         if bytes.is_empty() {
             return Ok(self.missing(ctx, body.required));

@@ -148,7 +148,7 @@ fn media_types_and_response_schemas() {
 
 #[test]
 fn hostile_bodies_are_refused_as_json_errors() {
-    assert!(parse_strict(br#"{"a":1,"a":2}"#).unwrap_err().contains("duplicate"));
+    assert!(parse_strict(br#"{"a":1,"a":2}"#).unwrap_err().contains("appears twice"));
     assert!(parse_strict(&[b'['; 10_000]).is_err());
     let big = format!("[{}]", "9".repeat(10_000));
     assert!(parse_strict(big.as_bytes()).is_err());
