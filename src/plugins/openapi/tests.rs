@@ -230,3 +230,64 @@ paths:
     // ...anything else is admitted as it is.
     assert!(api.body_errors(&put, "/uploads", b"image/png", b"\x89PNG").is_ok());
 }
+
+#[test]
+fn the_spec_s_formats_are_checked_in_3_0_and_3_1() {
+    let dir = tempfile::tempdir().unwrap();
+    for version in ["3.0.3", "3.1.0"] {
+        let p = dir.path().join(format!("f{version}.yaml"));
+        std::fs::write(
+            &p,
+            format!(
+                r#"
+openapi: {version}
+paths:
+  /f:
+    post:
+      requestBody:
+        content:
+          application/json:
+            schema:
+              type: object
+              properties:
+                date: {{ type: string, format: date }}
+                date_time: {{ type: string, format: date-time }}
+                uuid: {{ type: string, format: uuid }}
+                email: {{ type: string, format: email }}
+                uri: {{ type: string, format: uri }}
+                ipv4: {{ type: string, format: ipv4 }}
+"#
+            ),
+        )
+        .unwrap();
+        let api = OpenApi::from_file("t", &p, Responses::Off).unwrap();
+        let check = |body: serde_json::Value| {
+            api.body_errors(
+                &http::Method::POST,
+                "/f",
+                b"application/json",
+                body.to_string().as_bytes(),
+            )
+        };
+        let good = json!({
+            "date": "2026-12-06", "date_time": "2026-12-06T10:00:00Z",
+            "uuid": "3f1c2a4e-9b7d-4c1e-8f2a-1b2c3d4e5f60", "email": "ops@bank.example",
+            "uri": "https://bank.example/x", "ipv4": "192.0.2.1"
+        });
+        assert_eq!(check(good.clone()), Ok(()), "{version}");
+        for (field, bad) in [
+            ("date", "2026-02-30"),
+            ("date_time", "2026-12-06 10:00"),
+            ("uuid", "3f1c2a4e9b7d4c1e8f2a1b2c3d4e5f60"),
+            ("email", "ops.bank.example"),
+            ("uri", "not a uri"),
+            ("ipv4", "192.0.2.256"),
+        ] {
+            let mut b = good.clone();
+            b[field] = json!(bad);
+            let errs = check(b).expect_err(field);
+            assert_eq!(errs.len(), 1, "{version} {field}: {errs:?}");
+            assert_eq!(errs[0].pointer, format!("/{field}"), "{version}");
+        }
+    }
+}
