@@ -19,8 +19,8 @@ use crate::config::units::checked;
 use crate::config::Size;
 use crate::metrics::METRICS;
 use crate::pipeline::{
-    read_body, BuildCtx, BuildResult, FieldError, Flow, Order, Plugin, PluginConfig,
-    Reply, RequestCtx, Series, MAX_BUFFERED_BODY,
+    read_body, BuildCtx, BuildResult, FieldError, Flow, Order, Plugin, PluginConfig, Reply,
+    RequestCtx, Series, MAX_BUFFERED_BODY,
 };
 use crate::util::BodyKind;
 use bytes::Bytes;

@@ -319,7 +319,9 @@ fn is_date(s: &str) -> bool {
     }
     let num = |r: std::ops::Range<usize>| -> Option<u32> {
         let t = s.get(r)?;
-        t.bytes().all(|c| c.is_ascii_digit()).then(|| t.parse().ok())?
+        t.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| t.parse().ok())?
     };
     let (Some(y), Some(m), Some(d)) = (num(0..4), num(5..7), num(8..10)) else {
         return false;
@@ -393,9 +395,9 @@ impl Compiler<'_> {
             }
             other => {
                 return Err(format!(
-                    "{}: parameter {name:?}: `in` must be path, query, header or cookie, not {other:?}",
-                    place.describe()
-                ))
+                "{}: parameter {name:?}: `in` must be path, query, header or cookie, not {other:?}",
+                place.describe()
+            ))
             }
         };
         // OpenAPI: these header parameters are ignored (the request's own
@@ -407,10 +409,11 @@ impl Compiler<'_> {
         }
         let required =
             location == Location::Path || p.get("required").and_then(Value::as_bool) == Some(true);
-        let explode = p
-            .get("explode")
-            .and_then(Value::as_bool)
-            .unwrap_or(p.get("style").and_then(Value::as_str).is_none_or(|s| s == "form"));
+        let explode = p.get("explode").and_then(Value::as_bool).unwrap_or(
+            p.get("style")
+                .and_then(Value::as_str)
+                .is_none_or(|s| s == "form"),
+        );
         let (kind, validator) = if p.get("schema").is_some() {
             let sp = place.child("schema");
             let (t, items) = self.schema_type(&sp)?;

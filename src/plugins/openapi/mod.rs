@@ -16,11 +16,11 @@ mod compile;
 pub mod spec;
 
 use crate::metrics::METRICS;
-use crate::util::{BodyKind, LogGate};
 use crate::pipeline::{
-    read_body, BuildCtx, BuildResult, FieldError, Flow, Order, Plugin, PluginConfig,
-    Reply, RequestCtx, Series,
+    read_body, BuildCtx, BuildResult, FieldError, Flow, Order, Plugin, PluginConfig, Reply,
+    RequestCtx, Series,
 };
+use crate::util::{BodyKind, LogGate};
 use bytes::{Bytes, BytesMut};
 use compile::{Location, Operation, PathItem};
 use pingora::http::ResponseHeader;
@@ -159,7 +159,11 @@ fn truncated(mut s: String, max: usize) -> String {
 
 impl OpenApi {
     /// Compile the description at `path` (what the config's build does).
-    pub fn from_file(name: &str, path: &std::path::Path, responses: Responses) -> Result<OpenApi, String> {
+    pub fn from_file(
+        name: &str,
+        path: &std::path::Path,
+        responses: Responses,
+    ) -> Result<OpenApi, String> {
         Ok(OpenApi {
             name: name.to_string(),
             log_responses: responses == Responses::Log,

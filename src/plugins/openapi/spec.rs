@@ -173,7 +173,8 @@ fn walk(path: &Path) -> (BTreeMap<String, Result<Value, String>>, Vec<PathBuf>) 
 
 /// Load the description at `path` and the files it references.
 pub fn load(path: &Path) -> Result<(Documents, Vec<PathBuf>), String> {
-    let path = normalise(&std::path::absolute(path).map_err(|e| format!("{}: {e}", path.display()))?);
+    let path =
+        normalise(&std::path::absolute(path).map_err(|e| format!("{}: {e}", path.display()))?);
     let (parsed, paths) = walk(&path);
     let mut files = BTreeMap::new();
     for (uri, v) in parsed {

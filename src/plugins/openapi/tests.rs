@@ -38,7 +38,10 @@ fn params(api: &OpenApi, method: &str, uri: &str, headers: &[(&str, &str)]) -> V
     for (n, v) in headers {
         req.insert_header(n.to_string(), *v).unwrap();
     }
-    let values: Vec<(&str, String)> = values.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+    let values: Vec<(&str, String)> = values
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.clone()))
+        .collect();
     OpenApi::check_params(op, &values, &req)
 }
 
@@ -56,9 +59,20 @@ fn paths_match_the_most_specific_template() {
     for api in both() {
         assert!(api.find("/payments").is_some());
         let (pi, v) = api.find("/payments/search").unwrap();
-        assert!(api.paths[pi].params(&["payments", "search"]).is_empty(), "{v:?}");
-        let (_, v) = api.find("/payments/3f1c2a4e-9b7d-4c1e-8f2a-1b2c3d4e5f60").unwrap();
-        assert_eq!(v, [("payment_id", "3f1c2a4e-9b7d-4c1e-8f2a-1b2c3d4e5f60".to_string())]);
+        assert!(
+            api.paths[pi].params(&["payments", "search"]).is_empty(),
+            "{v:?}"
+        );
+        let (_, v) = api
+            .find("/payments/3f1c2a4e-9b7d-4c1e-8f2a-1b2c3d4e5f60")
+            .unwrap();
+        assert_eq!(
+            v,
+            [(
+                "payment_id",
+                "3f1c2a4e-9b7d-4c1e-8f2a-1b2c3d4e5f60".to_string()
+            )]
+        );
         assert!(api.find("/payments/x/refunds").is_some());
         assert!(api.find("/refunds").is_none());
         assert!(api.find("/payments/").is_none());
@@ -80,12 +94,21 @@ fn a_valid_payment_passes_and_each_mistake_is_located() {
         bad["creditor"]["email"] = json!("not an email");
         let errs = body_errors(&api, "POST", "/payments", &bad.to_string());
         let pointers: Vec<&str> = errs.iter().map(|e| e.pointer.as_str()).collect();
-        for p in ["/amount", "/currency", "/creditor", "/execute_on", "/creditor/email"] {
+        for p in [
+            "/amount",
+            "/currency",
+            "/creditor",
+            "/execute_on",
+            "/creditor/email",
+        ] {
             assert!(pointers.contains(&p), "{p} not in {errs:#?}");
         }
         // Masked: the client's values are not quoted back.
         for e in &errs {
-            assert!(!e.message.contains("12.345") && !e.message.contains("XXX"), "{e:?}");
+            assert!(
+                !e.message.contains("12.345") && !e.message.contains("XXX"),
+                "{e:?}"
+            );
         }
         // Unknown members are refused where the schema says so.
         let extra = PAYMENT.replacen('{', r#"{"debtor_pan":"4111111111111111","#, 1);
@@ -99,31 +122,72 @@ fn a_valid_payment_passes_and_each_mistake_is_located() {
 fn nullable_in_3_0_and_null_type_in_3_1_are_the_same() {
     for api in both() {
         let path = "/payments/3f1c2a4e-9b7d-4c1e-8f2a-1b2c3d4e5f60/refunds";
-        assert_eq!(body_errors(&api, "POST", path, r#"{"amount":"1","reason":null}"#), []);
-        assert_eq!(body_errors(&api, "POST", path, r#"{"amount":"1","reason":"dup"}"#), []);
-        assert_eq!(body_errors(&api, "POST", path, r#"{"amount":"1","reason":5}"#).len(), 1);
+        assert_eq!(
+            body_errors(&api, "POST", path, r#"{"amount":"1","reason":null}"#),
+            []
+        );
+        assert_eq!(
+            body_errors(&api, "POST", path, r#"{"amount":"1","reason":"dup"}"#),
+            []
+        );
+        assert_eq!(
+            body_errors(&api, "POST", path, r#"{"amount":"1","reason":5}"#).len(),
+            1
+        );
     }
 }
 
 #[test]
 fn parameters_are_coerced_and_checked() {
     for api in both() {
-        let ok = params(&api, "GET", "/payments?limit=10&status=pending&status=settled&created_after=2026-01-31", &[]);
+        let ok = params(
+            &api,
+            "GET",
+            "/payments?limit=10&status=pending&status=settled&created_after=2026-01-31",
+            &[],
+        );
         assert_eq!(ok, []);
         let errs = params(&api, "GET", "/payments?limit=abc", &[]);
         assert_eq!(errs, [field("limit", "must be an integer")]);
-        let errs = params(&api, "GET", "/payments?limit=1000&status=lost&created_after=yesterday", &[]);
+        let errs = params(
+            &api,
+            "GET",
+            "/payments?limit=1000&status=lost&created_after=yesterday",
+            &[],
+        );
         let names: Vec<&str> = errs.iter().map(|e| e.pointer.as_str()).collect();
-        assert!(names.contains(&"limit") && names.contains(&"status/0") && names.contains(&"created_after"), "{errs:?}");
+        assert!(
+            names.contains(&"limit")
+                && names.contains(&"status/0")
+                && names.contains(&"created_after"),
+            "{errs:?}"
+        );
         let errs = params(&api, "GET", "/payments?limit=1&limit=2", &[]);
         assert_eq!(errs, [field("limit", "must be given once")]);
         let errs = params(&api, "GET", "/payments/not-a-uuid", &[]);
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert_eq!(errs[0].pointer, "payment_id");
         let errs = params(&api, "POST", "/payments", &[]);
-        assert_eq!(errs, [field("idempotency-key", "required header parameter is missing")]);
-        assert_eq!(params(&api, "POST", "/payments", &[("idempotency-key", "key-000001")]), []);
-        assert_eq!(params(&api, "POST", "/payments", &[("idempotency-key", "short")]).len(), 1);
+        assert_eq!(
+            errs,
+            [field(
+                "idempotency-key",
+                "required header parameter is missing"
+            )]
+        );
+        assert_eq!(
+            params(
+                &api,
+                "POST",
+                "/payments",
+                &[("idempotency-key", "key-000001")]
+            ),
+            []
+        );
+        assert_eq!(
+            params(&api, "POST", "/payments", &[("idempotency-key", "short")]).len(),
+            1
+        );
     }
 }
 
@@ -139,8 +203,15 @@ fn media_types_and_response_schemas() {
         assert!(!body.required);
         let (create, _) = op(&api, "POST", "/payments");
         assert!(create.response(201).is_some());
-        assert!(create.response(400).is_some(), "default (problem+json is JSON)");
-        let (get, _) = op(&api, "GET", "/payments/3f1c2a4e-9b7d-4c1e-8f2a-1b2c3d4e5f60");
+        assert!(
+            create.response(400).is_some(),
+            "default (problem+json is JSON)"
+        );
+        let (get, _) = op(
+            &api,
+            "GET",
+            "/payments/3f1c2a4e-9b7d-4c1e-8f2a-1b2c3d4e5f60",
+        );
         assert!(get.response(200).is_some());
         assert!(get.response(404).is_none());
     }
@@ -148,7 +219,9 @@ fn media_types_and_response_schemas() {
 
 #[test]
 fn hostile_bodies_are_refused_as_json_errors() {
-    assert!(parse_strict(br#"{"a":1,"a":2}"#).unwrap_err().contains("appears twice"));
+    assert!(parse_strict(br#"{"a":1,"a":2}"#)
+        .unwrap_err()
+        .contains("appears twice"));
     assert!(parse_strict(&[b'['; 10_000]).is_err());
     let big = format!("[{}]", "9".repeat(10_000));
     assert!(parse_strict(big.as_bytes()).is_err());
@@ -225,10 +298,16 @@ paths:
     assert!(api.find("/reports/42.txt").is_none());
     let put = http::Method::PUT;
     // A JSON body is checked against the wildcard's schema...
-    assert!(api.body_errors(&put, "/uploads", b"application/json", b"{}").is_err());
-    assert!(api.body_errors(&put, "/uploads", b"application/json", br#"{"name":"a"}"#).is_ok());
+    assert!(api
+        .body_errors(&put, "/uploads", b"application/json", b"{}")
+        .is_err());
+    assert!(api
+        .body_errors(&put, "/uploads", b"application/json", br#"{"name":"a"}"#)
+        .is_ok());
     // ...anything else is admitted as it is.
-    assert!(api.body_errors(&put, "/uploads", b"image/png", b"\x89PNG").is_ok());
+    assert!(api
+        .body_errors(&put, "/uploads", b"image/png", b"\x89PNG")
+        .is_ok());
 }
 
 #[test]
