@@ -63,6 +63,8 @@ pub struct Metrics {
     pub auth_failures: IntCounterVec,
     /// `tollgate_validation_failures_total{route, plugin, reason}` (SPEC §13).
     pub validation_failures: IntCounterVec,
+    /// `tollgate_graphql_rejections_total{route, plugin, reason}` (SPEC §14).
+    pub graphql_rejections: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub idempotency: IntCounterVec,
     pub backend_errors: IntCounterVec,
@@ -211,6 +213,12 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
             "Requests refused by an authentication plugin",
             &["route", "plugin", "reason"],
         ),
+        graphql_rejections: counter(
+            &r,
+            "tollgate_graphql_rejections_total",
+            "GraphQL requests refused by a graphql plugin",
+            &["route", "plugin", "reason"],
+        ),
         validation_failures: counter(
             &r,
             "tollgate_validation_failures_total",
@@ -327,6 +335,8 @@ pub enum Series {
     RateLimited,
     /// `tollgate_validation_failures_total{route, plugin, reason}`.
     ValidationFailures { reason: &'static str },
+    /// `tollgate_graphql_rejections_total{route, plugin, reason}`.
+    GraphQlRejections { reason: &'static str },
     /// `tollgate_cache_requests_total{route, result}`.
     CacheRequests { result: &'static str },
     /// `tollgate_webhook_verifications_total{route, result}`.
@@ -351,6 +361,7 @@ enum Family {
     UpstreamHealthy,
     AuthFailures,
     ValidationFailures,
+    GraphQlRejections,
     RateLimited,
     CacheRequests,
     WebhookVerifications,
@@ -363,7 +374,7 @@ enum Family {
 
 impl Family {
     /// Every family a removed route, upstream or plugin can have series in.
-    const ALL: [Family; 15] = [
+    const ALL: [Family; 16] = [
         Family::RequestsTotal,
         Family::RequestDuration,
         Family::UpstreamDuration,
@@ -371,6 +382,7 @@ impl Family {
         Family::UpstreamHealthy,
         Family::AuthFailures,
         Family::ValidationFailures,
+        Family::GraphQlRejections,
         Family::RateLimited,
         Family::CacheRequests,
         Family::WebhookVerifications,
@@ -391,6 +403,7 @@ impl Family {
             Family::UpstreamHealthy => &m.upstream_healthy,
             Family::AuthFailures => &m.auth_failures,
             Family::ValidationFailures => &m.validation_failures,
+            Family::GraphQlRejections => &m.graphql_rejections,
             Family::RateLimited => &m.rate_limited,
             Family::CacheRequests => &m.cache_requests,
             Family::WebhookVerifications => &m.webhook_verifications,
@@ -457,6 +470,9 @@ impl Series {
             Series::RateLimited => key(Family::RateLimited, &[route, plugin]),
             Series::ValidationFailures { reason } => {
                 key(Family::ValidationFailures, &[route, plugin, reason])
+            }
+            Series::GraphQlRejections { reason } => {
+                key(Family::GraphQlRejections, &[route, plugin, reason])
             }
             Series::CacheRequests { result } => key(Family::CacheRequests, &[route, result]),
             Series::WebhookVerifications { result } => {

@@ -171,6 +171,9 @@ methods = ["POST"]
 [plugins.pay_shape]
 type = "json_limits"
 
+[plugins.pay_graph]
+type = "graphql"
+
 [plugins.github_events]
 type = "webhook_signature"
 scheme = "github"
@@ -251,6 +254,12 @@ upstream = "main"
 path = "/pay"
 methods = ["POST"]
 plugins = ["pay_idem", "pay_shape"]
+
+[[routes]]
+name = "graph"
+upstream = "main"
+path = "/graphql"
+plugins = ["pay_graph"]
 
 [[routes]]
 name = "hooks"

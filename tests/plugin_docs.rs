@@ -59,6 +59,10 @@ fn every_registered_plugin_has_a_document_whose_example_checks() {
                     "openapi/common.yaml",
                     include_str!("../plugins/openapi/common.yaml"),
                 ),
+                (
+                    "graphql/persisted-queries.json",
+                    include_str!("../plugins/graphql/persisted-queries.json"),
+                ),
             ],
         );
         assert!(

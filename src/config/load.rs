@@ -633,7 +633,7 @@ plugins = ["ghost"]
                 .any(|m| m.ends_with(&format!("expected one of {listed}"))),
             "{e:?}"
         );
-        assert_eq!(crate::plugins::type_names().len(), 14);
+        assert_eq!(crate::plugins::type_names().len(), 15);
     }
 
     #[test]

@@ -118,6 +118,9 @@ pub struct RequestCtx {
     /// Upstream attempts begun so far. A retry sends the request body again
     /// from its start, through the `request_body` hooks too.
     pub attempts: u32,
+    /// The complexity a `graphql` plugin measured (summed over a batch),
+    /// for later plugins (a cost-based limit).
+    pub graphql_complexity: Option<u64>,
 }
 
 impl RequestCtx {
@@ -136,6 +139,7 @@ impl RequestCtx {
             webhook_id: None,
             body: None,
             attempts: 0,
+            graphql_complexity: None,
         }
     }
 

@@ -43,6 +43,8 @@ pub enum Order {
     RateLimit,
     /// `json_limits`: a body's shape, before any plugin parses it.
     JsonLimits,
+    /// `graphql`: what a GraphQL request asks for.
+    GraphQl,
     /// `openapi`: the request against its API description.
     OpenApi,
     Idempotency,
@@ -62,11 +64,11 @@ pub enum Reply {
         headers: Vec<(http::HeaderName, http::HeaderValue)>,
     },
     /// A problem+json error whose `errors` member lists what was invalid
-    /// (SPEC §13): at most [`MAX_FIELD_ERRORS`] are written.
+    /// (SPEC §13, §14): at most [`MAX_FIELD_ERRORS`] are written.
     Invalid {
         status: u16,
         detail: String,
-        errors: Vec<FieldError>,
+        errors: Errors,
     },
     /// A complete response of the plugin's own (preflight, cache hit, replay).
     Raw {
@@ -81,6 +83,59 @@ pub enum Reply {
 pub struct FieldError {
     pub pointer: String,
     pub message: String,
+}
+
+/// One entry of a GraphQL refusal's `errors` (SPEC §14), as GraphQL clients
+/// read errors: `{"message", "extensions": {"code"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GraphQlError {
+    pub message: String,
+    pub extensions: GraphQlCode,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GraphQlCode {
+    pub code: &'static str,
+}
+
+impl GraphQlError {
+    pub fn new(message: impl Into<String>, code: &'static str) -> GraphQlError {
+        GraphQlError {
+            message: message.into(),
+            extensions: GraphQlCode { code },
+        }
+    }
+}
+
+/// A problem's `errors` member.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
+pub enum Errors {
+    /// Where and what (`openapi`, `json_limits`).
+    Fields(Vec<FieldError>),
+    /// GraphQL's shape (`graphql`).
+    GraphQl(Vec<GraphQlError>),
+}
+
+impl Errors {
+    pub const NONE: Errors = Errors::Fields(Vec::new());
+
+    pub fn is_empty(&self) -> bool {
+        match self {
+            Errors::Fields(v) => v.is_empty(),
+            Errors::GraphQl(v) => v.is_empty(),
+        }
+    }
+
+    /// At most [`MAX_FIELD_ERRORS`] of them.
+    pub fn capped(&self) -> Errors {
+        match self {
+            Errors::Fields(v) => Errors::Fields(v.iter().take(MAX_FIELD_ERRORS).cloned().collect()),
+            Errors::GraphQl(v) => {
+                Errors::GraphQl(v.iter().take(MAX_FIELD_ERRORS).cloned().collect())
+            }
+        }
+    }
 }
 
 /// The most entries a problem's `errors` list carries (SPEC §13).

@@ -29,6 +29,7 @@ registry! {
     forward_auth::ForwardAuthConfig,
     rate_limit::RateLimitConfig,
     json_limits::JsonLimitsConfig,
+    graphql::GraphQlConfig,
     openapi::OpenApiConfig,
     circuit_breaker::CircuitBreakerConfig,
     cache::CacheConfig,

@@ -2,6 +2,8 @@
 //! `application/problem+json` (RFC 9457) with the request's id, never an
 //! upstream address, never a stack trace.
 
+use crate::pipeline::Errors;
+#[cfg(test)]
 use crate::pipeline::{FieldError, MAX_FIELD_ERRORS};
 use bytes::Bytes;
 
@@ -53,17 +55,13 @@ pub fn kind(status: u16) -> (&'static str, &'static str) {
 
 /// The problem+json body for `status`.
 pub fn body(status: u16, detail: &str, request_id: &str) -> Bytes {
-    body_with_errors(status, detail, request_id, &[])
+    body_with_errors(status, detail, request_id, &Errors::NONE)
 }
 
 /// The problem+json body for `status`, with an `errors` member listing at most
-/// [`MAX_FIELD_ERRORS`] of `errors` when there are any (SPEC §13).
-pub fn body_with_errors(
-    status: u16,
-    detail: &str,
-    request_id: &str,
-    errors: &[FieldError],
-) -> Bytes {
+/// [`crate::pipeline::MAX_FIELD_ERRORS`] of `errors` when there are any
+/// (SPEC §13, §14).
+pub fn body_with_errors(status: u16, detail: &str, request_id: &str, errors: &Errors) -> Bytes {
     #[derive(serde::Serialize)]
     struct Problem<'a> {
         r#type: &'a str,
@@ -71,8 +69,8 @@ pub fn body_with_errors(
         status: u16,
         detail: &'a str,
         request_id: &'a str,
-        #[serde(skip_serializing_if = "<[FieldError]>::is_empty")]
-        errors: &'a [FieldError],
+        #[serde(skip_serializing_if = "Errors::is_empty")]
+        errors: Errors,
     }
     let (ty, title) = kind(status);
     let p = Problem {
@@ -81,7 +79,7 @@ pub fn body_with_errors(
         status,
         detail,
         request_id,
-        errors: &errors[..errors.len().min(MAX_FIELD_ERRORS)],
+        errors: errors.capped(),
     };
     Bytes::from(serde_json::to_vec(&p).unwrap_or_default())
 }
@@ -123,7 +121,7 @@ mod tests {
                 message: "wrong".into(),
             })
             .collect();
-        let b = body_with_errors(400, "invalid", "abc", &errors);
+        let b = body_with_errors(400, "invalid", "abc", &Errors::Fields(errors));
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(v["errors"].as_array().unwrap().len(), MAX_FIELD_ERRORS);
         assert_eq!(v["errors"][9]["pointer"], "/items/9");

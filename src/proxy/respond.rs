@@ -4,7 +4,7 @@
 //! `finish` hooks, once (`finish_chain`).
 
 use super::{problem, Gateway, ProxyCtx};
-use crate::pipeline::{FieldError, Reply};
+use crate::pipeline::{Errors, Reply};
 use http::header;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -75,7 +75,7 @@ impl Gateway {
         detail: &str,
         extra: Vec<(http::HeaderName, http::HeaderValue)>,
     ) {
-        self.respond_problem_with(session, ctx, status, detail, extra, &[])
+        self.respond_problem_with(session, ctx, status, detail, extra, &Errors::NONE)
             .await
     }
 
@@ -87,7 +87,7 @@ impl Gateway {
         status: u16,
         detail: &str,
         extra: Vec<(http::HeaderName, http::HeaderValue)>,
-        errors: &[FieldError],
+        errors: &Errors,
     ) {
         let body = problem::body_with_errors(status, detail, ctx.req.request_id(), errors);
         let mut resp = match ResponseHeader::build(status, Some(4 + extra.len())) {

@@ -112,9 +112,34 @@ impl<K> Broker<K> {
         self.spawn().await;
     }
 
-    /// `SIGSTOP`.
+    /// `SIGSTOP`, returning once every thread of the broker is stopped
+    /// (`kill` only queues the signal: a thread running on another core can
+    /// still answer a request in between).
     pub fn pause(&self) {
         self.signal(libc::SIGSTOP);
+        let pid = self.pid();
+        let stopped = || {
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+                return true;
+            };
+            tasks.flatten().all(|t| {
+                std::fs::read_to_string(t.path().join("stat"))
+                    .ok()
+                    .and_then(|st| {
+                        st.rsplit_once(')')
+                            .map(|(_, rest)| rest.trim_start().starts_with('T'))
+                    })
+                    .unwrap_or(true)
+            })
+        };
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !stopped() {
+            assert!(
+                std::time::Instant::now() < end,
+                "{pid} not stopped by SIGSTOP"
+            );
+            std::thread::yield_now();
+        }
     }
 
     /// `SIGCONT`.

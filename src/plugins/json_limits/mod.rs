@@ -161,7 +161,7 @@ impl JsonLimits {
         Reply::Invalid {
             status: 400,
             detail,
-            errors: vec![error],
+            errors: crate::pipeline::Errors::Fields(vec![error]),
         }
     }
 
@@ -233,12 +233,17 @@ impl Plugin for JsonLimits {
         let route = ctx.route();
         // Held whole before the upstream: a body read already, a queue's
         // (never streamed upstream), one declared within the window, and one
-        // of unknown length on a route whose `openapi` reads it anyway.
+        // of unknown length on a route whose `openapi` or `graphql` reads it
+        // anyway.
         let held = ctx.body.is_some()
             || route.is_some_and(|r| r.queue.is_some())
             || declared.is_some_and(|n| n <= window)
             || declared.is_none()
-                && route.is_some_and(|r| r.chain.iter().any(|i| i.order == Order::OpenApi));
+                && route.is_some_and(|r| {
+                    r.chain
+                        .iter()
+                        .any(|i| matches!(i.order, Order::OpenApi | Order::GraphQl))
+                });
         if !held {
             *state = State::Streaming {
                 scanner: Box::new(Scanner::new(self.limits)),

@@ -120,7 +120,7 @@ fn invalid(status: u16, detail: impl Into<String>, errors: Vec<FieldError>) -> F
     Flow::Respond(Reply::Invalid {
         status,
         detail: detail.into(),
-        errors,
+        errors: crate::pipeline::Errors::Fields(errors),
     })
 }
 
