@@ -17,94 +17,9 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tollgate::plugins::graphql::analyze::{analyze, Limits};
 
-const SPEC: Limits = Limits {
-    max_depth: 10,
-    max_aliases: 15,
-    max_root_fields: 10,
-    max_tokens: 5000,
-    max_complexity: 1000,
-    default_list_size: 10,
-    introspection: false,
-};
+const SPEC: Limits = Limits::SPEC;
 
-const ACCOUNT_VIEW: &str = r#"
-# Account screen: header, balances, the first page of transactions.
-query AccountView($accountId: ID!, $after: String, $withStatements: Boolean = true) {
-  viewer {
-    id
-    ...UserSummary
-    preferences { locale currency timezone }
-    kyc { status level verifiedAt }
-    rewards { points tier { name perks expiresAt } referralCode }
-    security { twoFactorEnabled lastLoginAt devices { id name lastSeenAt } }
-    notifications(first: 5, unreadOnly: true) {
-      edges { node { id title read createdAt } }
-    }
-  }
-  account(id: $accountId) {
-    ...AccountHeader
-    balance { available { ...Money } pending { ...Money } }
-    limits { daily { ...Money } monthly { ...Money } }
-    transactions(first: 20, after: $after) {
-      totalCount
-      pageInfo { hasNextPage endCursor }
-      edges {
-        cursor
-        node {
-          ...TransactionRow
-          ... on CardTransaction {
-            card { last4 brand }
-            merchant { name category logoUrl }
-          }
-          ... on Transfer {
-            counterparty { name iban }
-            reference
-          }
-        }
-      }
-    }
-    statements(last: 3) @include(if: $withStatements) { id month url }
-    scheduledPayments(first: 5) {
-      id
-      dueAt
-      amount { ...Money }
-      payee { name iban }
-    }
-    cards { id last4 status frozen spendLimit: limits { daily { ...Money } } }
-    overdraft { enabled rate limit { ...Money } }
-    beneficiaries { id name iban bank { name bic country } }
-    documents { id kind title url issuedAt }
-  }
-}
-
-fragment UserSummary on User {
-  displayName: name
-  email
-  avatar(size: 64)
-}
-
-fragment AccountHeader on Account {
-  id
-  iban
-  nickname: label
-  openedAt
-  owner { ...UserSummary }
-}
-
-fragment Money on Money {
-  amount
-  currency
-}
-
-fragment TransactionRow on Transaction {
-  id
-  bookedAt: createdAt
-  description
-  amount { ...Money }
-  status
-  category { id name }
-}
-"#;
+const ACCOUNT_VIEW: &str = include_str!("fixtures/account_view.graphql");
 
 /// `piece` repeated until the text is 1 MiB, then `end`.
 fn mebibyte(start: &str, piece: impl Fn(usize) -> String, end: &str) -> String {

@@ -230,6 +230,52 @@ async fn every_request_form_introspection_fragments_and_batches() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 415);
+    // Forms other servers read differently are refused, not passed.
+    for (method, url, ct, body) in [
+        (
+            "POST",
+            "/graphql?query=%7B__schema%7Btypes%7Bname%7D%7D%7D",
+            "application/json",
+            r#"{"query":"{ me { id } }"}"#,
+        ),
+        (
+            "POST",
+            "/graphql",
+            "application/json; charset=utf-7",
+            r#"{"query":"{ me { id } }"}"#,
+        ),
+        (
+            "GET",
+            "/graphql?query=%7Bme%7Bid%7D%7D&query=%7B__schema%7Btypes%7Bname%7D%7D%7D",
+            "",
+            "",
+        ),
+        (
+            "PUT",
+            "/graphql",
+            "application/json",
+            r#"{"query":"{ me { id } }"}"#,
+        ),
+        (
+            "HEAD",
+            &format!("/graphql?query={}", percent(&deep(7))),
+            "",
+            "",
+        ),
+    ] {
+        let hits = up.hits();
+        let mut req = c.request(method.parse().unwrap(), gw.url(url));
+        if !ct.is_empty() {
+            req = req.header("content-type", ct).body(body.to_string());
+        }
+        let resp = req.send().await.unwrap();
+        assert!(
+            resp.status().is_client_error(),
+            "{method} {url} {ct}: {}",
+            resp.status()
+        );
+        assert_eq!(up.hits(), hits, "{method} {url} {ct} reached the upstream");
+    }
 }
 
 fn percent(s: &str) -> String {
@@ -283,6 +329,8 @@ async fn persisted_queries_by_hash_by_text_and_only_persisted() {
     let (s, p) = post(&strict, &json!({ "query": other })).await;
     assert_eq!((s, code(&p)), (400, "PERSISTED_QUERY_REQUIRED"));
     let (s, p) = post(&strict, &second).await;
+    assert_eq!((s, code(&p)), (400, "PERSISTED_QUERY_REQUIRED"));
+    let (s, p) = post(&strict, &apq(&sha(other))).await;
     assert_eq!((s, code(&p)), (400, "PERSISTED_QUERY_NOT_FOUND"));
     // The allowlist reloads when edited.
     let mut list: Value = serde_json::from_str(ALLOWLIST).unwrap();

@@ -48,6 +48,19 @@ pub struct Limits {
     pub introspection: bool,
 }
 
+impl Limits {
+    /// SPEC §14's defaults.
+    pub const SPEC: Limits = Limits {
+        max_depth: 10,
+        max_aliases: 15,
+        max_root_fields: 10,
+        max_tokens: 5000,
+        max_complexity: 1000,
+        default_list_size: 10,
+        introspection: false,
+    };
+}
+
 /// Why a query was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Code {
@@ -601,15 +614,7 @@ mod tests {
     use serde_json::json;
     use std::time::{Duration, Instant};
 
-    const SPEC: Limits = Limits {
-        max_depth: 10,
-        max_aliases: 15,
-        max_root_fields: 10,
-        max_tokens: 5000,
-        max_complexity: 1000,
-        default_list_size: 10,
-        introspection: false,
-    };
+    const SPEC: Limits = Limits::SPEC;
     const OPEN: Limits = Limits {
         max_depth: usize::MAX,
         max_aliases: usize::MAX,
@@ -622,84 +627,7 @@ mod tests {
 
     /// The bench's typical query (benches/graphql.rs): pagination, named and
     /// inline fragments, one fragment at four levels.
-    const ACCOUNT_VIEW: &str = r#"
-# Account screen: header, balances, the first page of transactions.
-query AccountView($accountId: ID!, $after: String, $withStatements: Boolean = true) {
-  viewer {
-    id
-    ...UserSummary
-    preferences { locale currency timezone }
-    kyc { status level verifiedAt }
-    rewards { points tier { name perks expiresAt } referralCode }
-    security { twoFactorEnabled lastLoginAt devices { id name lastSeenAt } }
-    notifications(first: 5, unreadOnly: true) {
-      edges { node { id title read createdAt } }
-    }
-  }
-  account(id: $accountId) {
-    ...AccountHeader
-    balance { available { ...Money } pending { ...Money } }
-    limits { daily { ...Money } monthly { ...Money } }
-    transactions(first: 20, after: $after) {
-      totalCount
-      pageInfo { hasNextPage endCursor }
-      edges {
-        cursor
-        node {
-          ...TransactionRow
-          ... on CardTransaction {
-            card { last4 brand }
-            merchant { name category logoUrl }
-          }
-          ... on Transfer {
-            counterparty { name iban }
-            reference
-          }
-        }
-      }
-    }
-    statements(last: 3) @include(if: $withStatements) { id month url }
-    scheduledPayments(first: 5) {
-      id
-      dueAt
-      amount { ...Money }
-      payee { name iban }
-    }
-    cards { id last4 status frozen spendLimit: limits { daily { ...Money } } }
-    overdraft { enabled rate limit { ...Money } }
-    beneficiaries { id name iban bank { name bic country } }
-    documents { id kind title url issuedAt }
-  }
-}
-
-fragment UserSummary on User {
-  displayName: name
-  email
-  avatar(size: 64)
-}
-
-fragment AccountHeader on Account {
-  id
-  iban
-  nickname: label
-  openedAt
-  owner { ...UserSummary }
-}
-
-fragment Money on Money {
-  amount
-  currency
-}
-
-fragment TransactionRow on Transaction {
-  id
-  bookedAt: createdAt
-  description
-  amount { ...Money }
-  status
-  category { id name }
-}
-"#;
+    const ACCOUNT_VIEW: &str = include_str!("../../../benches/fixtures/account_view.graphql");
 
     fn ok(q: &str) -> Measured {
         analyze(q, None, None, &OPEN).unwrap_or_else(|r| panic!("{q}: {r:?}"))

@@ -117,17 +117,27 @@ impl PluginConfig for GraphQlConfig {
                 .map_err(|e| vec![BuildError::at("persisted_queries_file", e)])?,
             None => HashMap::new(),
         };
+        let limits = Limits {
+            max_depth: self.max_depth,
+            max_aliases: self.max_aliases,
+            max_root_fields: self.max_root_fields,
+            max_tokens: self.max_tokens,
+            max_complexity: self.max_complexity,
+            default_list_size: self.default_list_size,
+            introspection: self.introspection,
+        };
+        // An allowlisted query that could never pass is a mistake of the list.
+        for (hash, text) in &persisted {
+            if let Err(r) = analyze::analyze(text, None, None, &limits) {
+                return Err(vec![BuildError::at(
+                    "persisted_queries_file",
+                    format!("{}: {} ({})", hex::encode(hash), r.message, r.code.as_str()),
+                )]);
+            }
+        }
         Ok(GraphQl {
             name: bx.name.to_string(),
-            limits: Limits {
-                max_depth: self.max_depth,
-                max_aliases: self.max_aliases,
-                max_root_fields: self.max_root_fields,
-                max_tokens: self.max_tokens,
-                max_complexity: self.max_complexity,
-                default_list_size: self.default_list_size,
-                introspection: self.introspection,
-            },
+            limits,
             persisted,
             only_persisted: self.only_persisted,
             max_batch: self.max_batch,
@@ -173,10 +183,13 @@ fn sha256(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
 }
 
+/// A SHA-256 in lower-case hex (as APQ clients send it, and as the upstream
+/// looks it up: another spelling would be checked as one query and run as
+/// another, or not found).
 fn parse_hash(h: &str) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
-    (h.len() == 64)
-        .then(|| hex::decode_to_slice(h.to_ascii_lowercase(), &mut out).ok())
+    (h.len() == 64 && !h.bytes().any(|b| b.is_ascii_uppercase()))
+        .then(|| hex::decode_to_slice(h, &mut out).ok())
         .flatten()
         .map(|_| out)
 }
@@ -221,6 +234,7 @@ pub mod reason {
     pub const PERSISTED_REQUIRED: &str = "persisted_query_required";
     pub const BATCH: &str = "batch";
     pub const CONTENT_TYPE: &str = "content_type";
+    pub const METHOD: &str = "method";
 }
 
 /// One operation request of GraphQL over HTTP, as sent.
@@ -238,6 +252,11 @@ impl Operation {
         let Value::Object(m) = v else {
             return Err(Refusal::parse("a GraphQL request must be a JSON object"));
         };
+        for k in DOCUMENT_IDS {
+            if m.contains_key(k) {
+                return Err(no_document_ids(k));
+            }
+        }
         let text = |k: &str| -> Result<Option<String>, Refusal> {
             match m.get(k) {
                 None | Some(Value::Null) => Ok(None),
@@ -245,42 +264,93 @@ impl Operation {
                 Some(_) => Err(Refusal::parse(format!("`{k}` must be a string"))),
             }
         };
-        let hash = match m.get("extensions") {
-            None | Some(Value::Null) => None,
-            Some(e) => persisted_hash(e)?,
-        };
         Ok(Operation {
             query: text("query")?,
             operation_name: text("operationName")?,
-            variables: m.get("variables").filter(|v| !v.is_null()).cloned(),
-            hash,
+            variables: map_or_null(m.get("variables"), "variables")?.cloned(),
+            hash: match map_or_null(m.get("extensions"), "extensions")? {
+                Some(e) => persisted_hash(e)?,
+                None => None,
+            },
         })
     }
 
-    /// From `GET ?query=&operationName=&variables=&extensions=`.
+    /// From `GET ?query=&operationName=&variables=&extensions=`: names
+    /// decoded, each at most once (servers disagree on which of two wins).
     fn from_query_string(q: &str) -> Result<Operation, Refusal> {
         let mut op = Operation::default();
-        for pair in q.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let decode = |s: &str| {
-                percent_encoding::percent_decode_str(&s.replace('+', " "))
-                    .decode_utf8()
-                    .map(|c| c.into_owned())
-                    .map_err(|_| Refusal::parse("the query string is not UTF-8"))
+        let mut seen = [false; 4];
+        for (k, v) in graphql_params(q)? {
+            let Some(n) = PARAMS.iter().position(|p| *p == k) else {
+                continue;
             };
-            let json = |s: String, what: &str| {
-                serde_json::from_str::<Value>(&s)
+            if std::mem::replace(&mut seen[n], true) {
+                return Err(Refusal::parse(format!("`{k}` is given more than once")));
+            }
+            let json = |s: &str, what: &str| {
+                crate::json::parse_strict(s.as_bytes())
                     .map_err(|e| Refusal::parse(format!("`{what}` is not JSON: {e}")))
             };
-            match k {
-                "query" => op.query = Some(decode(v)?),
-                "operationName" => op.operation_name = Some(decode(v)?),
-                "variables" => op.variables = Some(json(decode(v)?, "variables")?),
-                "extensions" => op.hash = persisted_hash(&json(decode(v)?, "extensions")?)?,
-                _ => {}
+            match n {
+                0 => op.query = Some(v),
+                1 => op.operation_name = Some(v),
+                2 => {
+                    op.variables = map_or_null(Some(&json(&v, "variables")?), "variables")?.cloned()
+                }
+                _ => {
+                    if let Some(e) = map_or_null(Some(&json(&v, "extensions")?), "extensions")? {
+                        op.hash = persisted_hash(e)?;
+                    }
+                }
             }
         }
         Ok(op)
+    }
+}
+
+/// The parameters of GraphQL over HTTP's `GET` form.
+const PARAMS: [&str; 4] = ["query", "operationName", "variables", "extensions"];
+
+/// Members that name a stored document by id (GraphQL over HTTP persisted
+/// documents, Relay, Yoga): a server that prefers them would run a document
+/// the gateway never measured. Only `extensions.persistedQuery` is supported.
+const DOCUMENT_IDS: [&str; 3] = ["documentId", "doc_id", "id"];
+
+fn no_document_ids(k: &str) -> Refusal {
+    Refusal::parse(format!(
+        "`{k}`: documents by id are not accepted; use extensions.persistedQuery.sha256Hash"
+    ))
+}
+
+/// The decoded `name=value` pairs of a query string that are GraphQL's (or
+/// name a document by id, which is refused).
+fn graphql_params(q: &str) -> Result<Vec<(String, String)>, Refusal> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .map_err(|_| Refusal::parse("the query string is not UTF-8"))
+    };
+    let mut out = Vec::new();
+    for pair in q.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let k = decode(k)?;
+        if DOCUMENT_IDS.contains(&k.as_str()) {
+            return Err(no_document_ids(&k));
+        }
+        if PARAMS.contains(&k.as_str()) {
+            out.push((k, decode(v)?));
+        }
+    }
+    Ok(out)
+}
+
+/// `variables` and `extensions` are maps (or absent).
+fn map_or_null<'a>(v: Option<&'a Value>, what: &str) -> Result<Option<&'a Value>, Refusal> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(m @ Value::Object(_)) => Ok(Some(m)),
+        Some(_) => Err(Refusal::parse(format!("`{what}` must be a JSON object"))),
     }
 }
 
@@ -316,7 +386,12 @@ impl GraphQl {
                 (None, Some(_)) if !self.only_persisted => Err(Refusal::parse(
                     "the query does not match its persisted query hash",
                 )),
-                (None, _) => Err(Refusal::new(
+                (None, Some(_)) => Err(Refusal::new(
+                    "PERSISTED_QUERY_REQUIRED",
+                    reason::PERSISTED_REQUIRED,
+                    "only persisted queries are accepted",
+                )),
+                (None, None) => Err(Refusal::new(
                     "PERSISTED_QUERY_NOT_FOUND",
                     reason::PERSISTED_NOT_FOUND,
                     "PersistedQueryNotFound",
@@ -336,18 +411,21 @@ impl GraphQl {
         Ok(q)
     }
 
+    fn batch_limit(&self, n: usize) -> Refusal {
+        Refusal::new(
+            "BATCH_LIMIT",
+            reason::BATCH,
+            format!(
+                "a batch of {n} operations exceeds max_batch {}",
+                self.max_batch
+            ),
+        )
+    }
+
     /// Check every operation of a request; the summed complexity.
     pub fn check(&self, ops: &[Operation]) -> Result<u64, Refusal> {
         if ops.len() > self.max_batch {
-            return Err(Refusal::new(
-                "BATCH_LIMIT",
-                reason::BATCH,
-                format!(
-                    "a batch of {} operations exceeds max_batch {}",
-                    ops.len(),
-                    self.max_batch
-                ),
-            ));
+            return Err(self.batch_limit(ops.len()));
         }
         let mut total: u64 = 0;
         for (i, op) in ops.iter().enumerate() {
@@ -373,14 +451,40 @@ impl GraphQl {
     /// The operations of this request.
     async fn operations(&self, session: &mut Session, ctx: &mut RequestCtx) -> Read {
         let req = session.req_header();
-        if req.method == http::Method::GET {
-            return match Operation::from_query_string(req.uri.query().unwrap_or("")) {
-                Ok(op) => Read::Ops(vec![op]),
-                Err(r) => Read::Refuse(r),
-            };
+        let query = req.uri.query().unwrap_or("");
+        match req.method {
+            // HEAD is GET without a body, wherever servers route it.
+            http::Method::GET | http::Method::HEAD => {
+                return match Operation::from_query_string(query) {
+                    Ok(op) => Read::Ops(vec![op]),
+                    Err(r) => Read::Refuse(r),
+                }
+            }
+            http::Method::POST => {}
+            http::Method::OPTIONS => return Read::Pass,
+            _ => {
+                return Read::Answer(
+                    Flow::Respond(Reply::Problem {
+                        status: 405,
+                        detail: "a GraphQL request is a GET or a POST".into(),
+                        headers: vec![(
+                            http::header::ALLOW,
+                            http::HeaderValue::from_static("GET, HEAD, POST, OPTIONS"),
+                        )],
+                    }),
+                    Some(reason::METHOD),
+                )
+            }
         }
-        if req.method != http::Method::POST {
-            return Read::Pass;
+        // Some servers read the URL's parameters before the body's.
+        match graphql_params(query) {
+            Ok(p) if p.is_empty() => {}
+            Ok(_) => {
+                return Read::Refuse(Refusal::parse(
+                    "a POST carries its GraphQL parameters in its body, not its URL",
+                ))
+            }
+            Err(r) => return Read::Refuse(r),
         }
         let ct = match crate::util::body_kind(&req.headers) {
             BodyKind::Plain(ct) => ct,
@@ -395,6 +499,12 @@ impl GraphQl {
                 )
             }
         };
+        if !utf8_charset(ct) {
+            return Read::Answer(
+                Flow::problem(415, "a GraphQL request is UTF-8 (no other charset)"),
+                Some(reason::CONTENT_TYPE),
+            );
+        }
         let graphql = essence_is(ct, b"application/graphql");
         if !graphql && !crate::util::is_json(ct) {
             return Read::Answer(
@@ -426,9 +536,8 @@ impl GraphQl {
             Value::Array(items) if items.is_empty() => {
                 return Read::Refuse(Refusal::parse("an empty batch"))
             }
-            // Refused by `check` without reading its members.
             Value::Array(items) if items.len() > self.max_batch => {
-                (0..items.len()).map(|_| Ok(Operation::default())).collect()
+                return Read::Refuse(self.batch_limit(items.len()))
             }
             Value::Array(items) => items.iter().map(Operation::from_json).collect(),
             one => Operation::from_json(one).map(|op| vec![op]),
@@ -470,6 +579,24 @@ enum Read {
     Answer(Flow, Option<&'static str>),
 }
 
+/// Whether content type `ct` names no charset, or UTF-8: a server that
+/// decodes another (body-parser takes `utf-7`) would read other JSON than
+/// the gateway checked.
+fn utf8_charset(ct: &[u8]) -> bool {
+    ct.split(|&b| b == b';').skip(1).all(|param| {
+        let p = param.trim_ascii();
+        let Some(eq) = p.iter().position(|&b| b == b'=') else {
+            return true;
+        };
+        let (name, value) = (p[..eq].trim_ascii(), p[eq + 1..].trim_ascii());
+        let value = value
+            .strip_prefix(b"\"")
+            .and_then(|v| v.strip_suffix(b"\""))
+            .unwrap_or(value);
+        !name.eq_ignore_ascii_case(b"charset") || value.eq_ignore_ascii_case(b"utf-8")
+    })
+}
+
 /// Whether content type `ct` is `essence` (parameters ignored).
 fn essence_is(ct: &[u8], essence: &[u8]) -> bool {
     let e = ct.split(|&b| b == b';').next().unwrap_or(b"").trim_ascii();
@@ -496,6 +623,7 @@ impl Plugin for GraphQl {
             reason::PERSISTED_REQUIRED,
             reason::BATCH,
             reason::CONTENT_TYPE,
+            reason::METHOD,
         ])
         .map(|reason| Series::GraphQlRejections { reason })
         .collect()

@@ -5,15 +5,7 @@ const ME: &str = "query Me { me { id name } }";
 fn plugin(only_persisted: bool) -> GraphQl {
     GraphQl {
         name: "t".into(),
-        limits: Limits {
-            max_depth: 10,
-            max_aliases: 15,
-            max_root_fields: 10,
-            max_tokens: 5000,
-            max_complexity: 1000,
-            default_list_size: 10,
-            introspection: false,
-        },
+        limits: Limits::SPEC,
         persisted: HashMap::from([(sha256(ME), Arc::from(ME))]),
         only_persisted,
         max_batch: 3,
@@ -79,10 +71,14 @@ fn persisted_queries_and_batches() {
     // By hash: the allowlisted text is what is measured.
     assert!(open.check(&[op(None, hash(ME))]).is_ok());
     assert!(strict.check(&[op(None, hash(ME))]).is_ok());
-    // Upper-case hex is the same hash.
-    assert!(strict
-        .check(&[op(None, hash(ME).map(|h| h.to_uppercase()))])
-        .is_ok());
+    // Only lower-case hex, as the upstream looks it up.
+    assert_eq!(
+        strict
+            .check(&[op(None, hash(ME).map(|h| h.to_uppercase()))])
+            .unwrap_err()
+            .code,
+        "PERSISTED_QUERY_NOT_FOUND"
+    );
     // Not found: by hash alone; with its text, only when not only_persisted.
     assert_eq!(
         open.check(&[op(None, hash(other))]).unwrap_err().code,
@@ -94,7 +90,7 @@ fn persisted_queries_and_batches() {
             .check(&[op(Some(other), hash(other))])
             .unwrap_err()
             .code,
-        "PERSISTED_QUERY_NOT_FOUND"
+        "PERSISTED_QUERY_REQUIRED"
     );
     // A text that is not its hash's.
     assert_eq!(
@@ -144,5 +140,47 @@ fn allowlist_files_are_checked() {
         std::fs::write(&p, bad).unwrap();
         let e = load_allowlist(&p).unwrap_err();
         assert!(e.contains(want), "{want:?} not in {e:?}");
+    }
+}
+
+#[test]
+fn get_parameters_are_decoded_and_given_once() {
+    let twice = Operation::from_query_string("query=%7Ba%7D&qu%65ry=%7Bb%7D").unwrap_err();
+    assert!(twice.message.contains("more than once"), "{twice:?}");
+    assert!(Operation::from_query_string("operationName=A&operationName=B").is_err());
+    for bad in [
+        "variables=%5B1%5D",
+        "extensions=%22x%22",
+        "variables=%7B%22a%22%3A1%2C%22a%22%3A2%7D",
+    ] {
+        assert_eq!(
+            Operation::from_query_string(bad).unwrap_err().code,
+            "PARSE_ERROR",
+            "{bad}"
+        );
+    }
+    for ids in ["documentId=abc", "doc_id=1", "id=1"] {
+        assert!(Operation::from_query_string(ids).is_err(), "{ids}");
+    }
+    assert!(Operation::from_json(&serde_json::json!({"query": "{a}", "documentId": "x"})).is_err());
+    assert!(Operation::from_json(&serde_json::json!({"query": "{a}", "variables": "{}"})).is_err());
+}
+
+#[test]
+fn only_utf8_is_read() {
+    for ok in [
+        &b"application/json"[..],
+        b"application/json; charset=utf-8",
+        b"application/json;charset=\"UTF-8\"",
+        b"application/graphql; x=y",
+    ] {
+        assert!(utf8_charset(ok), "{:?}", String::from_utf8_lossy(ok));
+    }
+    for bad in [
+        &b"application/json; charset=utf-7"[..],
+        b"application/json; CHARSET=iso-8859-1",
+        b"application/json; charset=\"utf-16\"",
+    ] {
+        assert!(!utf8_charset(bad), "{:?}", String::from_utf8_lossy(bad));
     }
 }
