@@ -67,18 +67,22 @@ pub fn is_gateway_owned(name: &str) -> bool {
 /// Whether `content-type` names JSON: `application/json` or any `*/*+json`
 /// (parameters such as `charset` ignored, case-insensitive).
 pub fn is_json(content_type: &[u8]) -> bool {
-    let Ok(ct) = std::str::from_utf8(content_type) else {
+    let Some((ty, sub)) = media_type(content_type) else {
         return false;
     };
-    let essence = ct.split(';').next().unwrap_or("").trim();
-    let Some((ty, sub)) = essence.split_once('/') else {
-        return false;
-    };
-    !ty.is_empty()
-        && !ty.contains('*')
-        && !sub.contains('*')
-        && (sub.eq_ignore_ascii_case("json") && ty.eq_ignore_ascii_case("application")
-            || sub.len() > 5 && sub.as_bytes()[sub.len() - 5..].eq_ignore_ascii_case(b"+json"))
+    !ty.contains(&b'*')
+        && !sub.contains(&b'*')
+        && (sub.eq_ignore_ascii_case(b"json") && ty.eq_ignore_ascii_case(b"application")
+            || sub.len() > 5 && sub[sub.len() - 5..].eq_ignore_ascii_case(b"+json"))
+}
+
+/// The `type` and `subtype` of a content type, parameters and surrounding
+/// spaces left out, neither empty (as written: compare them ignoring case).
+pub fn media_type(content_type: &[u8]) -> Option<(&[u8], &[u8])> {
+    let essence = content_type.split(|&b| b == b';').next()?.trim_ascii();
+    let slash = essence.iter().position(|&b| b == b'/')?;
+    let (ty, sub) = (&essence[..slash], &essence[slash + 1..]);
+    (!ty.is_empty() && !sub.is_empty()).then_some((ty, sub))
 }
 
 /// How a request's body is declared, for the plugins that read it as JSON.

@@ -505,7 +505,9 @@ impl GraphQl {
                 Some(reason::CONTENT_TYPE),
             );
         }
-        let graphql = essence_is(ct, b"application/graphql");
+        let graphql = crate::util::media_type(ct).is_some_and(|(t, s)| {
+            t.eq_ignore_ascii_case(b"application") && s.eq_ignore_ascii_case(b"graphql")
+        });
         if !graphql && !crate::util::is_json(ct) {
             return Read::Answer(
                 Flow::problem(
@@ -595,12 +597,6 @@ fn utf8_charset(ct: &[u8]) -> bool {
             .unwrap_or(value);
         !name.eq_ignore_ascii_case(b"charset") || value.eq_ignore_ascii_case(b"utf-8")
     })
-}
-
-/// Whether content type `ct` is `essence` (parameters ignored).
-fn essence_is(ct: &[u8], essence: &[u8]) -> bool {
-    let e = ct.split(|&b| b == b';').next().unwrap_or(b"").trim_ascii();
-    e.eq_ignore_ascii_case(essence)
 }
 
 impl Plugin for GraphQl {

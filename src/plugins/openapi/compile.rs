@@ -182,25 +182,26 @@ pub struct Media {
 
 /// `type/subtype` of a content type, lower case, without parameters.
 fn essence(ct: &str) -> Option<(String, String)> {
-    let e = ct.split(';').next()?.trim();
-    let (t, s) = e.split_once('/')?;
-    if t.is_empty() || s.is_empty() {
-        return None;
-    }
-    Some((t.to_ascii_lowercase(), s.to_ascii_lowercase()))
+    let (t, s) = crate::util::media_type(ct.as_bytes())?;
+    let lower = |b: &[u8]| String::from_utf8_lossy(b).to_ascii_lowercase();
+    Some((lower(t), lower(s)))
 }
 
 impl BodySpec {
     /// The media type of the description that `content_type` falls under: an
     /// exact one first, then `type/*`, then `*/*`.
     pub fn media(&self, content_type: &[u8]) -> Option<&Media> {
-        let ct = std::str::from_utf8(content_type).ok()?;
-        let (t, s) = essence(ct)?;
-        let exact = self.media.iter().find(|m| m.range.0 == t && m.range.1 == s);
+        // The description's ranges are lower case; the request's may not be.
+        let (t, s) = crate::util::media_type(content_type)?;
+        let is = |range: &str, b: &[u8]| range.as_bytes().eq_ignore_ascii_case(b);
+        let exact = self
+            .media
+            .iter()
+            .find(|m| is(&m.range.0, t) && is(&m.range.1, s));
         let sub = || {
             self.media
                 .iter()
-                .find(|m| m.range.0 == t && m.range.1 == "*")
+                .find(|m| is(&m.range.0, t) && m.range.1 == "*")
         };
         let any = || self.media.iter().find(|m| m.range.0 == "*");
         exact.or_else(sub).or_else(any)

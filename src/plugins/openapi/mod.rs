@@ -310,8 +310,7 @@ impl Plugin for OpenApi {
         state: &mut State,
     ) -> pingora::Result<Flow> {
         let empty = session.is_body_empty();
-        let path = ctx.upstream_path().to_owned();
-        let Some((pi, path_values)) = self.find(&path) else {
+        let Some((pi, path_values)) = self.find(ctx.upstream_path()) else {
             self.count(ctx, reason::NOT_FOUND);
             return Ok(Flow::problem(
                 404,
